@@ -1,0 +1,23 @@
+"""home-derp: settings → HomeDerpRelay → stack outputs."""
+
+import pulumi
+
+from components import ConfigError, HomeDerpRelay, HomeDerpRelayArgs, load_settings
+
+try:
+    settings = load_settings()
+except ConfigError as exc:
+    # RunError ends the program with the message alone: the user needs the list, not a traceback.
+    raise pulumi.RunError(str(exc)) from None
+relay = HomeDerpRelay(f"relay-{settings.region_id}", HomeDerpRelayArgs(settings=settings))
+
+pulumi.export("hostname", relay.hostname)
+pulumi.export("derpPort", relay.derp_port)
+pulumi.export("stunPort", relay.stun_port)
+pulumi.export("addresses", relay.addresses)
+pulumi.export("derpRegion", relay.derp_region)
+pulumi.export("derpMapFragment", relay.derp_map_fragment)
+pulumi.export("certificateNotAfter", relay.certificate_not_after)
+pulumi.export("certificateSerial", relay.certificate_serial)
+pulumi.export("containerId", relay.container_id)
+pulumi.export("image", relay.image)

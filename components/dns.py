@@ -1,0 +1,74 @@
+"""Cloudflare records that point the relay's name at the home line.
+
+DNS-only (``proxied=False``): DERP switches protocols inside TLS and cannot pass Cloudflare's HTTP
+proxy (reference/derp.md §1). A short TTL because home IPv6 prefixes change (issue #5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_cloudflare as cloudflare
+
+from components.settings import RelaySettings
+
+#: Seconds; Cloudflare's minimum for non-enterprise zones is 60. Prefixes change, keep it short.
+RECORD_TTL = 60
+
+
+@dataclass(frozen=True)
+class RelayDnsRecords:
+    """The records of one relay."""
+
+    aaaa: cloudflare.DnsRecord
+    a: cloudflare.DnsRecord | None
+
+
+def zone_id_for(settings: RelaySettings, opts: pulumi.InvokeOptions) -> pulumi.Input[str]:
+    """The configured zone id, or the id of the zone looked up by name."""
+    if settings.zone_id:
+        return settings.zone_id
+    zone = cloudflare.get_zone_output(
+        filter=cloudflare.GetZoneFilterArgs(name=settings.zone, match="all"), opts=opts
+    )
+    return zone.zone_id
+
+
+def record_comment(settings: RelaySettings) -> str:
+    """Marks the record as ours so nobody edits it by hand (Cloudflare shows the comment)."""
+    return (
+        f"managed by home-derp (Pulumi stack {pulumi.get_stack()}, region {settings.region_id}); "
+        "edits are overwritten"
+    )
+
+
+def create_dns_records(
+    name: str,
+    settings: RelaySettings,
+    provider: cloudflare.Provider,
+    parent: pulumi.Resource,
+) -> RelayDnsRecords:
+    """AAAA always, A only when the relay has a public IPv4."""
+    zone_id = zone_id_for(settings, pulumi.InvokeOptions(provider=provider, parent=parent))
+    # With the DDNS updater the record's content belongs to it; `up` must not fight it (issue #5).
+    ignore = ["content"] if settings.ddns else []
+
+    def record(kind: str, content: str, ignore_changes: list[str]) -> cloudflare.DnsRecord:
+        return cloudflare.DnsRecord(
+            f"{name}-{kind.lower()}",
+            zone_id=zone_id,
+            name=settings.hostname,
+            type=kind,
+            content=content,
+            ttl=RECORD_TTL,
+            proxied=False,
+            comment=record_comment(settings),
+            opts=pulumi.ResourceOptions(
+                parent=parent, provider=provider, ignore_changes=ignore_changes
+            ),
+        )
+
+    aaaa = record("AAAA", settings.ipv6, ignore)
+    a = record("A", settings.ipv4, []) if settings.ipv4 else None
+    return RelayDnsRecords(aaaa=aaaa, a=a)
