@@ -1,0 +1,392 @@
+"""The home-derp guardrails: rules a reviewer would otherwise check by eye in a preview diff.
+
+Each rule is a plain validate function ``(args, report) -> None`` wrapped in a
+``ResourceValidationPolicy``; importing this module starts nothing (constructing the
+``PolicyPack`` in ``__main__.py`` does). Props arrive in engine (camelCase) names, numbers as
+floats, nested values as read-only mappings/sequences; an unknown value (preview) raises
+``UnknownValueError`` on access, which the analyzer reports as "can't run during preview".
+Why each rule exists: DESIGN.md "Decisions already taken" and shared/reference/derp.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
+
+DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
+CONTAINER = "docker:index/container:Container"
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+ACME_PROVIDER = "pulumi:providers:acme"
+DERP_REGION = "pulumi-python:dynamic/homederp:TailnetDerpRegion"
+TAILSCALE_ACL = "tailscale:index/acl:Acl"
+
+#: Container label the program puts on its containers (components/container.py, ddns.py).
+ROLE_LABEL = "home-derp.role"
+DERPER_ROLE = "derper"
+
+ACME_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+#: Stacks whose name contains one of these may use a staging/test ACME directory.
+NON_PRODUCTION_MARKERS = ("test", "dev")
+
+#: derpMap region ids reserved for custom relays (reference/derp.md §6).
+REGION_MIN, REGION_MAX = 900, 999
+
+Validate = Callable[[ResourceValidationArgs, ReportViolation], None]
+
+
+# --- small pure helpers -----------------------------------------------------------------------
+
+
+def _items(value: Any) -> list[Any]:
+    """A props list as a Python list; anything else (None, a scalar) as empty."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    return []
+
+
+def as_int(value: Any) -> int | None:
+    """An integral number from props (engine numbers are floats) or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def labels_of(props: Mapping[str, Any]) -> dict[str, str]:
+    """Container labels ``[{label, value}]`` as a dict."""
+    labels: dict[str, str] = {}
+    for entry in _items(props.get("labels")):
+        if isinstance(entry, Mapping) and isinstance(entry.get("label"), str):
+            labels[entry["label"]] = str(entry.get("value", ""))
+    return labels
+
+
+def env_of(props: Mapping[str, Any]) -> dict[str, str]:
+    """Container ``envs`` (``["KEY=value", ...]``) as a dict."""
+    env: dict[str, str] = {}
+    for entry in _items(props.get("envs")):
+        if isinstance(entry, str) and "=" in entry:
+            key, value = entry.split("=", 1)
+            env[key] = value
+    return env
+
+
+def is_derper(props: Mapping[str, Any]) -> bool:
+    """The relay container: labelled ``home-derp.role=derper`` (or, unlabelled, derper's env)."""
+    role = labels_of(props).get(ROLE_LABEL)
+    if role is not None:
+        return role == DERPER_ROLE
+    return "DERP_DOMAIN" in env_of(props)
+
+
+def image_pin_problem(reference: str) -> str | None:
+    """Why an image reference is not pinned, or None (a digest, or a tag other than latest)."""
+    if "@" in reference:
+        digest = reference.split("@", 1)[1]
+        return None if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else f"bad digest {digest!r}"
+    last = reference.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return "no tag (Docker pulls :latest)"
+    tag = last.rsplit(":", 1)[1]
+    if tag == "latest":
+        return "tag :latest moves under you"
+    if not tag:
+        return "empty tag"
+    return None
+
+
+def missing_address_families(ports: Iterable[Any]) -> list[str]:
+    """For bridge mode: ``"12345/tcp on ::"``-style entries for each published port that lacks
+    an IPv4 (0.0.0.0) or IPv6 (::) binding. Docker binds only 0.0.0.0 unless told otherwise."""
+    bound: dict[tuple[int, str], set[str]] = {}
+    for port in ports:
+        if not isinstance(port, Mapping):
+            continue
+        external = as_int(port.get("external")) or as_int(port.get("internal"))
+        if external is None:
+            continue
+        protocol = str(port.get("protocol") or "tcp").lower()
+        ip = str(port.get("ip") or "0.0.0.0")
+        bound.setdefault((external, protocol), set()).add(ip)
+    missing = []
+    for (external, protocol), ips in sorted(bound.items()):
+        for family in ("0.0.0.0", "::"):
+            if family not in ips:
+                missing.append(f"{external}/{protocol} on {family}")
+    return missing
+
+
+def _scan(text: str) -> list[tuple[str, str]]:
+    """Split ``text`` into ("string" | "comment" | "code", chunk) pieces, left to right, so
+    edits never touch string literals and quotes inside comments do not start strings."""
+    pieces: list[tuple[str, str]] = []
+    i, start, n = 0, 0, len(text)
+    while i < n:
+        if text[i] == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            kind, end = "string", j + 1
+        elif text.startswith("//", i):
+            newline = text.find("\n", i)
+            kind, end = "comment", n if newline < 0 else newline
+        elif text.startswith("/*", i):
+            close = text.find("*/", i + 2)
+            kind, end = "comment", n if close < 0 else close + 2
+        else:
+            i += 1
+            continue
+        pieces.append(("code", text[start:i]))
+        pieces.append((kind, text[i:end]))
+        i = start = end
+    pieces.append(("code", text[start:]))
+    return pieces
+
+
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+
+def strip_hujson(text: str) -> str:
+    """HuJSON → JSON: drop ``//`` and ``/* */`` comments, then trailing commas, outside strings.
+
+    Lenient on purpose: enough for the tailnet policy file (tailscale.com/kb/1337), not a
+    validator (the Tailscale API validates on save)."""
+    code = "".join(chunk for kind, chunk in _scan(text) if kind != "comment")
+    return "".join(
+        _TRAILING_COMMA.sub(r"\1", chunk) if kind == "code" else chunk
+        for kind, chunk in _scan(code)
+    )
+
+
+def parse_hujson(text: str) -> Any:
+    """Parse a HuJSON policy text (raises ``ValueError`` when it is not even lenient JSON)."""
+    return json.loads(strip_hujson(text))
+
+
+def region_problems(key: str | None, region: Any) -> list[str]:
+    """What is wrong with one derpMap region (id range, node RegionID, InsecureForTests)."""
+    label = f"region {key}" if key is not None else "region"
+    if not isinstance(region, Mapping):
+        return [f"{label}: not an object"]
+    problems = []
+    region_id = as_int(region.get("RegionID"))
+    if region_id is None:
+        problems.append(f"{label}: RegionID missing or not a number")
+    elif not REGION_MIN <= region_id <= REGION_MAX:
+        problems.append(
+            f"{label}: RegionID {region_id} outside {REGION_MIN}-{REGION_MAX} "
+            "(the range Tailscale reserves for custom relays)"
+        )
+    if key is not None and region_id is not None and key != str(region_id):
+        problems.append(f"{label}: key must equal RegionID {region_id}")
+    for index, node in enumerate(_items(region.get("Nodes"))):
+        name = node.get("Name", index) if isinstance(node, Mapping) else index
+        if not isinstance(node, Mapping):
+            problems.append(f"{label} node {name}: not an object")
+            continue
+        if node.get("InsecureForTests") is True:
+            problems.append(f"{label} node {name}: InsecureForTests skips TLS checks (tests only)")
+        node_region = as_int(node.get("RegionID"))
+        if region_id is not None and node_region != region_id:
+            # tailscale/tailscale#9526, #17563: a node without its RegionID misroutes.
+            problems.append(f"{label} node {name}: RegionID must be set to {region_id}")
+    return problems
+
+
+def derp_map_problems(policy: Any) -> list[str]:
+    """Problems of every region in a parsed tailnet policy's ``derpMap``."""
+    derp_map = policy.get("derpMap") if isinstance(policy, Mapping) else None
+    if derp_map is None:
+        return []
+    regions = derp_map.get("Regions") if isinstance(derp_map, Mapping) else None
+    if not isinstance(regions, Mapping):
+        return ["derpMap.Regions must be an object keyed by region id"]
+    problems: list[str] = []
+    for key, region in regions.items():
+        problems.extend(region_problems(str(key), region))
+    return problems
+
+
+def current_stack() -> str | None:
+    """The stack being analyzed: the CLI passes PULUMI_STACK to policy packs (and pulumi_policy
+    configures ``pulumi.get_stack()`` from it); None when unknown."""
+    name = os.environ.get("PULUMI_STACK")
+    if name:
+        return name
+    try:
+        import pulumi
+
+        return pulumi.get_stack() or None
+    except Exception:  # outside a Pulumi run there is simply no stack
+        return None
+
+
+def is_non_production_stack(stack: str | None) -> bool:
+    """Stacks named like test/dev may use the staging ACME directory."""
+    return stack is not None and any(m in stack.lower() for m in NON_PRODUCTION_MARKERS)
+
+
+# --- validations ----------------------------------------------------------------------------
+
+
+def validate_dns_not_proxied(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """Cloudflare's proxy speaks HTTP(S) only: DERP upgrades and STUN never reach the relay."""
+    if args.resource_type != DNS_RECORD:
+        return
+    if args.props.get("proxied") is True:
+        name = args.props.get("name", args.name)
+        report(f"DNS record {name} has proxied=true; set proxied=False (DNS only).", None)
+
+
+def validate_derper_networking(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """Host networking, or every published port on both 0.0.0.0 and :: (IPv6 is the point)."""
+    if args.resource_type != CONTAINER or not is_derper(args.props):
+        return
+    mode = str(args.props.get("networkMode") or "bridge")
+    if mode == "host":
+        return
+    ports = _items(args.props.get("ports"))
+    if not ports:
+        report(f"derper container in networkMode {mode!r} publishes no ports.", None)
+        return
+    missing = missing_address_families(ports)
+    if missing:
+        report(
+            f"derper container in networkMode {mode!r} does not publish "
+            f"{', '.join(missing)}; use networkMode host or publish on both 0.0.0.0 and ::.",
+            None,
+        )
+
+
+def validate_image_pinned(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """A moving tag swaps derper under a running tailnet (and -verify-clients needs a match)."""
+    if args.resource_type != REMOTE_IMAGE:
+        return
+    reference = args.props.get("name")
+    if not isinstance(reference, str) or not reference:
+        report("image has no name.", None)
+        return
+    problem = image_pin_problem(reference)
+    if problem:
+        report(f"image {reference!r} is not pinned: {problem}; use a version tag or @sha256.", None)
+
+
+def validate_verify_clients(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """Without -verify-clients anyone on the internet can relay through the home line."""
+    if args.resource_type != CONTAINER or not is_derper(args.props):
+        return
+    value = env_of(args.props).get("DERP_VERIFY_CLIENTS", "")
+    if value.strip().lower() != "true":
+        report(
+            f"derper runs with DERP_VERIFY_CLIENTS={value or '(unset)'}; "
+            "set home-derp:verifyClients true.",
+            None,
+        )
+
+
+def make_validate_acme_production(
+    stack_name: Callable[[], str | None] = current_stack,
+) -> Validate:
+    """Build the ACME check with a way to learn the stack name (injected by tests)."""
+
+    def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
+        if args.resource_type != ACME_PROVIDER:
+            return
+        stack = stack_name()
+        if is_non_production_stack(stack):
+            return
+        url = args.props.get("serverUrl")
+        if url != ACME_PRODUCTION:
+            report(
+                f"stack {stack or '(unknown)'} uses ACME directory {url or '(unset)'}; "
+                "staging certificates are untrusted, so clients refuse the relay. Use "
+                "home-derp:acmeServer production, or name the stack *test*/*dev*.",
+                None,
+            )
+
+    return validate
+
+
+def validate_derp_region(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """Region ids 900-999, RegionID on every node, never InsecureForTests."""
+    if args.resource_type == DERP_REGION:
+        problems = region_problems(None, args.props.get("region"))
+    elif args.resource_type == TAILSCALE_ACL:
+        text = args.props.get("acl")
+        if not isinstance(text, str):
+            return
+        try:
+            problems = derp_map_problems(parse_hujson(text))
+        except ValueError as exc:
+            problems = [f"policy text is not HuJSON: {exc}"]
+    else:
+        return
+    for problem in problems:
+        report(problem, None)
+
+
+# --- the policies ---------------------------------------------------------------------------
+
+dns_not_proxied = ResourceValidationPolicy(
+    name="relay-dns-not-proxied",
+    description="Relay DNS records are DNS-only (Cloudflare proxied=false).",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=validate_dns_not_proxied,
+)
+
+derper_networking = ResourceValidationPolicy(
+    name="derper-reachable-on-ipv6",
+    description="The derper container uses host networking or publishes on 0.0.0.0 and ::.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=validate_derper_networking,
+)
+
+images_pinned = ResourceValidationPolicy(
+    name="images-pinned",
+    description="Container images are pinned to a version tag or digest, never :latest.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=validate_image_pinned,
+)
+
+verify_clients = ResourceValidationPolicy(
+    name="derper-verify-clients",
+    description="derper only relays for this tailnet's nodes (DERP_VERIFY_CLIENTS=true).",
+    enforcement_level=EnforcementLevel.ADVISORY,
+    validate=validate_verify_clients,
+)
+
+acme_production = ResourceValidationPolicy(
+    name="acme-production",
+    description="Stacks other than *test*/*dev* get certificates from Let's Encrypt production.",
+    enforcement_level=EnforcementLevel.ADVISORY,
+    validate=make_validate_acme_production(),
+)
+
+derp_region_range = ResourceValidationPolicy(
+    name="derp-region-range",
+    description="derpMap regions are 900-999 with RegionID on each node and no InsecureForTests.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=validate_derp_region,
+)
+
+POLICIES: list[ResourceValidationPolicy] = [
+    dns_not_proxied,
+    derper_networking,
+    images_pinned,
+    verify_clients,
+    acme_production,
+    derp_region_range,
+]

@@ -1,0 +1,187 @@
+"""Pulumi mocks for the whole suite, and helpers to run the program under them.
+
+Kept free of pytest so the benchmark (bench/program_eval.py) can use the same path. The mocks
+play the providers: they echo inputs and invent the computed outputs a real provider returns
+(certificate PEMs and serial, image id, zone id), nothing more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import runpy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAM = ROOT / "__main__.py"
+FAKE_ZONE_ID = "0123456789abcdef0123456789abcdef"
+FAKE_TOKEN = "cf-test-token-not-real"
+
+
+def pem(kind: str, body: str) -> str:
+    """A PEM-shaped stand-in (the mocks never need real key material)."""
+    return f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n"
+
+
+@dataclass
+class Registered:
+    """One resource registration as the engine would see it."""
+
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str
+    custom: bool
+
+
+@dataclass
+class RelayMocks(pulumi.runtime.Mocks):
+    """Plays every provider the program uses; records registrations and invokes."""
+
+    resources: list[Registered] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    certificate_serial: str = "03a1b2c3d4e5f60718293a4b5c6d7e8f9001"
+
+    def reset(self) -> None:
+        self.resources.clear()
+        self.calls.clear()
+        self.certificate_serial = "03a1b2c3d4e5f60718293a4b5c6d7e8f9001"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        self.resources.append(
+            Registered(args.typ, args.name, dict(args.inputs), args.provider or "", args.custom)
+        )
+        outputs = dict(args.inputs)
+        outputs.update(self._computed(args.typ, args.name, args.inputs))
+        return f"{args.name}-id", outputs
+
+    def _computed(self, typ: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        if typ == "tls:index/privateKey:PrivateKey":
+            return {
+                "privateKeyPem": pem("EC PRIVATE KEY", name),
+                "publicKeyPem": pem("PUBLIC KEY", name),
+            }
+        if typ == "tls:index/certRequest:CertRequest":
+            return {"certRequestPem": f"-----BEGIN CERTIFICATE REQUEST-----\n{name}\n-----END"}
+        if typ == "acme:index/registration:Registration":
+            return {"registrationUrl": "https://acme.invalid/acct/1"}
+        if typ == "acme:index/certificate:Certificate":
+            serial = self.certificate_serial
+            return {
+                "certificatePem": pem("CERTIFICATE", f"leaf {serial}"),
+                "issuerPem": pem("CERTIFICATE", "issuer"),
+                "certificateNotAfter": "2027-02-23T00:00:00Z",
+                "certificateSerial": serial,
+                "certificateDomain": "",
+                "certificateUrl": "https://acme.invalid/cert/1",
+            }
+        if typ == "docker:index/remoteImage:RemoteImage":
+            digest = hashlib.sha256(str(inputs.get("name")).encode()).hexdigest()
+            return {
+                "imageId": f"sha256:{digest}",
+                "repoDigest": f"{inputs.get('name')}@sha256:{digest}",
+            }
+        return {}
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "cloudflare:index/getZone:getZone":
+            name = args.args.get("filter", {}).get("name", "example.com")
+            return {"id": FAKE_ZONE_ID, "zoneId": FAKE_ZONE_ID, "name": name}
+        return {}
+
+    # ---- queries used by the tests ----
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str) -> Registered:
+        found = self.of_type(typ)
+        assert len(found) == 1, f"expected one {typ}, got {[r.name for r in found]}"
+        return found[0]
+
+
+_MOCKS = RelayMocks()
+
+
+def stack_config(stack_file: Path) -> dict[str, str]:
+    """A stack file's ``config:`` as the Pulumi CLI hands it to the program (all strings)."""
+    data = yaml.safe_load(stack_file.read_text()) or {}
+    out = {}
+    for key, value in (data.get("config") or {}).items():
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, dict | list):
+            raise AssertionError(f"{stack_file.name}: {key} is structured; secrets use the CLI")
+        else:
+            out[key] = str(value)
+    return out
+
+
+def home_config(**overrides: str | None) -> dict[str, str]:
+    """``Pulumi.home.yaml`` plus a (fake) Cloudflare token, with ``key=value`` overrides.
+
+    Override keys are the short names (``derpPort="443"``); ``None`` removes a key.
+    """
+    config = stack_config(ROOT / "Pulumi.home.yaml")
+    config["cloudflare:apiToken"] = FAKE_TOKEN
+    for key, value in overrides.items():
+        full = key if ":" in key else f"home-derp:{key}"
+        if value is None:
+            config.pop(full, None)
+        else:
+            config[full] = value
+    return config
+
+
+def set_config(config: Mapping[str, str]) -> None:
+    """Replace the whole stack config (``cloudflare:apiToken`` marked secret as the CLI does)."""
+    secret_keys = [k for k in config if k.endswith(("apiToken", "ApiToken", "Secret", "apiKey"))]
+    pulumi.runtime.set_all_config(dict(config), secret_keys)
+
+
+def run_program() -> dict[str, Any]:
+    """Evaluate ``__main__.py`` as ``pulumi up`` would; returns its module globals."""
+    return runpy.run_path(str(PROGRAM), run_name="__main__")
+
+
+async def resolve(output: pulumi.Output[Any]) -> tuple[Any, bool]:
+    """(value, is_secret) of an output, for assertions inside ``@pulumi.runtime.test``."""
+    return await output.future(), await output.is_secret()
+
+
+RELAY_OUTPUTS = (
+    "hostname",
+    "derp_port",
+    "stun_port",
+    "addresses",
+    "derp_region",
+    "derp_map_fragment",
+    "certificate_not_after",
+    "certificate_serial",
+    "container_id",
+    "image",
+)
+
+
+def evaluate(config: Mapping[str, str]) -> dict[str, tuple[Any, bool]]:
+    """Run the program to completion with ``config``; returns ``{output: (value, is_secret)}``.
+
+    Registrations are asserted on the mocks *after* this returns: the runtime waits for every
+    pending registration before ``@pulumi.runtime.test`` finishes (reference/pulumi.md).
+    """
+    set_config(config)
+    resolved: dict[str, tuple[Any, bool]] = {}
+
+    @pulumi.runtime.test
+    async def run() -> None:
+        relay = run_program()["relay"]
+        for name in RELAY_OUTPUTS:
+            resolved[name] = await resolve(getattr(relay, name))
+
+    run()
+    return resolved
