@@ -34,11 +34,11 @@ t0 = time.perf_counter()
 {SDKS}
 import pulumi
 sys.path.insert(0, {str(ROOT)!r})
-from tests.mocks import _MOCKS, evaluate, home_config
-pulumi.runtime.set_mocks(_MOCKS, project="home-derp", stack="home", preview=False)
+from tests.mocks import evaluate, home_config, install_mocks
+mocks = install_mocks()
 evaluate(home_config())
 elapsed = time.perf_counter() - t0
-assert any(r.typ == "docker:index/container:Container" for r in _MOCKS.resources)
+assert any(r.typ == "docker:index/container:Container" for r in mocks.resources)
 print(elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

@@ -70,5 +70,5 @@ def create_dns_records(
         )
 
     aaaa = record("AAAA", settings.ipv6, ignore)
-    a = record("A", settings.ipv4, []) if settings.ipv4 else None
+    a = record("A", settings.ipv4, ignore) if settings.ipv4 else None
     return RelayDnsRecords(aaaa=aaaa, a=a)

@@ -17,7 +17,9 @@ import pulumi_docker as docker
 from components import derpmap
 from components.certificate import create_certificate
 from components.container import create_container
-from components.dns import create_dns_records
+from components.ddns import DEFAULT_IMAGE as DEFAULT_DDNS_IMAGE
+from components.ddns import DdnsUpdater, DdnsUpdaterArgs
+from components.dns import RECORD_TTL, create_dns_records
 from components.settings import RelaySettings
 
 TYPE_TOKEN = "homederp:index:HomeDerpRelay"
@@ -79,6 +81,23 @@ class HomeDerpRelay(pulumi.ComponentResource):
             private_key_pem=cert.private_key_pem,
             parent=self,
         )
+
+        if settings.ddns:
+            # Follows prefix changes between `up`s; the records then ignore content (dns.py).
+            DdnsUpdater(
+                f"{name}-ddns",
+                DdnsUpdaterArgs(
+                    hostname=settings.hostname,
+                    api_token=settings.ddns_api_token or settings.cloudflare_api_token or "",
+                    provider=docker_provider,
+                    interface=settings.ipv6_interface,
+                    host_id=settings.ipv6_host_id,
+                    ipv4_enabled=settings.ipv4 is not None,
+                    ttl=RECORD_TTL,
+                    image=settings.ddns_image or DEFAULT_DDNS_IMAGE,
+                ),
+                opts=child,
+            )
 
         region = derpmap.home_region(
             region_id=settings.region_id,

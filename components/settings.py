@@ -107,6 +107,8 @@ class Ipv6Discovery:
     address: str
     interface: str | None
     reason: str
+    host_id: str | None = None
+    """The address's interface identifier when it survives a prefix change (EUI-64 on a /64)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class RelaySettings:
     """``static``: from config; ``auto``: read from the Docker host at every preview/up."""
     ipv6_interface: str | None
     """Interface to take the address from (``auto``) and to watch (DDNS)."""
+    ipv6_host_id: str | None
+    """Stable interface identifier of the address (``auto`` found EUI-64), pinned by DDNS."""
     ipv4: str | None
     """Public IPv4 of the relay, or None (no A record; derpMap ``IPv4: "none"``)."""
     derp_port: int
@@ -420,6 +424,7 @@ def parse_settings(
 
     ipv6 = c.text("ipv6") or ""
     ipv6_mode: Literal["static", "auto"] = "static"
+    ipv6_host_id: str | None = None
     if not ipv6:
         c.fail("ipv6", None, "required: the relay host's global IPv6 address, or 'auto'")
     elif ipv6.lower() == "auto":
@@ -439,7 +444,7 @@ def parse_settings(
         else:
             try:
                 found = discover_ipv6(docker_host, ipv6_interface)
-                ipv6 = found.address
+                ipv6, ipv6_host_id = found.address, found.host_id
                 pulumi.log.info(
                     f"home-derp:ipv6=auto chose {found.address} on "
                     f"{found.interface or 'the host'}: {found.reason}"
@@ -556,6 +561,7 @@ def parse_settings(
         ipv6=ipv6,
         ipv6_mode=ipv6_mode,
         ipv6_interface=ipv6_interface,
+        ipv6_host_id=ipv6_host_id,
         ipv4=ipv4,
         derp_port=derp_port,
         stun_port=stun_port,
@@ -612,7 +618,10 @@ def load_settings(discover_ipv6: Discover | None = None) -> RelaySettings:
             from components import ipv6 as ipv6_discovery  # only stacks with ipv6=auto need it
 
             found = ipv6_discovery.discover_stable_ipv6(docker_host, interface)
-            return Ipv6Discovery(found.address, found.interface, found.reason)
+            host_id = found.interface_id if found.host_id_survives_prefix_change else None
+            return Ipv6Discovery(
+                found.address, found.interface, f"{found.kind}: {found.reason}", host_id
+            )
 
     try:
         settings = parse_settings(

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import pulumi
 import pytest
 
 from tests.mocks import (
-    _MOCKS,
     FAKE_TOKEN,
     FAKE_ZONE_ID,
     ROOT,
@@ -20,6 +18,7 @@ from tests.mocks import (
     RelayMocks,
     evaluate,
     home_config,
+    install_mocks,
     resolve,
     run_program,
     set_config,
@@ -44,6 +43,4 @@ __all__ = [
 @pytest.fixture(autouse=True)
 def mocks() -> Iterator[RelayMocks]:
     """Installs the suite's mocks (process-wide) and clears what the last test registered."""
-    _MOCKS.reset()
-    pulumi.runtime.set_mocks(_MOCKS, project="home-derp", stack="home", preview=False)
-    yield _MOCKS
+    yield install_mocks()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pulumi
 import yaml
+from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "__main__.py"
@@ -39,17 +40,49 @@ class Registered:
     custom: bool
 
 
+@dataclass(frozen=True)
+class Options:
+    """Resource options as the engine receives them (mocks alone never see these)."""
+
+    urn: str
+    parent: str
+    dependencies: tuple[str, ...]
+    ignore_changes: tuple[str, ...]
+    delete_before_replace: bool
+    additional_secret_outputs: tuple[str, ...]
+
+
+class RecordingMonitor(MockMonitor):
+    """The stock mock monitor, also recording each registration's options."""
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        mocks = self.mocks
+        assert isinstance(mocks, RelayMocks)
+        mocks.options[request.name] = Options(
+            urn=response.urn,
+            parent=request.parent,
+            dependencies=tuple(request.dependencies),
+            ignore_changes=tuple(request.ignoreChanges),
+            delete_before_replace=request.deleteBeforeReplace,
+            additional_secret_outputs=tuple(request.additionalSecretOutputs),
+        )
+        return response
+
+
 @dataclass
 class RelayMocks(pulumi.runtime.Mocks):
     """Plays every provider the program uses; records registrations and invokes."""
 
     resources: list[Registered] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    options: dict[str, Options] = field(default_factory=dict)
     certificate_serial: str = "03a1b2c3d4e5f60718293a4b5c6d7e8f9001"
 
     def reset(self) -> None:
         self.resources.clear()
         self.calls.clear()
+        self.options.clear()
         self.certificate_serial = "03a1b2c3d4e5f60718293a4b5c6d7e8f9001"
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
@@ -106,6 +139,19 @@ class RelayMocks(pulumi.runtime.Mocks):
 
 
 _MOCKS = RelayMocks()
+
+
+def install_mocks(stack: str = "home") -> RelayMocks:
+    """Reset the suite's mocks and install them process-wide for ``stack``."""
+    _MOCKS.reset()
+    pulumi.runtime.set_mocks(
+        _MOCKS,
+        project="home-derp",
+        stack=stack,
+        preview=False,
+        monitor=RecordingMonitor(_MOCKS),
+    )
+    return _MOCKS
 
 
 def stack_config(stack_file: Path) -> dict[str, str]:

@@ -255,3 +255,27 @@ def test_children_are_parented(mocks: RelayMocks) -> None:
     for resource in mocks.resources:
         if resource is not component:
             assert resource.name.startswith("relay-900-"), resource.name
+
+
+# The container is deleted before its replacement starts (fixed name and host ports).
+def test_container_delete_before_replace(mocks: RelayMocks) -> None:
+    evaluate(home_config())
+    assert mocks.options["relay-900-derper"].delete_before_replace is True
+    assert mocks.options["relay-900-aaaa"].ignore_changes == ()
+
+
+# ddns: the updater container runs beside derper and the records stop fighting it over content.
+def test_ddns_wiring(mocks: RelayMocks) -> None:
+    evaluate(home_config(ddns="true", ipv4="203.0.114.7", ddnsApiToken="narrow-token"))
+    updater = mocks.one("homederp:index:DdnsUpdater")
+    assert updater.name == "relay-900-ddns"
+    containers = {r.name: r for r in mocks.of_type(CONTAINER)}
+    ddns = next(c for name, c in containers.items() if "ddns" in name)
+    assert ddns.inputs["networkMode"] == "host"
+    env = dict(e.split("=", 1) for e in unwrap(ddns.inputs["envs"]))
+    assert env["DOMAINS"] == "derp.example.com"
+    assert env["CLOUDFLARE_API_TOKEN"] == "narrow-token"
+    assert env["IP4_PROVIDER"] != "none"  # ipv4 set: the A record is followed too
+    assert is_secret_input(ddns.inputs["envs"])
+    for record in ("relay-900-aaaa", "relay-900-a"):
+        assert mocks.options[record].ignore_changes == ("content",)

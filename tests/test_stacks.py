@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pulumi
 import pytest
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from policy import rules
-from tests.mocks import FAKE_TOKEN, ROOT, RelayMocks, evaluate, stack_config
+from tests.mocks import FAKE_TOKEN, ROOT, RelayMocks, evaluate, install_mocks, stack_config
 
 STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))
 CI_STACKS = ROOT / ".github" / "stacks.json"
@@ -27,9 +26,7 @@ def stack_name(path: Path) -> str:
 def evaluate_stack(stack_file: Path, mocks: RelayMocks) -> dict[str, str]:
     """Run the program as ``pulumi up -s <stack>`` would, with a fake Cloudflare token (secrets
     are never committed); returns the config used."""
-    pulumi.runtime.set_mocks(
-        mocks, project="home-derp", stack=stack_name(stack_file), preview=False
-    )
+    assert install_mocks(stack_name(stack_file)) is mocks
     config = {**stack_config(stack_file), "cloudflare:apiToken": FAKE_TOKEN}
     outputs = evaluate(config)
     assert outputs["hostname"][0] == config["home-derp:hostname"]
