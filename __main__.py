@@ -6,10 +6,10 @@ from components import ConfigError, HomeDerpRelay, HomeDerpRelayArgs, load_setti
 
 try:
     settings = load_settings()
+    relay = HomeDerpRelay(f"relay-{settings.region_id}", HomeDerpRelayArgs(settings=settings))
 except ConfigError as exc:
     # RunError ends the program with the message alone: the user needs the list, not a traceback.
     raise pulumi.RunError(str(exc)) from None
-relay = HomeDerpRelay(f"relay-{settings.region_id}", HomeDerpRelayArgs(settings=settings))
 
 pulumi.export("hostname", relay.hostname)
 pulumi.export("derpPort", relay.derp_port)
@@ -21,3 +21,4 @@ pulumi.export("certificateNotAfter", relay.certificate_not_after)
 pulumi.export("certificateSerial", relay.certificate_serial)
 pulumi.export("containerId", relay.container_id)
 pulumi.export("image", relay.image)
+pulumi.export("validation", relay.validation)

@@ -75,13 +75,13 @@ def create_certificate(
         account_key_pem=registration.account_key_pem,
         certificate_request_pem=csr.cert_request_pem,
         dns_challenges=[
-            acme.CertificateDnsChallengeArgs(
-                provider="cloudflare",
-                config={
+            {
+                "provider": "cloudflare",
+                "config": {
                     "CF_DNS_API_TOKEN": token,
                     "CLOUDFLARE_PROPAGATION_TIMEOUT": PROPAGATION_TIMEOUT_SECONDS,
                 },
-            )
+            }
         ],
         recursive_nameservers=RECURSIVE_NAMESERVERS,
         min_days_remaining=MIN_DAYS_REMAINING,

@@ -29,9 +29,10 @@ def zone_id_for(settings: RelaySettings, opts: pulumi.InvokeOptions) -> pulumi.I
     """The configured zone id, or the id of the zone looked up by name."""
     if settings.zone_id:
         return settings.zone_id
-    zone = cloudflare.get_zone_output(
-        filter=cloudflare.GetZoneFilterArgs(name=settings.zone, match="all"), opts=opts
-    )
+    zone_filter: cloudflare.GetZoneFilterArgsDict = {"match": "all"}
+    if settings.zone:
+        zone_filter["name"] = settings.zone
+    zone = cloudflare.get_zone_output(filter=zone_filter, opts=opts)
     return zone.zone_id
 
 

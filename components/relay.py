@@ -19,10 +19,46 @@ from components.certificate import create_certificate
 from components.container import create_container
 from components.ddns import DEFAULT_IMAGE as DEFAULT_DDNS_IMAGE
 from components.ddns import DdnsUpdater, DdnsUpdaterArgs
+from components.derpmap import PolicyTextError
 from components.dns import RECORD_TTL, create_dns_records
-from components.settings import RelaySettings
+from components.settings import ConfigError, RelaySettings
+from components.tailnet import TailnetDerpRegion, policy_file_with_region
+from components.validation import RelayValidation, RelayValidationArgs, validation_trigger
 
 TYPE_TOKEN = "homederp:index:HomeDerpRelay"
+
+#: Validation asks the same public resolvers as the DNS-01 check: a LAN resolver may cache the
+#: NXDOMAIN it saw before the record existed, or answer split-horizon (certificate.py).
+VALIDATION_RESOLVERS = ("1.1.1.1", "1.0.0.1")
+
+
+def home_derp_region(settings: RelaySettings) -> derpmap.DerpRegion:
+    """The relay's derpMap region, from settings."""
+    return derpmap.home_region(
+        region_id=settings.region_id,
+        region_code=settings.region_code,
+        region_name=settings.region_name,
+        hostname=settings.hostname,
+        derp_port=settings.derp_port,
+        stun_port=settings.stun_port,
+        ipv4=settings.ipv4,
+        ipv6=settings.ipv6,
+        pin_ipv6=settings.pin_ipv6,
+    )
+
+
+def policy_text_for_file_mode(settings: RelaySettings, region: dict[str, Any]) -> str:
+    """``tailnetPolicy: file``: the repo's policy with our region spliced in, comments intact.
+
+    Runs before any resource is registered, so a policy we cannot splice deploys nothing.
+    """
+    assert settings.policy_file is not None
+    try:
+        with open(settings.policy_file, encoding="utf-8") as handle:
+            text = handle.read()
+        return policy_file_with_region(text, region, settings.omit_default_regions)
+    except (OSError, UnicodeDecodeError, PolicyTextError) as exc:
+        raise ConfigError([f"home-derp:policyFile = {settings.policy_file!r}: {exc}"]) from None
 
 
 @dataclass(frozen=True)
@@ -57,11 +93,21 @@ class HomeDerpRelay(pulumi.ComponentResource):
     image: pulumi.Output[str]
     """The pinned derper image the container runs."""
 
+    validation: pulumi.Output[dict[str, Any]]
+    """What the outside check saw: ok, server public key, latencies, certificate days left."""
+
     def __init__(
         self, name: str, args: HomeDerpRelayArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__(TYPE_TOKEN, name, None, opts)
         settings = args.settings
+        region = home_derp_region(settings)
+        region_dict = derpmap.region_to_dict(region)
+        policy_text = (
+            policy_text_for_file_mode(settings, region_dict)
+            if settings.tailnet_policy == "file"
+            else None
+        )
+        super().__init__(TYPE_TOKEN, name, None, opts)
         for warning in settings.warnings:
             pulumi.log.warn(warning, resource=self)
 
@@ -99,21 +145,54 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 opts=child,
             )
 
-        region = derpmap.home_region(
-            region_id=settings.region_id,
-            region_code=settings.region_code,
-            region_name=settings.region_name,
-            hostname=settings.hostname,
-            derp_port=settings.derp_port,
-            stun_port=settings.stun_port,
-            ipv4=settings.ipv4,
-            ipv6=settings.ipv6,
-            pin_ipv6=settings.pin_ipv6,
-        )
-        region_dict = derpmap.region_to_dict(region)
         fragment = derpmap.fragment_text(
             derpmap.derp_map_fragment(region, omit_default_regions=settings.omit_default_regions)
         )
+
+        # Validate, then publish: a relay that fails from outside never reaches the clients.
+        dns_resources: list[pulumi.Resource] = [records.aaaa]
+        if records.a:
+            dns_resources.append(records.a)
+        validation = RelayValidation(
+            f"{name}-validation",
+            RelayValidationArgs(
+                hostname=settings.hostname,
+                derp_port=settings.derp_port,
+                stun_port=settings.stun_port,
+                expected_addresses=list(settings.addresses),
+                expect_verify_clients=settings.verify_clients,
+                mode=settings.validate,
+                timeout_seconds=settings.validate_timeout,
+                trigger=pulumi.Output.all(relay.container.id, cert.serial).apply(
+                    lambda ids: validation_trigger(
+                        ids[0], ids[1], list(settings.addresses), settings.validate_nonce
+                    )
+                ),
+                resolvers=list(VALIDATION_RESOLVERS),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*dns_resources, cert.certificate, relay.container]
+            ),
+        )
+        after_validation = pulumi.ResourceOptions(parent=self, depends_on=[validation])
+        if settings.tailnet_policy == "patch":
+            TailnetDerpRegion(
+                f"{name}-tailnet-region",
+                region=region_dict,
+                omit_default_regions=settings.omit_default_regions,
+                adopt_region=settings.adopt_region,
+                opts=after_validation,
+            )
+        elif settings.tailnet_policy == "file":
+            import pulumi_tailscale as tailscale  # only this mode pays for the SDK import
+
+            tailscale.Acl(
+                f"{name}-tailnet-policy",
+                acl=policy_text,
+                # The repo's file *is* the policy in this mode (README: tailnetPolicy=file).
+                overwrite_existing_content=True,
+                opts=after_validation,
+            )
 
         self.hostname = pulumi.Output.from_input(settings.hostname)
         self.derp_port = pulumi.Output.from_input(settings.derp_port)
@@ -125,7 +204,21 @@ class HomeDerpRelay(pulumi.ComponentResource):
         self.certificate_serial = cert.serial
         self.container_id = relay.container.id
         self.image = pulumi.Output.from_input(settings.image)
-        self._records = records
+        self.validation = pulumi.Output.all(
+            validation.ok,
+            validation.server_public_key,
+            validation.stun_latency_ms,
+            validation.tls_latency_ms,
+            validation.certificate_days_left,
+        ).apply(
+            lambda v: {
+                "ok": v[0],
+                "serverPublicKey": v[1],
+                "stunLatencyMs": v[2],
+                "tlsLatencyMs": v[3],
+                "certificateDaysLeft": v[4],
+            }
+        )
 
         self.register_outputs(
             {
@@ -139,5 +232,6 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 "certificate_serial": self.certificate_serial,
                 "container_id": self.container_id,
                 "image": self.image,
+                "validation": self.validation,
             }
         )

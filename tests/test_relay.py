@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 
 from components.settings import ACME_DIRECTORIES
-from tests.conftest import FAKE_TOKEN, Registered, RelayMocks, evaluate, home_config
+from tests.conftest import (
+    FAKE_TOKEN,
+    Registered,
+    RelayMocks,
+    evaluate,
+    home_config,
+    run_program,
+    set_config,
+)
 
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
@@ -279,3 +288,100 @@ def test_ddns_wiring(mocks: RelayMocks) -> None:
     assert is_secret_input(ddns.inputs["envs"])
     for record in ("relay-900-aaaa", "relay-900-a"):
         assert mocks.options[record].ignore_changes == ("content",)
+
+
+VALIDATION = "pulumi-python:dynamic/homederp:RelayValidation"
+REGION = "pulumi-python:dynamic/homederp:TailnetDerpRegion"
+POLICY_WITH_COMMENTS = """// our tailnet policy, kept in git
+{
+  // who may talk to whom
+  "acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["*:*"]},],
+  "tagOwners": {"tag:ci": ["autogroup:admin"]},
+}
+"""
+
+
+# Validate, then publish: validation waits for DNS, certificate and container; the region waits
+# for validation, so a relay that fails from outside is never published (issue #4).
+def test_validation_before_publication(mocks: RelayMocks) -> None:
+    evaluate(home_config())
+    validation = mocks.options["relay-900-validation"]
+    urn_of = {name: o.urn for name, o in mocks.options.items()}
+    for needed in ("relay-900-aaaa", "relay-900-certificate", "relay-900-derper"):
+        assert urn_of[needed] in validation.dependencies, needed
+    region = mocks.options["relay-900-tailnet-region"]
+    assert urn_of["relay-900-validation"] in region.dependencies
+    assert region.parent == urn_of["relay-900"]
+    published = mocks.one(REGION).inputs
+    assert published["region"]["RegionID"] == 900
+    assert published["region"]["Nodes"][0]["HostName"] == "derp.example.com"
+    assert published["omit_default_regions"] is False and published["adopt_region"] is False
+
+
+# The validation gets what it must check and a trigger built from what changes the relay.
+def test_validation_inputs(mocks: RelayMocks) -> None:
+    evaluate(home_config(validateNonce="weekly-7", validate="warn", validateTimeout="60"))
+    inputs = mocks.one(VALIDATION).inputs
+    assert inputs["hostname"] == "derp.example.com"
+    assert (inputs["derp_port"], inputs["stun_port"]) == (12345, 3478)
+    assert inputs["expected_addresses"] == ["2409:8a00:1a2b:3c40::10"]
+    assert inputs["expect_verify_clients"] is True
+    assert (inputs["mode"], inputs["timeout_seconds"]) == ("warn", 60)
+    assert inputs["resolvers"] == ["1.1.1.1", "1.0.0.1"]
+    trigger = inputs["trigger"]
+    for part in ("relay-900-derper-id", mocks.certificate_serial, "2409:8a00:1a2b:3c40::10"):
+        assert part in trigger
+    assert "weekly-7" in trigger
+    assert "__provider" in inputs
+    for value in inputs.values():  # no secrets in the validation's inputs
+        assert not is_secret_input(value)
+
+
+# The provider is pickled by module path (components.validation / components.tailnet): those
+# paths are part of the stack state (DESIGN.md), so a move would break existing stacks.
+def test_dynamic_providers_pickled_by_reference(mocks: RelayMocks) -> None:
+    import base64
+
+    evaluate(home_config())
+    for typ, module in ((VALIDATION, b"components.validation"), (REGION, b"components.tailnet")):
+        blob = base64.b64decode(mocks.one(typ).inputs["__provider"])
+        assert module in blob
+        assert len(blob) < 2000  # a reference, not pickled bytecode
+
+
+# tailnetPolicy=off: only the fragment output, nothing touches the tailnet.
+def test_tailnet_policy_off(mocks: RelayMocks) -> None:
+    evaluate(home_config(tailnetPolicy="off"))
+    assert not mocks.of_type(REGION)
+    assert not mocks.of_type("tailscale:index/acl:Acl")
+    assert mocks.of_type(VALIDATION)
+
+
+# tailnetPolicy=file: the repo's policy, comments intact, plus our region, after validation.
+def test_tailnet_policy_file(mocks: RelayMocks, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.hujson"
+    policy.write_text(POLICY_WITH_COMMENTS)
+    evaluate(home_config(tailnetPolicy="file", policyFile=str(policy)))
+    assert not mocks.of_type(REGION)
+    acl = mocks.one("tailscale:index/acl:Acl")
+    text = acl.inputs["acl"]
+    assert text.startswith("// our tailnet policy, kept in git\n{\n  // who may talk to whom\n")
+    assert '"tag:ci"' in text and '"900"' in text and '"HostName": "derp.example.com"' in text
+    assert acl.inputs["overwriteExistingContent"] is True
+    urn_of = {name: o.urn for name, o in mocks.options.items()}
+    assert urn_of["relay-900-validation"] in mocks.options["relay-900-tailnet-policy"].dependencies
+
+
+# A policy file we cannot splice deploys nothing and names the key.
+def test_tailnet_policy_file_garbage(mocks: RelayMocks, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.hujson"
+    policy.write_text('{"derpMap": ["not", "an", "object"]}')
+    set_config(home_config(tailnetPolicy="file", policyFile=str(policy)))
+
+    @pulumi.runtime.test
+    def run() -> None:
+        run_program()
+
+    with pytest.raises(pulumi.RunError, match="home-derp:policyFile"):
+        run()
+    assert mocks.resources == []
