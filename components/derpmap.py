@@ -178,6 +178,7 @@ class _Node:
     members: list[_Member] | None = None  # objects only
     items: list[_Node] | None = None  # arrays only
     inner_last: int = 0  # containers: end of the last non-blank token before the closing bracket
+    line_comment_ends: frozenset[int] = frozenset()  # root only: where `//` comments end
 
 
 @dataclass
@@ -194,6 +195,7 @@ class _Parser:
         self.text = text
         self.pos = 0
         self.sig_end = 0  # end of the last non-whitespace token (comments included)
+        self.line_comment_ends: set[int] = set()  # a newline must follow these positions
 
     def error(self, what: str, pos: int | None = None) -> PolicyTextError:
         at = self.pos if pos is None else pos
@@ -215,6 +217,7 @@ class _Parser:
                 if nl >= 0 and text[nl - 1] == "\r":
                     self.pos = nl - 1  # a CRLF ends the comment; the CR is whitespace
                 self.sig_end = self.pos
+                self.line_comment_ends.add(self.pos)
             elif text.startswith("/*", self.pos):
                 close = text.find("*/", self.pos + 2)
                 if close < 0:
@@ -234,6 +237,7 @@ class _Parser:
         self.skip_trivia()
         if self.pos != len(self.text):
             raise self.error(f"unexpected {self.text[self.pos]!r} after the top-level value")
+        node.line_comment_ends = frozenset(self.line_comment_ends)
         return node
 
     def parse_value(self, depth: int) -> _Node:
@@ -248,7 +252,8 @@ class _Parser:
             return self.parse_array(depth)
         start = self.pos
         if ch == '"':
-            return _Node("scalar", start, self.pos, value=self.parse_string())
+            value = self.parse_string()
+            return _Node("scalar", start, self.pos, value=value)
         if ch in _NUMBER_START:
             return self.parse_number()
         for word, val in (("true", True), ("false", False), ("null", None)):
@@ -490,7 +495,9 @@ def _blank_chunks(gap: str, chunk: str) -> int | None:
     return None
 
 
-def _insert_member(text: str, obj: _Node, key: str, value: Any, unit: str) -> list[_Edit]:
+def _insert_member(
+    text: str, obj: _Node, key: str, value: Any, unit: str, line_comment_ends: frozenset[int]
+) -> list[_Edit]:
     """Edits that append ``"key": value`` as the last member of ``obj``.
 
     Designed as the exact inverse of :func:`_remove_member` so insert-then-remove gives back the
@@ -526,19 +533,27 @@ def _insert_member(text: str, obj: _Node, key: str, value: Any, unit: str) -> li
         indent = _line_indent(text, last.key_start)
         member = nl + indent + _member_text(key, value, indent, unit, nl) + trailing
     else:
-        member = " " + _member_text(key, value, None, unit, nl) + trailing
+        # One-line object: stay on the line, unless a `//` comment ends there (it would swallow us).
+        sep = nl if obj.inner_last in line_comment_ends else " "
+        member = sep + _member_text(key, value, None, unit, nl) + trailing
     edits.append((obj.inner_last, obj.inner_last, member))
     return edits
 
 
-def _remove_member(text: str, obj: _Node, index: int) -> list[_Edit]:
+def _remove_member(
+    text: str, obj: _Node, index: int, line_comment_ends: frozenset[int]
+) -> list[_Edit]:
     """Edits that take member ``index`` out of ``obj`` (see :func:`_insert_member`)."""
     assert obj.members is not None
     nl = _newline(text)
     members = obj.members
     member = members[index]
     end = member.value.end if member.comma is None else member.comma + 1
-    edits: list[_Edit] = [(member.before, end, "")]
+    start = member.before
+    if start in line_comment_ends and text[end : end + 1] not in ("\n", "\r"):
+        # Keep the line break that ends a `//` comment, or the comment would swallow what follows.
+        start += 2 if text.startswith("\r\n", start) else 1
+    edits: list[_Edit] = [(start, end, "")]
     is_last = index == len(members) - 1
     if is_last and member.comma is None and index > 0:
         prev = members[index - 1]
@@ -546,7 +561,7 @@ def _remove_member(text: str, obj: _Node, index: int) -> list[_Edit]:
         edits.append((prev.comma, prev.comma + 1, ""))
     if len(members) == 1:
         close = obj.end - 1
-        rest = text[obj.start + 1 : member.before] + text[end:close]
+        rest = text[obj.start + 1 : start] + text[end:close]
         outer = _line_indent(text, obj.start)
         chunks = _blank_chunks(rest, nl + outer)
         if chunks:  # blank interior made of newline+indent chunks: drop the one we added
@@ -623,14 +638,22 @@ def _region_key(region: dict[str, Any]) -> str:
     return str(region_id)
 
 
+def _region_value(node: _Node, key: int | str) -> dict[str, Any]:
+    if node.kind != "object":
+        raise PolicyTextError(
+            f'policy file: "derpMap.Regions.{key}" must be an object, found {_kind(node)}'
+        )
+    value: dict[str, Any] = _to_python(node)
+    return value
+
+
 def find_region(policy_text: str, region_id: int) -> dict[str, Any] | None:
     """The region ``derpMap.Regions."<region_id>"`` of a policy text, or None."""
     found = _locate(policy_text, str(region_id))
     if found.regions is None or found.region_index is None:
         return None
     assert found.regions.value.members is not None
-    value = _to_python(found.regions.value.members[found.region_index].value)
-    return value if isinstance(value, dict) else {"<not an object>": value}
+    return _region_value(found.regions.value.members[found.region_index].value, region_id)
 
 
 def splice_region(
@@ -645,21 +668,23 @@ def splice_region(
     key = _region_key(region)
     found = _locate(policy_text, key)
     unit = _indent_unit(policy_text, found.root)
+    ends = found.root.line_comment_ends
     if found.derp_map is None:
         block = {"OmitDefaultRegions": omit_default_regions, "Regions": {key: region}}
-        edits = _insert_member(policy_text, found.root, "derpMap", block, unit)
+        edits = _insert_member(policy_text, found.root, "derpMap", block, unit, ends)
         return SpliceResult(_apply(policy_text, edits), created_derp_map=True, replaced=None)
     if found.regions is None:
-        edits = _insert_member(policy_text, found.derp_map.value, "Regions", {key: region}, unit)
+        edits = _insert_member(
+            policy_text, found.derp_map.value, "Regions", {key: region}, unit, ends
+        )
         return SpliceResult(_apply(policy_text, edits), created_derp_map=False, replaced=None)
     regions = found.regions.value
     if found.region_index is None:
-        edits = _insert_member(policy_text, regions, key, region, unit)
+        edits = _insert_member(policy_text, regions, key, region, unit, ends)
         return SpliceResult(_apply(policy_text, edits), created_derp_map=False, replaced=None)
     assert regions.members is not None
     old = regions.members[found.region_index]
-    old_value = _to_python(old.value)
-    replaced = old_value if isinstance(old_value, dict) else {"<not an object>": old_value}
+    old_value = replaced = _region_value(old.value, key)
     if old_value == region and _same_types(old_value, region):
         return SpliceResult(policy_text, created_derp_map=False, replaced=replaced)
     nl = _newline(policy_text)
@@ -693,7 +718,10 @@ def remove_region(policy_text: str, region_id: int, *, remove_empty_derp_map: bo
     found = _locate(policy_text, key)
     text = policy_text
     if found.regions is not None and found.region_index is not None:
-        text = _apply(text, _remove_member(text, found.regions.value, found.region_index))
+        edits = _remove_member(
+            text, found.regions.value, found.region_index, found.root.line_comment_ends
+        )
+        text = _apply(text, edits)
     if not remove_empty_derp_map:
         return text
     found = _locate(text, key)
@@ -707,7 +735,7 @@ def remove_region(policy_text: str, region_id: int, *, remove_empty_derp_map: bo
         return text
     assert found.root.members is not None
     index = found.root.members.index(found.derp_map)
-    return _apply(text, _remove_member(text, found.root, index))
+    return _apply(text, _remove_member(text, found.root, index, found.root.line_comment_ends))
 
 
 def set_omit_default_regions(policy_text: str, value: bool) -> str:
@@ -721,7 +749,12 @@ def set_omit_default_regions(policy_text: str, value: bool) -> str:
         return _apply(
             policy_text,
             _insert_member(
-                policy_text, dm, "OmitDefaultRegions", value, _indent_unit(policy_text, found.root)
+                policy_text,
+                dm,
+                "OmitDefaultRegions",
+                value,
+                _indent_unit(policy_text, found.root),
+                found.root.line_comment_ends,
             ),
         )
     assert dm.members is not None

@@ -6,6 +6,7 @@ reset before every test. The mocks and the helpers that run the program live in 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -42,5 +43,18 @@ __all__ = [
 
 @pytest.fixture(autouse=True)
 def mocks() -> Iterator[RelayMocks]:
-    """Installs the suite's mocks (process-wide) and clears what the last test registered."""
-    yield install_mocks()
+    """Installs the suite's mocks (process-wide) and clears what the last test registered.
+
+    Each test also gets its own event loop: pulumi's test runner uses the current loop, and the
+    probe tests' ``asyncio.run`` leaves none (or a closed one) behind.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield install_mocks()
+    finally:
+        # Let the root Stack's registration (queued by set_mocks) finish before the loop goes.
+        pending = asyncio.all_tasks(loop)
+        loop.run_until_complete(asyncio.gather(*pending, asyncio.sleep(0), return_exceptions=True))
+        asyncio.set_event_loop(None)
+        loop.close()

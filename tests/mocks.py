@@ -16,6 +16,7 @@ from typing import Any
 
 import pulumi
 import yaml
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,8 +143,13 @@ _MOCKS = RelayMocks()
 
 
 def install_mocks(stack: str = "home") -> RelayMocks:
-    """Reset the suite's mocks and install them process-wide for ``stack``."""
+    """Reset the suite's mocks and install them process-wide for ``stack``.
+
+    The root Stack resource is dropped too: it holds futures of the event loop it was made on,
+    and ``set_mocks`` only creates a new one when there is none.
+    """
     _MOCKS.reset()
+    pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
         _MOCKS,
         project="home-derp",

@@ -1,0 +1,167 @@
+"""The validator's results: one named Check per fact, a Report that renders as text or JSON.
+
+The JSON shape is the one promised in issue #3; fields may be added, never renamed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RelayTarget:
+    """What to validate. ``addresses`` skips DNS (like a derpMap IPv4/IPv6 pin); SNI stays
+    ``hostname``. ``resolvers`` are ``IP``, ``IP:PORT`` or ``[IPv6]:PORT``."""
+
+    hostname: str
+    derp_port: int = 443
+    stun_port: int = 3478
+    addresses: tuple[str, ...] = ()
+    expected_addresses: tuple[str, ...] = ()
+    resolvers: tuple[str, ...] = ()
+    ca_file: str | None = None
+    expect_verify_clients: bool | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verdict. ``warning`` marks an ok check that needs attention soon (e.g. expiry)."""
+
+    name: str
+    address: str | None
+    ok: bool
+    detail: str
+    hint: str | None = None
+    latency_ms: float | None = None
+    warning: bool = False
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.address,
+            "ok": self.ok,
+            "detail": self.detail,
+            "hint": self.hint,
+            "latency_ms": _ms(self.latency_ms),
+            "warning": self.warning,
+            "data": dict(self.data),
+        }
+
+
+@dataclass(frozen=True)
+class RegionLatency:
+    """STUN latency of one DERP region (None: no node answered in time)."""
+
+    id: int
+    code: str
+    latency_ms: float | None
+    name: str = ""
+    address: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "code": self.code,
+            "name": self.name,
+            "latency_ms": _ms(self.latency_ms),
+            "address": self.address,
+        }
+
+
+@dataclass
+class Report:
+    hostname: str
+    checks: list[Check] = field(default_factory=list)
+    server_public_key: str | None = None
+    regions: list[RegionLatency] = field(default_factory=list)
+    nearest: RegionLatency | None = None
+    relay_latency_ms: float | None = None
+    relay_rank: int | None = None
+    relay_rank_of: int | None = None  # regions that answered + this relay
+    duration_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def check(self, name: str, address: str | None = None) -> Check:
+        """The first check with this name (and address, when given); KeyError otherwise."""
+        for c in self.checks:
+            if c.name == name and (address is None or c.address == address):
+                return c
+        raise KeyError(f"no check {name!r} for {address!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "ok": self.ok,
+            "checks": [c.to_json() for c in self.checks],
+            "server_public_key": self.server_public_key,
+            "regions": [r.to_json() for r in self.regions],
+            "nearest": self.nearest.to_json() if self.nearest else None,
+            "relay_latency_ms": _ms(self.relay_latency_ms),
+            "relay_rank": self.relay_rank,
+            "relay_rank_of": self.relay_rank_of,
+            "duration_ms": _ms(self.duration_ms),
+        }
+
+    def format_text(self) -> str:
+        return format_text(self)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}ms"
+
+
+def format_text(report: Report) -> str:
+    """An aligned table in the spirit of ``tailscale netcheck``, hints under failures."""
+    passed = sum(c.ok for c in report.checks)
+    verdict = "OK" if report.ok else "FAILED"
+    lines = [
+        f"Report for {report.hostname}: {verdict} ({passed}/{len(report.checks)} checks passed)"
+    ]
+    rows = [("CHECK", "ADDRESS", "RESULT", "LATENCY", "DETAIL")]
+    for c in report.checks:
+        result = ("warn" if c.warning else "ok") if c.ok else "FAIL"
+        rows.append((c.name, c.address or "-", result, _fmt_ms(c.latency_ms), c.detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for i, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2])]
+        cells.append(row[3].rjust(widths[3]))
+        lines.append("  " + "  ".join(cells) + "  " + row[4])
+        check = report.checks[i - 1] if i else None
+        if check is not None and check.hint and (not check.ok or check.warning):
+            lines.append("  " + " " * (sum(widths) + 8) + "hint: " + check.hint)
+    if report.server_public_key:
+        lines.append(f"  * Server public key: {report.server_public_key}")
+    if report.regions:
+        lines.append("  * DERP latency:")
+        width = max(len(r.code) for r in report.regions)
+        for r in sorted(report.regions, key=_region_order):
+            name = f" ({r.name})" if r.name else ""
+            lines.append(f"      - {r.code.ljust(width)}  {_fmt_ms(r.latency_ms).rjust(9)}{name}")
+    if report.nearest:
+        lines.append(
+            f"  * Nearest DERP: {report.nearest.code} ({report.nearest.id}), "
+            f"{_fmt_ms(report.nearest.latency_ms)}"
+        )
+    if report.relay_rank is not None:
+        lines.append(
+            f"  * This relay: {_fmt_ms(report.relay_latency_ms)}, rank {report.relay_rank} "
+            f"of {report.relay_rank_of}"
+        )
+    return "\n".join(lines)
+
+
+def _region_order(r: RegionLatency) -> tuple[bool, float, int]:
+    return (r.latency_ms is None, r.latency_ms or 0.0, r.id)

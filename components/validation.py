@@ -1,0 +1,427 @@
+"""RelayValidation: probe the relay from outside on `pulumi up`; fail `up` if clients cannot use it.
+
+A Pulumi dynamic resource (issue #4) around the netcheck library (``components.netcheck``). Why
+each choice, with the trap it avoids (``reference/pulumi.md``):
+
+* Probes run only in ``create``/``update``: `pulumi preview` calls only ``check``/``diff``, which
+  stay pure, so PR previews send no traffic.
+* ``diff`` reports a change only when an input changed, ``trigger`` included. ``relay.py`` builds
+  the trigger with :func:`validation_trigger` from what changes the relay (container id,
+  certificate serial, addresses) plus ``home-derp:validateNonce``, so an unchanged relay is not
+  re-probed and a changed nonce re-runs the probe on demand. An unknown input (e.g. the id of a
+  container being replaced) counts as a change.
+* The provider is pickled by reference as ``components.validation.RelayValidationProvider``:
+  that module path is part of the stack state, do not move it. It holds no sockets, clients or
+  secrets (``serialize_as_secret_always = False``); everything is built inside each method.
+* Outputs are ``{**inputs, **computed}`` because the engine keeps exactly what ``create``/
+  ``update`` return. Nothing here is secret.
+* The provider process has no engine connection, so ``pulumi.log`` there is only a print
+  (pulumi/pulumi#6065, #20409): progress and warn-mode diagnoses go to stderr, which the CLI
+  shows, and the diagnosis is kept in the ``diagnosis`` output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import math
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import pulumi
+import pulumi.dynamic
+from pulumi.output import Unknown
+from pulumi.runtime import rpc
+
+if TYPE_CHECKING:
+    from components.netcheck import Check, RelayTarget, Report
+
+TYPE_TOKEN: Final = "pulumi-python:dynamic/homederp:RelayValidation"
+MODES: Final = ("enforce", "warn", "off")
+DEFAULT_TIMEOUT_SECONDS: Final = 120
+
+# One probe has netcheck's own budgets (5 s report, 3 s STUN, reference/derp.md §5); between
+# probes wait 1, 2, 4, 5, 5, … s (never past the deadline) for DNS and the container to come up.
+PROBE_TIMEOUT: Final = 5.0
+STUN_TIMEOUT: Final = 3.0
+MAX_BACKOFF: Final = 5.0
+
+INPUT_KEYS: Final = (
+    "hostname",
+    "derp_port",
+    "stun_port",
+    "expected_addresses",
+    "expect_verify_clients",
+    "mode",
+    "timeout_seconds",
+    "trigger",
+    "addresses_override",
+    "resolvers",
+    "ca_file",
+)
+OUTPUT_KEYS: Final = (
+    "ok",
+    "checks",
+    "server_public_key",
+    "stun_latency_ms",
+    "tls_latency_ms",
+    "certificate_days_left",
+    "checked_at",
+    "attempts",
+    "diagnosis",
+)
+# Order-free inputs: a reordered list is not a change.
+_SET_KEYS: Final = frozenset({"expected_addresses", "addresses_override"})
+
+
+class RelayValidationError(Exception):
+    """`home-derp:validate=enforce` and the relay failed: the message is the whole diagnosis."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure rules
+
+
+def validation_trigger(
+    container_id: str, certificate_serial: str, addresses: Sequence[str], nonce: str
+) -> str:
+    """What makes validation re-run: a new container, certificate, address set, or nonce."""
+    addrs = ",".join(sorted({_normal_ip(a) for a in addresses if a}))
+    return f"container={container_id};cert={certificate_serial};addresses={addrs};nonce={nonce}"
+
+
+def _normal_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return text.strip()
+
+
+def is_unknown(value: Any) -> bool:
+    """True for a value (or a value inside a list/dict) the engine does not know yet."""
+    if isinstance(value, Unknown) or value == rpc.UNKNOWN:
+        return True
+    if isinstance(value, Mapping):
+        return any(is_unknown(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(is_unknown(v) for v in value)
+    return False
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key in _SET_KEYS and isinstance(value, list | tuple):
+        return sorted(_normal_ip(str(v)) for v in value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def changed_inputs(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+    """Input keys whose value differs (``olds`` are the previous outputs, inputs echoed)."""
+    return [k for k in INPUT_KEYS if _comparable(k, olds.get(k)) != _comparable(k, news.get(k))]
+
+
+def input_failures(news: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(property, reason) for every invalid known input; unknown values are checked on `up`."""
+    failures: list[tuple[str, str]] = []
+
+    def known(key: str) -> Any:
+        value = news.get(key)
+        return None if is_unknown(value) else value
+
+    hostname = known("hostname")
+    if not is_unknown(news.get("hostname")) and (not isinstance(hostname, str) or not hostname):
+        failures.append(("hostname", "must be the relay's DNS name"))
+    for key in ("derp_port", "stun_port"):
+        port = known(key)
+        if port is not None and not _is_int_in(port, 1, 65535):
+            failures.append((key, f"{port!r} is not a port (1-65535)"))
+    mode = known("mode")
+    if mode is not None and mode not in MODES:
+        failures.append(("mode", f"{mode!r} is not one of {', '.join(MODES)}"))
+    timeout = known("timeout_seconds")
+    if timeout is not None and not _is_int_in(timeout, 0, 86400):
+        failures.append(("timeout_seconds", f"{timeout!r} is not 0-86400 seconds"))
+    for key in ("expected_addresses", "addresses_override"):
+        values = known(key)
+        if values is None:
+            continue
+        if not isinstance(values, list):
+            failures.append((key, "must be a list of IP addresses"))
+            continue
+        for v in values:
+            if not is_unknown(v) and _not_ip(v):
+                failures.append((key, f"{v!r} is not an IP address"))
+    verify = known("expect_verify_clients")
+    if verify is not None and not isinstance(verify, bool):
+        failures.append(("expect_verify_clients", "must be true or false"))
+    return failures
+
+
+def _is_int_in(value: Any, low: int, high: int) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value == int(value) and low <= value <= high
+
+
+def _not_ip(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return True
+    return False
+
+
+def relay_target(props: Mapping[str, Any]) -> RelayTarget:
+    """The netcheck target for these inputs (numbers arrive from the engine as floats)."""
+    from components.netcheck import RelayTarget
+
+    verify = props.get("expect_verify_clients")
+    return RelayTarget(
+        hostname=str(props["hostname"]),
+        derp_port=int(props["derp_port"]),
+        stun_port=int(props["stun_port"]),
+        addresses=tuple(str(a) for a in props.get("addresses_override") or ()),
+        expected_addresses=tuple(str(a) for a in props.get("expected_addresses") or ()),
+        resolvers=tuple(str(r) for r in props.get("resolvers") or ()),
+        ca_file=str(props["ca_file"]) if props.get("ca_file") else None,
+        expect_verify_clients=None if verify is None else bool(verify),
+    )
+
+
+def check_summary(check: Check) -> dict[str, Any]:
+    return {
+        "name": check.name,
+        "address": check.address,
+        "ok": check.ok,
+        "warning": check.warning,
+        "detail": check.detail,
+        "hint": check.hint,
+        "latency_ms": None if check.latency_ms is None else round(check.latency_ms, 3),
+    }
+
+
+def _best(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(min(known), 3) if known else None
+
+
+def computed_outputs(report: Report, *, attempts: int, checked_at: str) -> dict[str, Any]:
+    """The outputs for one final report."""
+    passed = [c for c in report.checks if c.ok]
+    tls = [c for c in passed if c.name == "tls"]
+    days = [int(c.data["days_left"]) for c in tls if isinstance(c.data.get("days_left"), int)]
+    return {
+        "ok": report.ok,
+        "checks": [check_summary(c) for c in report.checks],
+        "server_public_key": report.server_public_key,
+        "stun_latency_ms": _best([c.latency_ms for c in passed if c.name == "stun"]),
+        "tls_latency_ms": _best([c.latency_ms for c in tls]),
+        "certificate_days_left": min(days) if days else None,
+        "checked_at": checked_at,
+        "attempts": attempts,
+        "diagnosis": None if report.ok else diagnosis(report, attempts=attempts),
+    }
+
+
+def off_outputs() -> dict[str, Any]:
+    return {
+        "ok": None,
+        "checks": [],
+        "server_public_key": None,
+        "stun_latency_ms": None,
+        "tls_latency_ms": None,
+        "certificate_days_left": None,
+        "checked_at": None,
+        "attempts": 0,
+        "diagnosis": None,
+    }
+
+
+def diagnosis(report: Report, *, attempts: int, waited: float | None = None) -> str:
+    """Failed checks with details and hints first, then netcheck's whole table."""
+    failed = report.failed()
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    if waited is not None:
+        tries += f" over {waited:.0f}s"
+    lines = [
+        f"relay {report.hostname} failed {len(failed)} of {len(report.checks)} checks ({tries}):"
+    ]
+    if not report.checks:
+        lines.append("  ✗ no check ran (no address to probe)")
+    for c in failed:
+        where = f" {c.address}" if c.address else ""
+        lines.append(f"  ✗ {c.name}{where}: {c.detail}")
+        if c.hint:
+            lines.append(f"      hint: {c.hint}")
+    lines += ["", report.format_text()]
+    return "\n".join(lines)
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(MAX_BACKOFF, 2 ** (attempt - 1)))
+
+
+def _note(message: str) -> None:
+    # The provider process has no engine connection: stderr is what the CLI shows.
+    print(f"home-derp validation: {message}", file=sys.stderr, flush=True)
+
+
+Probe = Callable[..., "Report"]
+
+
+def run_validation(
+    props: Mapping[str, Any],
+    *,
+    probe: Probe | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> dict[str, Any]:
+    """Probe until the relay passes or ``timeout_seconds`` is spent; return the computed outputs.
+
+    ``enforce`` raises :class:`RelayValidationError` with the last diagnosis; ``warn`` prints it
+    and returns ``ok=False``; ``off`` probes nothing.
+    """
+    mode = props.get("mode") or "enforce"
+    if mode == "off":
+        return off_outputs()
+    if probe is None:
+        from components.netcheck import check_relay
+
+        probe = check_relay
+    target = relay_target(props)
+    budget = float(props.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS))
+    started = clock()
+    deadline = started + budget
+    attempts = 0
+    while True:
+        attempts += 1
+        report = probe(target, timeout=PROBE_TIMEOUT, stun_timeout=STUN_TIMEOUT)
+        left = deadline - clock()
+        if report.ok or left <= 0:
+            break
+        pause = min(_backoff(attempts), left)
+        failing = ", ".join(sorted({c.name for c in report.failed()})) or "no checks"
+        _note(f"attempt {attempts} failed ({failing}); retrying in {pause:.0f}s, {left:.0f}s left")
+        sleep(pause)
+    outputs = computed_outputs(report, attempts=attempts, checked_at=now().isoformat())
+    if report.ok:
+        return outputs
+    text = diagnosis(report, attempts=attempts, waited=clock() - started)
+    outputs["diagnosis"] = text
+    if mode == "warn":
+        _note("home-derp:validate=warn, deploying anyway\n" + text)
+        return outputs
+    raise RelayValidationError(
+        text + "\n\nFix the relay and run `pulumi up` again; "
+        "`home-derp:validate=warn` deploys anyway and records the failure in the outputs."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The dynamic provider and resource
+
+
+class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
+    """CRUD of RelayValidation. Stateless: pickled by reference, holds nothing."""
+
+    serialize_as_secret_always = False
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
+        failures = [pulumi.dynamic.CheckFailure(p, r) for p, r in input_failures(news)]
+        return pulumi.dynamic.CheckResult(news, failures)
+
+    def diff(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.DiffResult:
+        if any(is_unknown(news.get(k)) for k in INPUT_KEYS):
+            return pulumi.dynamic.DiffResult(changes=True, replaces=[])
+        return pulumi.dynamic.DiffResult(changes=bool(changed_inputs(olds, news)), replaces=[])
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        outs = _inputs_of(props) | run_validation(props)
+        return pulumi.dynamic.CreateResult(uuid.uuid4().hex, outs)
+
+    def update(
+        self, _id: str, _olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(_inputs_of(news) | run_validation(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
+        # A refresh keeps the last result: probing is what `up` (and the trigger) is for.
+        return pulumi.dynamic.ReadResult(id_, {k: v for k, v in props.items() if k != "__provider"})
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        return None
+
+
+def _inputs_of(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: props[k] for k in INPUT_KEYS if k in props}
+
+
+@dataclass
+class RelayValidationArgs:
+    """Inputs of :class:`RelayValidation`."""
+
+    hostname: pulumi.Input[str]
+    """The relay's DNS name: TLS SNI and the name the certificate must carry."""
+    derp_port: pulumi.Input[int]
+    """TCP port of derper's HTTPS/DERP listener."""
+    stun_port: pulumi.Input[int]
+    """UDP port of derper's STUN server."""
+    expected_addresses: pulumi.Input[Sequence[pulumi.Input[str]]]
+    """Addresses DNS must return for ``hostname`` (the published AAAA/A records)."""
+    expect_verify_clients: pulumi.Input[bool]
+    """Whether derper must reject unknown clients (``-verify-clients``)."""
+    mode: pulumi.Input[str] = "enforce"
+    """``enforce`` fails `up` on a failed check, ``warn`` records it, ``off`` probes nothing."""
+    timeout_seconds: pulumi.Input[int] = DEFAULT_TIMEOUT_SECONDS
+    """How long to keep retrying while DNS propagates and the container starts."""
+    trigger: pulumi.Input[str] = ""
+    """Re-probe when this changes: build it with :func:`validation_trigger`."""
+    addresses_override: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
+    """Probe these addresses instead of resolving ``hostname`` (like a derpMap pin)."""
+    resolvers: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
+    """DNS servers (``IP``, ``IP:PORT``, ``[IPv6]:PORT``) instead of the system resolver."""
+    ca_file: pulumi.Input[str] | None = None
+    """Extra trusted CA bundle, a path on the machine running pulumi (e.g. ACME staging)."""
+
+    def to_props(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in INPUT_KEYS}
+
+
+class RelayValidation(pulumi.dynamic.Resource, module="homederp", name="RelayValidation"):
+    """The relay as a client sees it, checked on `up`; type ``TYPE_TOKEN``."""
+
+    ok: pulumi.Output[bool | None]
+    """True when every check passed; False (warn mode only) when one failed; None when off."""
+    checks: pulumi.Output[list[dict[str, Any]]]
+    """One ``{name, address, ok, warning, detail, hint, latency_ms}`` per check."""
+    server_public_key: pulumi.Output[str | None]
+    """derper's public key (64 hex) from the DERP handshake."""
+    stun_latency_ms: pulumi.Output[float | None]
+    """Best STUN round trip across the relay's addresses."""
+    tls_latency_ms: pulumi.Output[float | None]
+    """Best TCP connect + TLS handshake time."""
+    certificate_days_left: pulumi.Output[int | None]
+    """Days until the served certificate expires."""
+    checked_at: pulumi.Output[str | None]
+    """When the last probe ran (ISO 8601, UTC)."""
+    attempts: pulumi.Output[int]
+    """Probes it took (retries while DNS and the container come up)."""
+    diagnosis: pulumi.Output[str | None]
+    """The failure report when ``ok`` is False."""
+
+    def __init__(
+        self,
+        resource_name: str,
+        args: RelayValidationArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props: dict[str, Any] = {**args.to_props(), **dict.fromkeys(OUTPUT_KEYS)}
+        super().__init__(RelayValidationProvider(), resource_name, props, opts)

@@ -1,0 +1,140 @@
+"""DERP handshake and client verification against the faithful DERP server (reference §3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from nacl.public import Box, PrivateKey, PublicKey
+
+from components.netcheck import check_relay, derp, https
+from components.netcheck.tls import tls_connect
+from tests.peers.aio import BackgroundLoop
+from tests.peers.certs import Pki
+from tests.peers.relay import LocalRelay, local_relay
+
+from .conftest import SERVER_KEY
+
+
+# PyNaCl's Box.encrypt yields exactly nonce(24) || ciphertext, the layout ClientInfo needs (§3).
+def test_box_encrypt_is_nonce_then_ciphertext() -> None:
+    a, b = PrivateKey.generate(), PrivateKey.generate()
+    sealed = Box(a, b.public_key).encrypt(b'{"version":2}')
+    assert bytes(sealed) == sealed.nonce + sealed.ciphertext
+    assert len(sealed.nonce) == 24 and len(sealed.ciphertext) == len(b'{"version":2}') + 16
+    assert Box(b, a.public_key).decrypt(bytes(sealed)) == b'{"version":2}'
+
+
+# The handshake reports the key from the header and the frame, equal, plus a handshake time.
+def test_handshake_reports_server_key(relay: LocalRelay) -> None:
+    report = check_relay(relay.target(), timeout=3)
+    assert report.ok, report.format_text()
+    assert report.server_public_key == relay.server_public_key == bytes(SERVER_KEY.public_key).hex()
+    for addr in relay.addresses:
+        check = report.check("derp", addr)
+        assert check.data["derp_version"] == "2" and check.latency_ms is not None
+
+
+# With verification on, the random key is rejected; the server really decrypted our ClientInfo.
+def test_verification_on_closes_random_key(relay: LocalRelay) -> None:
+    report = check_relay(relay.target(expect_verify_clients=True), timeout=3)
+    for addr in relay.addresses:
+        check = report.check("verify_clients", addr)
+        assert check.ok and check.data["verify_clients"] is True
+    assert relay.derp.state.client_infos == [{"version": 2, "CanAckPings": True}] * 2
+    assert len(relay.derp.state.rejected) == 2 and not relay.derp.state.admitted
+
+
+# Without verification the server answers FrameServerInfo, which we decrypt.
+def test_verification_off_admits(bg: BackgroundLoop, pki: Pki) -> None:
+    with local_relay(bg=bg, pki=pki, verify_clients=False) as r:
+        report = check_relay(r.target(expect_verify_clients=False), timeout=3)
+        assert len(r.derp.state.admitted) == 2
+    assert report.ok
+    assert report.check("verify_clients").data["verify_clients"] is False
+
+
+# An allowed (tailnet) key is admitted by a verifying server: the rejection is about the key.
+def test_known_key_is_admitted(bg: BackgroundLoop, pki: Pki) -> None:
+    client = PrivateKey.generate()
+    with local_relay(bg=bg, pki=pki, allowed_keys=(bytes(client.public_key),)) as r:
+
+        async def run() -> bytes:
+            s = await tls_connect("127.0.0.1", r.derp_port, r.hostname, r.ca_file, 3)
+            hs = await derp.handshake(s.reader, s.writer, r.hostname)
+            key = bytes.fromhex(hs.frame_key)
+            info = derp.client_info_payload(client, key, {"version": 2})
+            s.writer.write(derp.encode_frame(derp.FRAME_CLIENT_INFO, info))
+            ftype, payload = await asyncio.wait_for(derp.read_frame(s.reader), 3)
+            s.close()
+            assert ftype == derp.FRAME_SERVER_INFO
+            return Box(client, PublicKey(key)).decrypt(payload)
+
+        assert json.loads(asyncio.run(run())) == {"version": 2}
+
+
+# Expectation mismatches fail in both directions with a hint; no expectation only reports.
+@pytest.mark.parametrize(
+    ("verify", "expect", "ok", "hint"),
+    [
+        (False, True, False, "-verify-clients"),
+        (True, False, False, "--expect-verify-clients"),
+        (True, None, True, "tailscaled"),
+        (False, None, True, None),
+    ],
+)
+def test_verification_expectations(
+    bg: BackgroundLoop, pki: Pki, verify: bool, expect: bool | None, ok: bool, hint: str | None
+) -> None:
+    with local_relay(bg=bg, pki=pki, verify_clients=verify) as r:
+        report = check_relay(r.target(addresses=("::1",), expect_verify_clients=expect), timeout=3)
+    check = report.check("verify_clients", "::1")
+    assert check.ok is ok
+    assert (check.hint is None) if hint is None else (hint in (check.hint or ""))
+
+
+# The faithful server's HTTP endpoints answer as §2 says (426, 405, challenge echo, home page).
+def test_endpoints_of_the_faithful_server(relay: LocalRelay) -> None:
+    async def run() -> list[https.Response]:
+        s = await tls_connect("::1", relay.derp_port, relay.hostname, relay.ca_file, 3)
+        host = relay.hostname
+        out = [
+            await https.exchange(s.reader, s.writer, "GET", "/derp", host),
+            await https.exchange(s.reader, s.writer, "POST", "/derp/probe", host),
+            await https.exchange(s.reader, s.writer, "HEAD", "/derp/latency-check", host),
+            await https.exchange(
+                s.reader, s.writer, "GET", "/generate_204", host, {"X-Tailscale-Challenge": "a:b"}
+            ),
+            await https.exchange(
+                s.reader, s.writer, "GET", "/generate_204", host, {"X-Tailscale-Challenge": "b d"}
+            ),
+            await https.exchange(s.reader, s.writer, "GET", "/", host),
+        ]
+        s.close()
+        return out
+
+    upgrade, post, head, gen, bad, home = asyncio.run(run())
+    assert (upgrade.status, upgrade.body) == (426, b"DERP requires connection upgrade")
+    assert post.status == 405
+    assert head.status == 200 and head.header("Access-Control-Allow-Origin") == "*"
+    assert gen.status == 204 and gen.header("X-Tailscale-Response") == "response a:b"
+    assert bad.status == 204 and bad.header("X-Tailscale-Response") is None
+    assert b"<h1>DERP</h1>" in home.body
+
+
+# The server key frame codec refuses wrong type, short payload and bad magic.
+def test_server_key_frame_validation() -> None:
+    key = bytes(range(32))
+    assert derp.parse_server_key(1, derp.server_key_payload(key) + b"extra") == key
+    for ftype, payload in ((2, derp.server_key_payload(key)), (1, b"DERP"), (1, b"X" * 40)):
+        with pytest.raises(derp.DerpError):
+            derp.parse_server_key(ftype, payload)
+
+
+# check_relay also works when called from inside a running event loop (no nested asyncio.run).
+def test_check_relay_inside_event_loop(relay: LocalRelay) -> None:
+    async def caller() -> bool:
+        return check_relay(relay.target(addresses=("::1",)), timeout=3).ok
+
+    assert asyncio.run(caller())

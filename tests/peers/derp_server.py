@@ -1,0 +1,361 @@
+"""A faithful DERP server written from reference/derp.md §2-§3, for tests.
+
+**No real derper exists on these machines** (it is not in Debian, PyPI or npm), so the DERP side
+of the tests runs against this server, written byte for byte from the reference:
+
+* TLS with ALPN http/1.1 only, refusing an SNI other than ``hostname`` with an internal-error
+  alert like derper's manual cert mode (``sni_check``); without certificates it serves plain HTTP
+  (what derper does on a custom port without ``-certmode manual``);
+* ``/``, ``/robots.txt``, ``/derp/probe`` and ``/derp/latency-check`` (GET/HEAD 200 + CORS,
+  405 otherwise), ``/generate_204`` with the ``X-Tailscale-Challenge`` echo, 426 for ``/derp``
+  without ``Upgrade``;
+* the upgrade: 101 + ``Derp-Version: 2`` + ``Derp-Public-Key``, FrameServerKey in the same
+  flush, then FrameClientInfo decrypted with PyNaCl; with ``verify_clients`` a key outside
+  ``allowed_keys`` gets the connection closed, otherwise FrameServerInfo (nonce || box).
+
+``fault`` turns it into a broken relay: ``strip_upgrade`` (a proxy ate the Upgrade header → 426),
+``web_server`` (some other web server: 404 everywhere), ``bad_magic``, ``key_mismatch`` (header
+key ≠ frame key), ``no_challenge_echo``, ``no_server_key`` (101, then the connection closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import re
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from nacl.public import Box, PrivateKey, PublicKey
+
+from components.netcheck import derp
+
+FAULTS = (
+    "strip_upgrade",
+    "web_server",
+    "bad_magic",
+    "key_mismatch",
+    "no_challenge_echo",
+    "no_server_key",
+)
+CHALLENGE_RE = re.compile(r"^[a-zA-Z0-9._:-]{1,64}$")
+GO_HTTP_ON_TLS = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
+HOME = b"<html><body>\n<h1>DERP</h1>\n<p>This is a Tailscale DERP server.</p>\n</body></html>\n"
+
+
+@dataclass
+class DerpServerState:
+    """What the server saw, for assertions."""
+
+    client_infos: list[dict[str, Any]] = field(default_factory=list)
+    admitted: list[bytes] = field(default_factory=list)
+    rejected: list[bytes] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+
+def server_ssl_context(
+    cert_file: str, key_file: str, hostname: str, sni_check: bool
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.load_cert_chain(cert_file, key_file)
+
+    def refuse_other_names(obj: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> int | None:
+        # derper manual mode: "cert mismatch with hostname" → the handshake fails (§1)
+        if name is not None and name != hostname and not _is_ip(hostname):
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        return None
+
+    if sni_check:
+        ctx.sni_callback = refuse_other_names
+    return ctx
+
+
+class _HeadWriter:
+    """Drops the body of a response to HEAD (headers, including Content-Length, stay)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+
+def _set_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class DerpServer:
+    def __init__(
+        self,
+        *,
+        hostname: str = "derp.test",
+        private_key: PrivateKey | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        verify_clients: bool = False,
+        allowed_keys: tuple[bytes, ...] = (),
+        sni_check: bool = True,
+        fault: str | None = None,
+    ) -> None:
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
+        self.hostname = hostname
+        self.private_key = private_key or PrivateKey.generate()
+        self.public_key = bytes(self.private_key.public_key)
+        self.verify_clients = verify_clients
+        self.allowed_keys = set(allowed_keys)
+        self.fault = fault
+        self.state = DerpServerState()
+        self.ssl = (
+            server_ssl_context(cert_file, key_file, hostname, sni_check)
+            if cert_file and key_file
+            else None
+        )
+        self._servers: list[asyncio.Server] = []
+        self._listeners: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, socks: list[socket.socket]) -> None:
+        if self.ssl is None:
+            for s in socks:
+                self._servers.append(await asyncio.start_server(self._handle, sock=s))
+            return
+        for s in socks:
+            s.setblocking(False)
+            self._tasks.add(asyncio.create_task(self._accept_loop(s)))
+
+    async def _accept_loop(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._listeners.append(lsock)
+        while True:
+            conn, _ = await loop.sock_accept(lsock)
+            task = asyncio.create_task(self._tls_conn(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _tls_conn(self, conn: socket.socket) -> None:
+        """TLS like Go's crypto/tls: a refused SNI gets a real alert record before the close.
+
+        (asyncio's own TLS server closes without flushing the alert, so the ClientHello is
+        first replayed into an in-memory SSLObject to learn the verdict.)
+        """
+        assert self.ssl is not None
+        loop = asyncio.get_running_loop()
+        try:
+            alert = await self._rejected_hello(conn)
+            if alert is not None:
+                conn.setblocking(True)
+                conn.sendall(alert)
+                conn.shutdown(socket.SHUT_WR)
+                await asyncio.sleep(0.05)
+                conn.close()
+                return
+            reader = asyncio.StreamReader()
+            protocol = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, conn, ssl=self.ssl, ssl_handshake_timeout=5
+            )
+        except (OSError, ssl.SSLError, TimeoutError):
+            conn.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._handle(reader, writer)
+
+    async def _rejected_hello(self, conn: socket.socket) -> bytes | None:
+        """Peek the ClientHello; the alert bytes OpenSSL produced if the handshake fails."""
+        assert self.ssl is not None
+        loop = asyncio.get_running_loop()
+        data = b""
+        for _ in range(500):
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(conn.fileno(), _set_once, ready)
+            try:
+                await asyncio.wait_for(ready, 5)
+            finally:
+                loop.remove_reader(conn.fileno())
+            data = conn.recv(65536, socket.MSG_PEEK)
+            if data[:1] not in (b"", b"\x16"):
+                # Go's crypto/tls answers a plain HTTP request with this 400 (net/http server.go)
+                looks_http = data[:4].isalpha()
+                return GO_HTTP_ON_TLS if looks_http else b""
+            if not data or (len(data) >= 5 and len(data) >= 5 + int.from_bytes(data[3:5])):
+                break
+            await asyncio.sleep(0.002)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        probe = self.ssl.wrap_bio(incoming, outgoing, server_side=True)
+        incoming.write(data)
+        try:
+            probe.do_handshake()
+        except ssl.SSLWantReadError:
+            return None
+        except ssl.SSLError:
+            return outgoing.read() or b""
+        return None
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for lsock in self._listeners:
+            lsock.close()
+        for srv in self._servers:
+            srv.close()
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(srv.wait_closed(), 1)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split(" ")
+                if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                    await self._respond(writer, 400, b"Bad Request", close=True)
+                    return
+                method, path = parts[0], parts[1].split("?")[0]
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, _, v = line.partition(":")
+                        headers[k.strip().lower()] = v.strip()
+                self.state.requests.append(f"{method} {path}")
+                if (
+                    path == "/derp"
+                    and headers.get("upgrade", "").lower() == "derp"
+                    and (self.fault not in ("strip_upgrade", "web_server"))
+                ):
+                    await self._derp_session(reader, writer)
+                    return
+                await self._route(
+                    _HeadWriter(writer) if method == "HEAD" else writer, method, path, headers
+                )
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, ssl.SSLError, OSError):
+            return
+        finally:
+            writer.close()
+
+    async def _route(self, writer: Any, method: str, path: str, headers: dict[str, str]) -> None:
+        if self.fault == "web_server":
+            body = b"<h1>It works!</h1>" if path == "/" else b"not found"
+            await self._respond(writer, 200 if path == "/" else 404, body)
+        elif path == "/":
+            await self._respond(writer, 200, HOME, {"Content-Type": "text/html; charset=utf-8"})
+        elif path == "/robots.txt":
+            await self._respond(writer, 200, b"User-agent: *\nDisallow: /\n")
+        elif path in ("/derp/probe", "/derp/latency-check"):
+            if method in ("GET", "HEAD"):
+                await self._respond(writer, 200, b"", {"Access-Control-Allow-Origin": "*"})
+            else:
+                await self._respond(writer, 405, b"bogus probe method\n")
+        elif path == "/generate_204":
+            extra = {}
+            challenge = headers.get("x-tailscale-challenge", "")
+            if CHALLENGE_RE.match(challenge) and self.fault != "no_challenge_echo":
+                extra["X-Tailscale-Response"] = f"response {challenge}"
+            await self._respond(writer, 204, b"", extra)
+        elif path == "/derp":
+            await self._respond(writer, 426, b"DERP requires connection upgrade")
+        else:
+            await self._respond(writer, 404, b"404 page not found\n")
+
+    @staticmethod
+    async def _respond(
+        writer: Any,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
+        reasons = {
+            200: "OK",
+            204: "No Content",
+            400: "Bad Request",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            426: "Upgrade Required",
+        }
+        lines = [f"HTTP/1.1 {status} {reasons.get(status, 'Status')}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if status != 204:
+            lines.append(f"Content-Length: {len(body)}")
+        if close:
+            lines.append("Connection: close")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if status == 204 else body))
+        await writer.drain()
+
+    async def _derp_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        header_key = self.public_key.hex()
+        if self.fault == "key_mismatch":
+            header_key = bytes(PrivateKey.generate().public_key).hex()
+        magic_key = derp.server_key_payload(self.public_key)
+        if self.fault == "bad_magic":
+            magic_key = b"DERP\x00\x00\x00\x00" + self.public_key
+        # 101 head and FrameServerKey in one write: the server speaks first (§3)
+        frame = derp.encode_frame(derp.FRAME_SERVER_KEY, magic_key)
+        if self.fault == "no_server_key":
+            frame = b""
+        writer.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
+                f"Derp-Version: {derp.PROTOCOL_VERSION}\r\nDerp-Public-Key: {header_key}\r\n\r\n"
+            ).encode()
+            + frame
+        )
+        await writer.drain()
+        if self.fault == "no_server_key":
+            return
+        try:
+            ftype, payload = await asyncio.wait_for(derp.read_frame(reader), 10)
+        except (asyncio.IncompleteReadError, TimeoutError, derp.DerpError):
+            return
+        if ftype != derp.FRAME_CLIENT_INFO or len(payload) < 32 + 24 + 16:
+            return
+        client_key, sealed = payload[:32], payload[32:]
+        box = Box(self.private_key, PublicKey(client_key))
+        try:
+            info = json.loads(box.decrypt(sealed))  # sealed = 24-byte nonce || ciphertext
+        except Exception:
+            return
+        self.state.client_infos.append(info)
+        if self.verify_clients and client_key not in self.allowed_keys:
+            # derper asks tailscaled (WhoIsNodeKey); unknown keys are disconnected
+            self.state.rejected.append(client_key)
+            return
+        self.state.admitted.append(client_key)
+        reply = box.encrypt(json.dumps({"version": derp.PROTOCOL_VERSION}).encode())
+        writer.write(derp.encode_frame(derp.FRAME_SERVER_INFO, bytes(reply)))
+        await writer.drain()
+        while True:  # stay connected like derper until the client leaves
+            try:
+                ftype, payload = await derp.read_frame(reader)
+            except (asyncio.IncompleteReadError, derp.DerpError):
+                return
+            if ftype == derp.FRAME_PING:
+                writer.write(derp.encode_frame(0x13, payload))
