@@ -30,10 +30,9 @@ from typing import Any
 
 import pulumi
 import pulumi.dynamic
-from pulumi.output import Unknown
-from pulumi.runtime import rpc
 
 from components import derpmap
+from components.wire import is_unknown, plain
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -364,27 +363,6 @@ def withdraw_region(policy_text: str, region_id: int, *, created_derp_map: bool)
 INPUTS = ("region", "omit_default_regions", "adopt_region")
 
 
-def _plain(value: Any) -> Any:
-    """Undo the wire format: protobuf numbers come back as floats (900 → 900.0)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _has_unknown(value: Any) -> bool:
-    if isinstance(value, Unknown) or value == rpc.UNKNOWN:
-        return True
-    if isinstance(value, Mapping):
-        return any(_has_unknown(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_unknown(v) for v in value)
-    return False
-
-
 def _region_id(region: Any) -> int:
     region_id = region.get("RegionID") if isinstance(region, Mapping) else None
     if isinstance(region_id, float) and region_id.is_integer():
@@ -398,7 +376,7 @@ def _check_region(region: Any) -> list[str]:
     problems: list[str] = []
     if not isinstance(region, Mapping):
         return [f"region must be an object like derpmap.region_to_dict() gives, got {region!r}"]
-    rid = _plain(region.get("RegionID"))
+    rid = plain(region.get("RegionID"))
     if isinstance(rid, bool) or not isinstance(rid, int) or not 900 <= rid <= 999:
         problems.append(f"RegionID must be an integer 900–999 (custom regions), got {rid!r}")
     nodes = region.get("Nodes")
@@ -406,7 +384,7 @@ def _check_region(region: Any) -> list[str]:
         problems.append("Nodes must be a non-empty list")
     else:
         for node in nodes:
-            if not isinstance(node, Mapping) or _plain(node.get("RegionID")) != rid:
+            if not isinstance(node, Mapping) or plain(node.get("RegionID")) != rid:
                 # tailscale/tailscale#9526, #17563: a node without its RegionID is ignored.
                 problems.append(f"every node needs RegionID {rid!r}, got {node!r}")
     return problems
@@ -447,22 +425,22 @@ class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         failures: list[pulumi.dynamic.CheckFailure] = []
         region = news.get("region")
-        if not _has_unknown(region):
+        if not is_unknown(region):
             failures = [pulumi.dynamic.CheckFailure("region", p) for p in _check_region(region)]
         return pulumi.dynamic.CheckResult(news, failures)
 
     def diff(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.DiffResult:
-        if any(_has_unknown(news.get(k)) for k in INPUTS):
+        if any(is_unknown(news.get(k)) for k in INPUTS):
             return pulumi.dynamic.DiffResult(changes=True)
-        changed = [k for k in INPUTS if _plain(olds.get(k)) != _plain(news.get(k))]
+        changed = [k for k in INPUTS if plain(olds.get(k)) != plain(news.get(k))]
         replaces: list[str] = []
         old_region, new_region = olds.get("region"), news.get("region")
         if (
             isinstance(old_region, Mapping)
             and isinstance(new_region, Mapping)
-            and _plain(old_region.get("RegionID")) != _plain(new_region.get("RegionID"))
+            and plain(old_region.get("RegionID")) != plain(new_region.get("RegionID"))
         ):
             replaces = ["region"]  # another key in derpMap.Regions: a different region
         # Withdraw the old region first: a derpMap block we created is then removed and created
@@ -472,7 +450,7 @@ class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
         )
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        inputs = {k: _plain(props.get(k)) for k in INPUTS}
+        inputs = {k: plain(props.get(k)) for k in INPUTS}
         region = inputs["region"]
         region_id = _region_id(region)
         adopt = bool(inputs["adopt_region"])
@@ -503,7 +481,7 @@ class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
     def update(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
-        inputs = {k: _plain(news.get(k)) for k in INPUTS}
+        inputs = {k: plain(news.get(k)) for k in INPUTS}
         region = inputs["region"]
         omit = bool(inputs["omit_default_regions"])
         owned_derp_map = bool(olds.get("created_derp_map"))
@@ -528,7 +506,7 @@ class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.UpdateResult(outs)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        region_id = _region_id(_plain(props.get("region")))
+        region_id = _region_id(plain(props.get("region")))
         created = bool(props.get("created_derp_map"))
 
         def mutate(text: str) -> tuple[str, None]:
@@ -537,7 +515,7 @@ class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
         read_modify_write(self._client(), mutate)
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
-        region = _plain(props.get("region"))
+        region = plain(props.get("region"))
         region_id = _region_id(region) if region else int(id_.rsplit("/", 1)[-1])
         client = self._client()
         text, etag = client.get_policy()
@@ -549,7 +527,7 @@ class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
             # Gone from the policy: the engine drops it from state and the next `up` re-creates it.
             return pulumi.dynamic.ReadResult(None, {})
         outs = {
-            **{k: _plain(props.get(k)) for k in INPUTS},
+            **{k: plain(props.get(k)) for k in INPUTS},
             "region": live,
             "tailnet": client.auth.tailnet,
             "created_derp_map": bool(props.get("created_derp_map")),

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pulumi
 import pulumi.dynamic
-from pulumi.output import Unknown
-from pulumi.runtime import rpc
+
+from components.wire import is_unknown
 
 if TYPE_CHECKING:
     from components.netcheck import Check, RelayTarget, Report
@@ -99,17 +99,6 @@ def _normal_ip(text: str) -> str:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
         return text.strip()
-
-
-def is_unknown(value: Any) -> bool:
-    """True for a value (or a value inside a list/dict) the engine does not know yet."""
-    if isinstance(value, Unknown) or value == rpc.UNKNOWN:
-        return True
-    if isinstance(value, Mapping):
-        return any(is_unknown(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(is_unknown(v) for v in value)
-    return False
 
 
 def _comparable(key: str, value: Any) -> Any:

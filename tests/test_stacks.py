@@ -64,7 +64,13 @@ def test_stack_passes_policy_pack(
             policy.validate(args, lambda msg, _urn=None, p=policy.name: found.append(f"{p}: {msg}"))
     assert found == []
     checked = {r.typ for r in mocks.resources}
-    assert {rules.DNS_RECORD, rules.CONTAINER, rules.REMOTE_IMAGE, rules.ACME_PROVIDER} <= checked
+    assert {
+        rules.DNS_RECORD,
+        rules.CONTAINER,
+        rules.REMOTE_IMAGE,
+        rules.ACME_PROVIDER,
+        rules.DERP_REGION,
+    } <= checked
 
 
 # The workflows' matrix list (.github/stacks.json) names exactly the committed stack files.
