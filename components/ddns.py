@@ -27,12 +27,14 @@ from typing import Literal
 import pulumi
 import pulumi_docker as docker
 
+from components.settings import DEFAULT_DDNS_IMAGE
+
 TYPE_TOKEN = "homederp:index:DdnsUpdater"
 
-#: Pinned release (git tag v1.17.0; Docker Hub tags are the bare semver). Needs ≥ 1.17.0 for
-#: ``hostid6``; ≥ 1.15.0 for ``local.iface`` and ``CLOUDFLARE_API_TOKEN``. Add ``@sha256:…`` once
-#: the digest is read from a registry (not reachable from the machine this was written on).
-DEFAULT_IMAGE = "favonia/cloudflare-ddns:1.17.0"
+#: Pinned release, kept with the other defaults in settings.py (git tag v1.17.0; Docker Hub tags
+#: are the bare semver). Needs ≥ 1.17.0 for ``hostid6``; ≥ 1.15.0 for ``local.iface`` and
+#: ``CLOUDFLARE_API_TOKEN``. Add ``@sha256:…`` once the digest is read from a registry.
+DEFAULT_IMAGE = DEFAULT_DDNS_IMAGE
 #: The image's own recommendation (README "Docker Compose" and its Dockerfile ``USER 1000:1000``).
 DEFAULT_USER = "1000:1000"
 #: How often the updater re-reads the address (its own default, stated for the reader).

@@ -17,7 +17,6 @@ import pulumi_docker as docker
 from components import derpmap
 from components.certificate import create_certificate
 from components.container import create_container
-from components.ddns import DEFAULT_IMAGE as DEFAULT_DDNS_IMAGE
 from components.ddns import DdnsUpdater, DdnsUpdaterArgs
 from components.derpmap import PolicyTextError
 from components.dns import RECORD_TTL, create_dns_records
@@ -140,7 +139,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
                     host_id=settings.ipv6_host_id,
                     ipv4_enabled=settings.ipv4 is not None,
                     ttl=RECORD_TTL,
-                    image=settings.ddns_image or DEFAULT_DDNS_IMAGE,
+                    image=settings.ddns_image,
                 ),
                 opts=child,
             )

@@ -27,6 +27,9 @@ NAMESPACE = "home-derp"
 # relay host: -verify-clients rejects every client on version skew (tailscale/tailscale#12617).
 DEFAULT_IMAGE = "fredliang/derper:v1.90.6"
 
+#: Pinned DDNS updater (favonia/cloudflare-ddns, v1.17.0 checked against its README; issue #5).
+DEFAULT_DDNS_IMAGE = "favonia/cloudflare-ddns:1.17.0"
+
 ACME_DIRECTORIES = {
     "production": "https://acme-v02.api.letsencrypt.org/directory",
     "staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
@@ -171,8 +174,8 @@ class RelaySettings:
     """Take over a same-id region this stack did not create."""
     ddns: bool = False
     """Run the DDNS updater container beside derper."""
-    ddns_image: str | None = None
-    """Pinned DDNS updater image; None = the component's default."""
+    ddns_image: str = DEFAULT_DDNS_IMAGE
+    """Pinned DDNS updater image."""
     cloudflare_api_token: pulumi.Output[str] | None = field(default=None, compare=False)
     """Cloudflare token (secret): DNS records and the DNS-01 challenge."""
     ddns_api_token: pulumi.Output[str] | None = field(default=None, compare=False)
@@ -522,8 +525,9 @@ def parse_settings(
     adopt_region = c.boolean("adoptRegion", False)
 
     ddns = c.boolean("ddns", False)
-    ddns_image = c.text("ddnsImage")
-    if ddns_image is not None and (why := check_image(ddns_image)):
+    ddns_image = c.text("ddnsImage", DEFAULT_DDNS_IMAGE)
+    assert ddns_image is not None
+    if why := check_image(ddns_image):
         c.fail("ddnsImage", ddns_image, why)
     if ddns and pin_ipv6:
         c.fail(

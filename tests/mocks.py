@@ -160,17 +160,37 @@ def install_mocks(stack: str = "home") -> RelayMocks:
     return _MOCKS
 
 
+def _config_string(value: object) -> str:
+    """Config values reach the program as strings; YAML booleans as ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def project_config_schema() -> dict[str, dict[str, Any]]:
+    """``Pulumi.yaml``'s ``config:`` declarations, by unqualified key."""
+    data = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    return dict(data.get("config") or {})
+
+
+def project_defaults() -> dict[str, str]:
+    """The defaults the CLI applies to every stack (``home-derp:<key>`` → string)."""
+    return {
+        f"home-derp:{key}": _config_string(spec["default"])
+        for key, spec in project_config_schema().items()
+        if isinstance(spec, dict) and "default" in spec
+    }
+
+
 def stack_config(stack_file: Path) -> dict[str, str]:
-    """A stack file's ``config:`` as the Pulumi CLI hands it to the program (all strings)."""
+    """A stack's config as the Pulumi CLI hands it to the program: project defaults, then the
+    stack file's values, all strings."""
     data = yaml.safe_load(stack_file.read_text()) or {}
-    out = {}
+    out = project_defaults()
     for key, value in (data.get("config") or {}).items():
-        if isinstance(value, bool):
-            out[key] = "true" if value else "false"
-        elif isinstance(value, dict | list):
+        if isinstance(value, dict | list):
             raise AssertionError(f"{stack_file.name}: {key} is structured; secrets use the CLI")
-        else:
-            out[key] = str(value)
+        out[key] = _config_string(value)
     return out
 
 

@@ -1,0 +1,72 @@
+"""Pulumi.yaml's config schema agrees with settings.py and with the CLI's own rules.
+
+The CLI validates stacks against the schema before the program runs
+(``ValidateStackConfigAndApplyProjectConfig`` in pulumi/pulumi): a typed key without a default is
+required in every stack (pulumi/pulumi#21797), stack values must have the declared type, and keys of
+the project's own namespace are declared unqualified. Nothing here runs the CLI (it cannot be
+installed on these machines); these are its rules applied to our files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from components.settings import KNOWN_KEYS, parse_settings
+from tests.mocks import ROOT, project_config_schema, project_defaults
+
+STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))
+PYTHON_TYPES = {"string": str, "integer": int, "boolean": bool}
+#: Declared nowhere in Pulumi.yaml on purpose: a typed secret without a default would be required.
+UNDECLARED = {"ddnsApiToken"}
+
+
+def declared_type(spec: dict[str, Any]) -> type:
+    return PYTHON_TYPES[spec["type"]]
+
+
+# Every key settings.py reads is documented in Pulumi.yaml, unqualified, typed, described.
+def test_schema_declares_every_setting() -> None:
+    schema = project_config_schema()
+    assert set(schema) == set(KNOWN_KEYS) - UNDECLARED
+    for key, spec in schema.items():
+        assert ":" not in key, f"{key}: the project's own keys are declared without a namespace"
+        assert spec.get("type") in PYTHON_TYPES, key
+        assert spec.get("description"), key
+
+
+# Only hostname and ipv6 are required; every other key has a default of its declared type.
+def test_only_required_keys_lack_defaults() -> None:
+    schema = project_config_schema()
+    assert {k for k, spec in schema.items() if "default" not in spec} == {"hostname", "ipv6"}
+    for key, spec in schema.items():
+        if "default" in spec:
+            assert isinstance(spec["default"], declared_type(spec)), key
+
+
+# The CLI's checks on every committed stack: required keys present, values of the declared type.
+@pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
+def test_stack_files_pass_cli_validation(stack_file: Path) -> None:
+    schema = project_config_schema()
+    values = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    ours = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("home-derp:")}
+    missing = {k for k, spec in schema.items() if "default" not in spec} - set(ours)
+    assert not missing, f"{stack_file.name} is missing configuration values {sorted(missing)}"
+    for key, value in ours.items():
+        assert key in schema or key in UNDECLARED, f"{stack_file.name}: unknown key {key}"
+        if key in schema:
+            assert isinstance(value, declared_type(schema[key])), f"{stack_file.name}: {key}"
+
+
+# Pulumi.yaml's defaults mean exactly what settings.py does when a key is absent.
+def test_defaults_match_settings() -> None:
+    required = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
+    token = pulumi.Output.secret("t")
+    bare = parse_settings(required, cloudflare_api_token=token)
+    defaults = {k.split(":", 1)[1]: v for k, v in project_defaults().items()}
+    with_defaults = parse_settings({**defaults, **required}, cloudflare_api_token=token)
+    assert with_defaults == bare
