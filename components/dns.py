@@ -36,12 +36,14 @@ def zone_id_for(settings: RelaySettings, opts: pulumi.InvokeOptions) -> pulumi.I
     return zone.zone_id
 
 
-def record_comment(settings: RelaySettings) -> str:
+#: Cloudflare's limit on record comments for Free-plan zones (paid plans allow 500).
+COMMENT_LIMIT = 100
+
+
+def record_comment(stack: str, region_id: int) -> str:
     """Marks the record as ours so nobody edits it by hand (Cloudflare shows the comment)."""
-    return (
-        f"managed by home-derp (Pulumi stack {pulumi.get_stack()}, region {settings.region_id}); "
-        "edits are overwritten"
-    )
+    comment = f"home-derp relay, region {region_id}, Pulumi stack {stack}: edits are overwritten"
+    return comment if len(comment) <= COMMENT_LIMIT else comment[: COMMENT_LIMIT - 1] + "…"
 
 
 def create_dns_records(
@@ -64,7 +66,7 @@ def create_dns_records(
             content=content,
             ttl=RECORD_TTL,
             proxied=False,
-            comment=record_comment(settings),
+            comment=record_comment(pulumi.get_stack(), settings.region_id),
             opts=pulumi.ResourceOptions(
                 parent=parent, provider=provider, ignore_changes=ignore_changes
             ),
