@@ -567,9 +567,12 @@ async def probe_relay(
                     out.append(_budget_exceeded(name, addr, timeout))
 
     async def stun_job(addr: str) -> None:
+        # Shrink the STUN wait to the report budget, so a silent port gets STUN's own diagnosis
+        # (UDP blocked) rather than a generic "stalled" when --timeout < --stun-timeout.
+        budget = max(0.0, min(stun_timeout, inner - loop.time()))
         try:
             async with asyncio.timeout_at(deadline):
-                check = await check_stun(target, addr, min(stun_timeout, timeout))
+                check = await check_stun(target, addr, budget)
         except TimeoutError:
             check = _budget_exceeded("stun", addr, timeout)
         per_address[addr].append(check)

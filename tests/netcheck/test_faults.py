@@ -166,3 +166,21 @@ def test_catalog_is_distinct() -> None:
     assert len(failures) >= 10
     assert len({f.detail for f in CATALOG}) == len(CATALOG)
     assert len({f.hint for f in CATALOG}) == len(CATALOG)
+
+
+# A silent STUN port keeps its own diagnosis when the report budget is shorter than the STUN
+# wait (--timeout 1 < --stun-timeout 3): "no answer … open UDP port", not a generic stall.
+def test_silent_stun_keeps_its_diagnosis_under_a_short_budget() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        target = RelayTarget(
+            "derp.test",
+            derp_port=free_port(("127.0.0.1",), socket.SOCK_STREAM),
+            stun_port=silent.getsockname()[1],
+            addresses=("127.0.0.1",),
+        )
+        report = check_relay(target, timeout=1.0, stun_timeout=3.0)
+    stun = report.check("stun", "127.0.0.1")
+    assert not stun.ok
+    assert stun.detail.startswith("no answer from UDP 127.0.0.1:")
+    assert stun.hint is not None and "open UDP port" in stun.hint
