@@ -390,6 +390,7 @@ def parse_settings(
     ddns_api_token: pulumi.Output[str] | None = None,
     discover_ipv6: Discover | None = None,
     file_exists: Callable[[str], bool] = os.path.isfile,
+    tailscale_credentials: bool = True,
 ) -> RelaySettings:
     """Validate the raw ``home-derp:`` strings; raise :class:`ConfigError` listing all problems."""
     c = _Collector(raw)
@@ -542,6 +543,15 @@ def parse_settings(
             "(a token with Zone:Read and DNS:Edit on the zone) or export CLOUDFLARE_API_TOKEN"
         )
 
+    if tailnet_policy != "off" and not tailscale_credentials:
+        # Found now, not after DNS, certificate and container were already created.
+        c.problems.append(
+            f"tailscale:apiKey is not set, and home-derp:tailnetPolicy={tailnet_policy} writes the "
+            "tailnet policy: run `pulumi config set --secret tailscale:apiKey` (or set "
+            "tailscale:oauthClientId + `--secret tailscale:oauthClientSecret`, scope policy_file; "
+            "or export TAILSCALE_API_KEY), or set home-derp:tailnetPolicy off"
+        )
+
     if c.problems:
         raise ConfigError(c.problems)
 
@@ -611,6 +621,19 @@ def _secret_from_config_or_env(namespace: str, key: str, env: str) -> pulumi.Out
     return pulumi.Output.secret(from_env) if from_env else None
 
 
+def has_tailscale_credentials() -> bool:
+    """An API key or a complete OAuth client, in stack config or the provider's env variables."""
+    config = pulumi.Config("tailscale")
+
+    def present(key: str, env: str) -> bool:
+        return bool(config.get(key) or os.environ.get(env))
+
+    return present("apiKey", "TAILSCALE_API_KEY") or (
+        present("oauthClientId", "TAILSCALE_OAUTH_CLIENT_ID")
+        and present("oauthClientSecret", "TAILSCALE_OAUTH_CLIENT_SECRET")
+    )
+
+
 def load_settings(discover_ipv6: Discover | None = None) -> RelaySettings:
     """Read the current stack's config once and validate it (the program's single entry)."""
     config = pulumi.Config(NAMESPACE)
@@ -635,6 +658,7 @@ def load_settings(discover_ipv6: Discover | None = None) -> RelaySettings:
             ),
             ddns_api_token=config.get_secret("ddnsApiToken"),
             discover_ipv6=discover_ipv6,
+            tailscale_credentials=has_tailscale_credentials(),
         )
     except ConfigError as exc:
         raise ConfigError(problems + exc.problems) from None

@@ -118,6 +118,18 @@ BAD_CONFIGS: list[tuple[str, dict[str, str | None], str, str]] = [
     ),
     ("typo key", {"derpport": "443"}, "home-derp:derpport", "did you mean home-derp:derpPort"),
     (
+        "tailscale credentials missing",
+        {"tailscale:apiKey": None},
+        "tailscale:apiKey",
+        "home-derp:tailnetPolicy off",
+    ),
+    (
+        "tailscale oauth half set",
+        {"tailscale:apiKey": None, "tailscale:oauthClientId": "k123"},
+        "tailscale:apiKey",
+        "oauthClientSecret",
+    ),
+    (
         "cloudflare token missing",
         {"cloudflare:apiToken": None},
         "cloudflare:apiToken",
@@ -138,7 +150,8 @@ def test_bad_config_fails_before_any_resource(
     key: str,
     words: str,
 ) -> None:
-    monkeypatch.delenv("CLOUDFLARE_API_TOKEN", raising=False)
+    for env in ("CLOUDFLARE_API_TOKEN", "TAILSCALE_API_KEY", "TAILSCALE_OAUTH_CLIENT_SECRET"):
+        monkeypatch.delenv(env, raising=False)
     set_config(home_config(**overrides))
 
     @pulumi.runtime.test
@@ -252,6 +265,32 @@ def test_ipv6_auto_uses_discovery() -> None:
 
     with pytest.raises(ConfigError, match=r"home-derp:ipv6 = 'auto': no usable address.*refused"):
         parse_settings(raw, cloudflare_api_token=TOKEN, discover_ipv6=broken)
+
+
+# Without a policy to write, no Tailscale credentials are needed; OAuth clients work too.
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"tailscale:apiKey": None, "tailnetPolicy": "off"},
+        {
+            "tailscale:apiKey": None,
+            "tailscale:oauthClientId": "k123",
+            "tailscale:oauthClientSecret": "tskey-client-x",
+        },
+    ],
+)
+def test_tailscale_credentials_not_needed_or_oauth(
+    mocks: RelayMocks, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str | None]
+) -> None:
+    monkeypatch.delenv("TAILSCALE_API_KEY", raising=False)
+    set_config(home_config(**overrides))
+
+    @pulumi.runtime.test
+    def run() -> None:
+        run_program()
+
+    run()
+    assert mocks.of_type("docker:index/container:Container")
 
 
 # The env var is an alternative to the secret config, as for the Cloudflare provider itself.

@@ -12,7 +12,15 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from policy import rules
-from tests.mocks import FAKE_TOKEN, ROOT, RelayMocks, evaluate, install_mocks, stack_config
+from tests.mocks import (
+    FAKE_TAILSCALE_KEY,
+    FAKE_TOKEN,
+    ROOT,
+    RelayMocks,
+    evaluate,
+    install_mocks,
+    stack_config,
+)
 
 STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))
 CI_STACKS = ROOT / ".github" / "stacks.json"
@@ -27,7 +35,11 @@ def evaluate_stack(stack_file: Path, mocks: RelayMocks) -> dict[str, str]:
     """Run the program as ``pulumi up -s <stack>`` would, with a fake Cloudflare token (secrets
     are never committed); returns the config used."""
     assert install_mocks(stack_name(stack_file)) is mocks
-    config = {**stack_config(stack_file), "cloudflare:apiToken": FAKE_TOKEN}
+    config = {
+        **stack_config(stack_file),
+        "cloudflare:apiToken": FAKE_TOKEN,
+        "tailscale:apiKey": FAKE_TAILSCALE_KEY,
+    }
     outputs = evaluate(config)
     assert outputs["hostname"][0] == config["home-derp:hostname"]
     return config
