@@ -2,9 +2,10 @@
 
 ``pebble_ca(tmpdir)`` writes a config with free loopback ports and a trustme certificate for
 the ACME endpoint itself, starts ``pebble -strict=false`` with ``PEBBLE_VA_ALWAYS_VALID=1``
-(authorizations are granted without looking at DNS or HTTP: no public DNS exists here) and
-``PEBBLE_VA_NOSLEEP=1``, and yields where to find it. Pebble makes a new root (and intermediate)
-every start; :func:`pebble_root_pem` fetches the root from the management API (``/roots/0``).
+(authorizations are granted without looking at DNS or HTTP: no public DNS exists here),
+``PEBBLE_VA_NOSLEEP=1`` and ``PEBBLE_WFE_NONCEREJECT=0`` (no random badNonce, so no flakes), and
+yields where to find it. Pebble makes a new root (and intermediate) every start:
+:func:`pebble_root_pem` fetches the root from the management API (``/roots/0``).
 
 A missing binary is a failure, never a skip (DESIGN.md, "Real peers available").
 """
@@ -22,8 +23,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import trustme
 
@@ -32,16 +33,12 @@ from tests.peers.ports import free_port
 HOST = "127.0.0.1"
 
 
-@dataclass(frozen=True)
-class PebbleCa:
+class PebbleCa(NamedTuple):
+    """Unpacks as ``(directory_url, server_ca_file, management_url)``."""
+
     directory_url: str  # https://127.0.0.1:PORT/dir
     server_ca_file: str  # trust anchor for pebble's own HTTPS endpoints (not for issued certs)
     management_url: str  # https://127.0.0.1:PORT (roots, intermediates, ...)
-    pid: int
-
-    def __iter__(self) -> Iterator[str]:
-        """Unpacks as ``(directory_url, server_ca_file, management_url)``."""
-        return iter((self.directory_url, self.server_ca_file, self.management_url))
 
 
 def _get(url: str, ca_file: str, timeout: float = 2.0) -> bytes:
@@ -97,7 +94,13 @@ def pebble_ca(tmpdir: str | Path, *, startup_timeout: float = 10.0) -> Iterator[
         }
     }
     (d / "pebble-config.json").write_text(json.dumps(config, indent=2))
-    env = {**os.environ, "PEBBLE_VA_ALWAYS_VALID": "1", "PEBBLE_VA_NOSLEEP": "1"}
+    env = {
+        **os.environ,
+        "PEBBLE_VA_ALWAYS_VALID": "1",
+        "PEBBLE_VA_NOSLEEP": "1",
+        # pebble rejects 5% of good nonces by default; acme retries a badNonce only once.
+        "PEBBLE_WFE_NONCEREJECT": "0",
+    }
     log_path = d / "pebble.log"
     directory_url = f"https://{HOST}:{acme_port}/dir"
     management_url = f"https://{HOST}:{mgmt_port}"
@@ -125,7 +128,7 @@ def pebble_ca(tmpdir: str | Path, *, startup_timeout: float = 10.0) -> Iterator[
                             f"{text}"
                         ) from None
                     time.sleep(0.05)
-            yield PebbleCa(directory_url, ca_file, management_url, proc.pid)
+            yield PebbleCa(directory_url, ca_file, management_url)
         finally:
             proc.kill()
             proc.wait()
