@@ -10,7 +10,6 @@ Why each rule exists: DESIGN.md "Decisions already taken" and shared/reference/d
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +21,8 @@ from pulumi_policy import (
     ResourceValidationArgs,
     ResourceValidationPolicy,
 )
+
+from components.derpmap import parse_hujson  # the project's one HuJSON parser (pure)
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
@@ -127,53 +128,6 @@ def missing_address_families(ports: Iterable[Any]) -> list[str]:
             if family not in ips:
                 missing.append(f"{external}/{protocol} on {family}")
     return missing
-
-
-def _scan(text: str) -> list[tuple[str, str]]:
-    """Split ``text`` into ("string" | "comment" | "code", chunk) pieces, left to right, so
-    edits never touch string literals and quotes inside comments do not start strings."""
-    pieces: list[tuple[str, str]] = []
-    i, start, n = 0, 0, len(text)
-    while i < n:
-        if text[i] == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            kind, end = "string", j + 1
-        elif text.startswith("//", i):
-            newline = text.find("\n", i)
-            kind, end = "comment", n if newline < 0 else newline
-        elif text.startswith("/*", i):
-            close = text.find("*/", i + 2)
-            kind, end = "comment", n if close < 0 else close + 2
-        else:
-            i += 1
-            continue
-        pieces.append(("code", text[start:i]))
-        pieces.append((kind, text[i:end]))
-        i = start = end
-    pieces.append(("code", text[start:]))
-    return pieces
-
-
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-
-
-def strip_hujson(text: str) -> str:
-    """HuJSON → JSON: drop ``//`` and ``/* */`` comments, then trailing commas, outside strings.
-
-    Lenient on purpose: enough for the tailnet policy file (tailscale.com/kb/1337), not a
-    validator (the Tailscale API validates on save)."""
-    code = "".join(chunk for kind, chunk in _scan(text) if kind != "comment")
-    return "".join(
-        _TRAILING_COMMA.sub(r"\1", chunk) if kind == "code" else chunk
-        for kind, chunk in _scan(code)
-    )
-
-
-def parse_hujson(text: str) -> Any:
-    """Parse a HuJSON policy text (raises ``ValueError`` when it is not even lenient JSON)."""
-    return json.loads(strip_hujson(text))
 
 
 def region_problems(key: str | None, region: Any) -> list[str]:
