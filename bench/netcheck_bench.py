@@ -6,7 +6,9 @@
    relay, interleaved in one run (target: median error <= 1 ms);
 2. concurrency: a full report with 30 regions each 40 ms away vs probing them one by one
    (target: full report <= 0.3 s);
-3. peak memory (max RSS) of one CLI run, as shipped and with netcheck alone.
+3. peak memory (max RSS) of one CLI run, as shipped and with netcheck alone;
+4. the price of the IPv6 STUN second listen (unconnected socket) on a silent port: the extra
+   wall time of one stun check, bounded by stun.RETRY_WAIT.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from components.netcheck import check_relay  # noqa: E402
 from components.netcheck.regions import parse_regions, probe_region  # noqa: E402
-from components.netcheck.stun import stun_probe  # noqa: E402
+from components.netcheck.stun import RETRY_WAIT, check_stun, stun_probe  # noqa: E402
 from tests.peers.aio import background_loop  # noqa: E402
 from tests.peers.delay import UdpEcho, delay_relay  # noqa: E402
 from tests.peers.relay import local_relay  # noqa: E402
@@ -81,6 +83,7 @@ def concurrency() -> None:
                         "RegionID": rid,
                         "HostName": f"r{rid}.test",
                         "IPv4": "127.0.0.1",
+                        "IPv6": "none",  # empty would mean: resolve HostName (tailcfg)
                         "STUNPort": port,
                     }
                 ],
@@ -153,9 +156,29 @@ def memory() -> None:
     )
 
 
+def stun_retry_cost() -> None:
+    async def timed(server_port: int, retry: bool) -> float:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        deadline = loop.time() + 3.0 if retry else None
+        await check_stun("::1", server_port, 1.0, deadline=deadline)
+        return time.perf_counter() - start
+
+    with stun_server(silent=True) as silent:
+        plain = asyncio.run(timed(silent.port, False))
+        retried = asyncio.run(timed(silent.port, True))
+    print("[stun retry] silent IPv6 STUN port, 1.0 s STUN phase")
+    print(f"  connected socket only    : {plain * 1000:7.1f} ms")
+    print(
+        f"  + unconnected listen     : {retried * 1000:7.1f} ms  "
+        f"(extra {1000 * (retried - plain):.0f} ms; cap {RETRY_WAIT * 1000:.0f} ms)"
+    )
+
+
 if __name__ == "__main__":
     t0 = time.perf_counter()
     precision()
     concurrency()
     memory()
+    stun_retry_cost()
     print(f"[bench] total {time.perf_counter() - t0:.1f} s")

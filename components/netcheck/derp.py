@@ -1,78 +1,51 @@
-"""DERP frames and the client side of the handshake (reference/derp.md §3).
+"""The derp and verify_clients probes: the DERP upgrade, a random client's admission, verdicts.
 
-The server speaks first: 101 with ``Derp-Version`` and ``Derp-Public-Key``, then FrameServerKey.
-A FrameClientInfo from a random key tells whether ``-verify-clients`` is really on: derper closes
-the connection for keys its tailscaled does not know, and answers FrameServerInfo otherwise.
+The server speaks first: ``101`` with ``Derp-Version`` and ``Derp-Public-Key``
+(tailscale.com@v1.102.5/derp/derpserver/handler.go:55-63), then FrameServerKey
+(derpserver.go:1018, ``accept``). A FrameClientInfo from a fresh random key then tells whether
+``-verify-clients`` is really on: derper closes the connection for a key that fails
+``verifyClient`` (derpserver.go:1028-1030) and answers FrameServerInfo otherwise. Frames are in
+derp_codec.py.
+
+**The admission seam.** A closed connection alone does not prove that verification works:
+derper closes it the same way when it cannot ask tailscaled at all. Only derper's log tells the
+causes apart — it logs ``derp: <addr>: client nodekey:<hex> rejected: <why>``
+(derpserver.go:676 with :1029), ``<why>`` being "not authorized" (derpserver.go:1593),
+"tailscaled version is too old" (:1598) or "failed to query local tailscaled" (:1600). So the
+probe's random client key is exposed (``Admission.client_key``, hex; the log writes it as
+``nodekey:<hex>``, types/key/node.go:36) and lands in the verify_clients check's
+``data["client_key"]``. A caller that can read derper's log passes an :data:`EvidenceSource`
+to ``probes.probe_relay(evidence_source=...)``; it is called once per address after the
+admission, within the report deadline, and what it returns reaches :func:`verify_verdict`,
+which records ``data["cause"]``. Deciding a verdict from the cause is left to that change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
-import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
+from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 
-from .https import HttpError, read_head, request_bytes
-
-FRAME_SERVER_KEY = 0x01
-FRAME_CLIENT_INFO = 0x02
-FRAME_SERVER_INFO = 0x03
-FRAME_KEEP_ALIVE = 0x06
-FRAME_PING = 0x12
-FRAME_HEALTH = 0x14
-MAGIC = b"DERP\xf0\x9f\x94\x91"  # "DERP🔑"
-KEY_LEN = 32
-FRAME_HEADER_LEN = 5
-MAX_FRAME = 1 << 20
-PROTOCOL_VERSION = 2
-
-
-class DerpError(Exception):
-    """A broken handshake; ``kind`` is a stable token for the diagnosis."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-
-
-def encode_frame(ftype: int, payload: bytes) -> bytes:
-    return struct.pack("!BI", ftype, len(payload)) + payload
-
-
-def server_key_payload(public_key: bytes) -> bytes:
-    return MAGIC + public_key
-
-
-def parse_server_key(ftype: int, payload: bytes) -> bytes:
-    """The 32-byte key of a FrameServerKey; DerpError unless type 1, len ≥ 40, magic ok."""
-    if ftype != FRAME_SERVER_KEY:
-        raise DerpError("bad-frame", f"first frame has type 0x{ftype:02x}, not FrameServerKey")
-    if len(payload) < len(MAGIC) + KEY_LEN:
-        raise DerpError("bad-frame", f"FrameServerKey payload is {len(payload)} bytes, need ≥40")
-    if payload[: len(MAGIC)] != MAGIC:
-        raise DerpError("bad-magic", f"FrameServerKey magic is {payload[:8].hex()}, not DERP🔑")
-    return payload[len(MAGIC) : len(MAGIC) + KEY_LEN]
-
-
-def client_info_payload(client: PrivateKey, server_key: bytes, info: Mapping[str, Any]) -> bytes:
-    """32-byte client key || nonce || box(JSON) sealed to the server key."""
-    sealed = Box(client, PublicKey(server_key)).encrypt(json.dumps(info).encode())
-    return bytes(client.public_key) + bytes(sealed)  # EncryptedMessage is nonce||ciphertext
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    header = await reader.readexactly(FRAME_HEADER_LEN)
-    ftype, length = struct.unpack("!BI", header)
-    if length > MAX_FRAME:
-        raise DerpError("bad-frame", f"frame of {length} bytes is implausible")
-    return ftype, await reader.readexactly(length)
+from .derp_codec import (
+    FRAME_CLIENT_INFO,
+    FRAME_SERVER_INFO,
+    PROTOCOL_VERSION,
+    client_info_payload,
+    encode_frame,
+    parse_server_key,
+    read_frame,
+)
+from .errors import DerpError, HttpError, TlsFailure
+from .http1 import KeepAlive
+from .report import Check
 
 
 @dataclass(frozen=True)
@@ -83,47 +56,83 @@ class Handshake:
     handshake_ms: float
 
 
-async def handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
-) -> Handshake:
+@dataclass(frozen=True)
+class Admission:
+    """How derper treated a fresh random client key."""
+
+    admitted: bool
+    ms: float
+    client_key: str  # 64 hex: the random client's public key, as derper logs it (nodekey:<hex>)
+
+
+AdmissionCause = Literal["not_authorized", "tailscaled_unreachable", "version_skew", "unconfirmed"]
+
+
+@dataclass(frozen=True)
+class AdmissionEvidence:
+    """What derper's own log says about ``Admission.client_key`` (see the module doc)."""
+
+    cause: AdmissionCause
+    log_line: str | None = None
+    detail: str | None = None
+    """Why the cause is ``unconfirmed`` (no line in time, log unreadable)."""
+    source: str | None = None
+    """Where the log was read (``container derper-900-home on ssh://…``)."""
+    derper_version: str | None = None
+    """The release derper was built from, when the caller knows it (named on version skew)."""
+    tailscaled_version: str | None = None
+
+
+# (relay address, admission) → evidence, or None when nothing could be read.
+EvidenceSource = Callable[[str, Admission], Awaitable[AdmissionEvidence | None]]
+
+
+# --- I/O -----------------------------------------------------------------------------------------
+
+
+async def handshake(conn: KeepAlive, host: str) -> Handshake:
     """Upgrade to DERP and read the server key; DerpError describes what came instead."""
-    start = time.perf_counter()
-    writer.write(request_bytes("GET", "/derp", host, {"Upgrade": "DERP", "Connection": "Upgrade"}))
-    await writer.drain()
     try:
-        status, reason, headers = await read_head(reader)
+        head = await conn.request(
+            "GET", "/derp", host, {"Upgrade": "DERP", "Connection": "Upgrade"}, head_only=True
+        )
     except HttpError as exc:
-        raise DerpError("not-http", f"no HTTP answer to the upgrade: {exc}") from None
-    if status == 426:
+        raise DerpError("not-http", f"no HTTP answer to the upgrade: {exc.detail}") from None
+    if head.status == 426:
         raise DerpError(
             "upgrade-stripped", "426 Upgrade Required: the Upgrade header did not reach derper"
         )
-    if status != 101:
-        raise DerpError("no-upgrade", f"GET /derp answered {status} {reason}, not 101")
-    if headers.get("upgrade", "").lower() != "derp":
-        raise DerpError("no-upgrade", f"101 with Upgrade: {headers.get('upgrade')!r}, not DERP")
+    if head.status != 101:
+        raise DerpError("no-upgrade", f"GET /derp answered {head.status} {head.reason}, not 101")
+    upgrade = head.header("upgrade")
+    if (upgrade or "").lower() != "derp":
+        raise DerpError("no-upgrade", f"101 with Upgrade: {upgrade!r}, not DERP")
     try:
-        ftype, payload = await read_frame(reader)
+        ftype, payload = await read_frame(conn.stream.reader)
     except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
         raise DerpError("no-server-key", "connection closed before FrameServerKey") from None
     key = parse_server_key(ftype, payload)
-    elapsed = (time.perf_counter() - start) * 1000.0
     return Handshake(
-        version=headers.get("derp-version"),
-        header_key=headers.get("derp-public-key"),
+        version=head.header("derp-version"),
+        header_key=head.header("derp-public-key"),
         frame_key=key.hex(),
-        handshake_ms=elapsed,
+        handshake_ms=(time.perf_counter() - conn.sent_at) * 1000.0,
     )
 
 
 async def probe_admission(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
-) -> tuple[bool, float]:
-    """Send ClientInfo from a fresh random key; (admitted, ms). Closed connection = rejected.
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    server_key: bytes,
+    client: PrivateKey | None = None,
+) -> Admission:
+    """Send ClientInfo from ``client`` (default: a fresh random key); a closed connection
+    means rejected.
 
     Raises DerpError when the server answers something unexpected; the caller bounds the time.
     """
-    client = PrivateKey.generate()
+    client = client or PrivateKey.generate()
+    client_key = bytes(client.public_key).hex()
     info = {"version": PROTOCOL_VERSION, "CanAckPings": True}
     start = time.perf_counter()
     writer.write(encode_frame(FRAME_CLIENT_INFO, client_info_payload(client, server_key, info)))
@@ -133,11 +142,237 @@ async def probe_admission(
         try:
             ftype, payload = await read_frame(reader)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-            return False, (time.perf_counter() - start) * 1000.0
+            return Admission(False, (time.perf_counter() - start) * 1000.0, client_key)
         if ftype == FRAME_SERVER_INFO:
             try:
                 json.loads(box.decrypt(payload))
-            except Exception as exc:  # any decrypt/JSON failure means a broken server
+            except (CryptoError, ValueError) as exc:  # ValueError: not UTF-8 / not JSON
                 raise DerpError("bad-server-info", f"FrameServerInfo unreadable: {exc}") from None
-            return True, (time.perf_counter() - start) * 1000.0
+            return Admission(True, (time.perf_counter() - start) * 1000.0, client_key)
         # keepalives, pings, health frames may come first; anything else keeps us waiting
+
+
+async def probe_derp(
+    conn: KeepAlive,
+    address: str,
+    host: str,
+    expect: bool | None,
+    out: list[Check],
+    evidence_source: EvidenceSource | None = None,
+    pending: dict[str, str] | None = None,
+) -> None:
+    """derp, then verify_clients, on their own connection; each check is appended to ``out``
+    as soon as it is known (the runner's deadline may cut the rest). ``pending["client_key"]``
+    is set before the ClientInfo goes out, so a caller whose deadline cuts the admission short
+    still knows which key derper will log (a derper that cannot reach tailscaled retries for up
+    to 5 s after its start, tailscale.com@v1.102.5/safesocket/safesocket.go:36-58)."""
+    # Settle the connection first (see https.check_https), so the upgrade time is the server's,
+    # like netcheck's request-only latency.
+    with contextlib.suppress(HttpError, TlsFailure):
+        await conn.request("HEAD", "/derp/probe", host)
+    try:
+        hs = await handshake(conn, host)
+    except DerpError as exc:
+        out += [derp_failure(address, exc), _verify_skipped(address)]
+        return
+    except TlsFailure as exc:  # the server closed the connection and reconnecting failed
+        out += [
+            Check("derp", address, False, f"reconnecting failed: {exc.detail}", exc.hint),
+            _verify_skipped(address),
+        ]
+        return
+    out.append(derp_verdict(address, hs))
+    client = PrivateKey.generate()
+    if pending is not None:
+        pending["client_key"] = bytes(client.public_key).hex()
+    s = conn.stream
+    try:
+        admission = await probe_admission(s.reader, s.writer, bytes.fromhex(hs.frame_key), client)
+    except DerpError as exc:
+        out.append(admission_failure(address, exc))
+        return
+    evidence = await evidence_source(address, admission) if evidence_source else None
+    out.append(verify_verdict(address, admission, expect, evidence))
+
+
+def _verify_skipped(address: str) -> Check:
+    return Check.skip("verify_clients", address, "derp", "DERP failed")
+
+
+# --- verdicts ------------------------------------------------------------------------------------
+
+
+def derp_verdict(address: str, hs: Handshake) -> Check:
+    data = {"derp_version": hs.version, "server_public_key": hs.frame_key}
+    if hs.header_key is not None and hs.header_key.lower() != hs.frame_key:
+        return Check(
+            "derp",
+            address,
+            False,
+            f"Derp-Public-Key {hs.header_key} differs from the FrameServerKey {hs.frame_key}",
+            "something between client and derper rewrites the stream: remove proxies",
+            hs.handshake_ms,
+            data=data,
+        )
+    if hs.header_key is None or hs.version is None:
+        return Check(
+            "derp",
+            address,
+            True,
+            f"server key {hs.frame_key} (101 without Derp-Version/Derp-Public-Key: old derper)",
+            "update derper",
+            hs.handshake_ms,
+            warning=True,
+            data=data,
+        )
+    return Check(
+        "derp",
+        address,
+        True,
+        f"DERP v{hs.version}, server key {hs.frame_key[:16]}…",
+        None,
+        hs.handshake_ms,
+        data=data,
+    )
+
+
+_DERP_HINTS = {
+    "upgrade-stripped": "derper never saw the Upgrade: a proxy (Cloudflare proxied record?) "
+    "sits in front; DERP needs a direct, DNS-only record",
+    "no-upgrade": "something else answers /derp (web server or proxy); DERP cannot pass an "
+    "HTTP proxy",
+    "not-http": "the service on this port is not derper",
+    "bad-magic": "the server is not speaking DERP (or the stream is modified in transit)",
+    "bad-frame": "the server is not speaking DERP (or the stream is modified in transit)",
+    "no-server-key": "derper closed the connection right after the upgrade: check its log",
+}
+
+
+def derp_failure(address: str, exc: DerpError) -> Check:
+    return Check(
+        "derp", address, False, exc.detail, _DERP_HINTS.get(exc.kind), data={"kind": exc.kind}
+    )
+
+
+def admission_failure(address: str, exc: DerpError) -> Check:
+    return Check(
+        "verify_clients",
+        address,
+        False,
+        exc.detail,
+        "the server is not a faithful derper",
+        data={"kind": exc.kind},
+    )
+
+
+def verify_verdict(
+    address: str,
+    admission: Admission,
+    expect: bool | None,
+    evidence: AdmissionEvidence | None = None,
+) -> Check:
+    """The verify_clients check. With ``evidence`` (derper's log about our key) a rejection is
+    judged by its cause: only ``not_authorized`` proves that derper asked tailscaled."""
+    admitted, ms = admission.admitted, admission.ms
+    data: dict[str, object] = {"verify_clients": not admitted, "client_key": admission.client_key}
+    if evidence is not None:
+        data["cause"] = evidence.cause
+        if evidence.log_line is not None:
+            data["log_line"] = evidence.log_line
+    if admitted:
+        state = "OFF: a random client key was admitted (FrameServerInfo)"
+        if expect is True:
+            return Check(
+                "verify_clients",
+                address,
+                False,
+                state,
+                "anyone can relay through this line: run derper with -verify-clients "
+                "(home-derp:verifyClients true) and mount the tailscaled socket's directory",
+                ms,
+                data=data,
+            )
+        return Check("verify_clients", address, True, state, None, ms, data=data)
+    if expect is False:
+        return Check(
+            "verify_clients",
+            address,
+            False,
+            "ON: a random client key was rejected, but an open relay was expected",
+            "turn verification off, or expect it (--expect-verify-clients)",
+            ms,
+            data=data,
+        )
+    if evidence is None:
+        return Check(
+            "verify_clients",
+            address,
+            True,
+            "ON: a random client key was rejected (connection closed)",
+            "a rejection alone cannot tell working verification from a derper that cannot reach "
+            "tailscaled (it rejects everyone): pass --docker-host and --container to read "
+            "derper's own verdict",
+            ms,
+            warning=True,
+            data=data,
+        )
+    return _evidence_verdict(address, evidence, ms, data)
+
+
+def _evidence_verdict(
+    address: str, evidence: AdmissionEvidence, ms: float, data: dict[str, object]
+) -> Check:
+    where = f" ({evidence.source})" if evidence.source else ""
+    if evidence.cause == "not_authorized":
+        return Check(
+            "verify_clients",
+            address,
+            True,
+            "ON: derper asked tailscaled, which does not know the random key (not authorized)",
+            None,
+            ms,
+            data=data,
+        )
+    if evidence.cause == "tailscaled_unreachable":
+        return Check(
+            "verify_clients",
+            address,
+            False,
+            f"derper cannot reach tailscaled, so it rejects EVERY client{where}: "
+            f"{evidence.log_line or ''}",
+            "derper asks tailscaled through the socket in the mounted directory: check "
+            "home-derp:tailscaleSocket, that tailscaled runs on the relay host, and, if it was "
+            "restarted, that its runtime directory survived (systemd RuntimeDirectoryPreserve=yes) "
+            "or restart the derper container",
+            ms,
+            data=data,
+        )
+    if evidence.cause == "version_skew":
+        versions = ""
+        if evidence.derper_version or evidence.tailscaled_version:
+            versions = (
+                f" (derper {evidence.derper_version or '?'}, "
+                f"tailscaled {evidence.tailscaled_version or '?'})"
+            )
+        return Check(
+            "verify_clients",
+            address,
+            False,
+            f"derper and tailscaled are out of sync{versions}: derper rejects EVERY client "
+            "(tailscaled version is too old, tailscale/tailscale#12617)",
+            "build derper at the host tailscaled's release (home-derp:tailscaleVersion auto) "
+            "or upgrade tailscaled, then `pulumi up`",
+            ms,
+            data=data,
+        )
+    return Check(
+        "verify_clients",
+        address,
+        False,
+        "admission could not be confirmed: a random key was rejected but derper's log does not "
+        f"say why{where}" + (f": {evidence.detail}" if evidence.detail else ""),
+        "check that the container name and Docker host are derper's, and read its log "
+        "(`docker logs <container>`) for 'rejected:' lines",
+        ms,
+        data=data,
+    )

@@ -1,6 +1,7 @@
-"""The validator's results: one named Check per fact, a Report that renders as text or JSON.
+"""The checker's results: one named Check per fact, a Report that renders as text or JSON.
 
-The JSON shape is the one promised in issue #3; fields may be added, never renamed.
+The JSON shape is the one promised in issue #3 and documented in the README; fields may be
+added, never renamed (``skipped`` on checks and ``measured`` on regions were added later).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ class RelayTarget:
 
 @dataclass(frozen=True)
 class Check:
-    """One verdict. ``warning`` marks an ok check that needs attention soon (e.g. expiry)."""
+    """One verdict. ``warning`` marks an ok check that needs attention soon (e.g. expiry).
+
+    ``skipped`` marks a check that could not run because the one it builds on failed (https,
+    derp and verify_clients need TLS; verify_clients needs the DERP handshake): not passed
+    (``ok`` is False) but not a failure of its own either (see Report.failed).
+    """
 
     name: str
     address: str | None
@@ -37,6 +43,19 @@ class Check:
     latency_ms: float | None = None
     warning: bool = False
     data: Mapping[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+    @classmethod
+    def skip(cls, name: str, address: str | None, because: str, reason: str) -> Check:
+        """``name`` did not run because check ``because`` failed (``reason``: "TLS failed")."""
+        return cls(
+            name,
+            address,
+            False,
+            f"skipped ({reason})",
+            data={"skipped_because": because},
+            skipped=True,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,18 +67,24 @@ class Check:
             "latency_ms": _ms(self.latency_ms),
             "warning": self.warning,
             "data": dict(self.data),
+            "skipped": self.skipped,
         }
 
 
 @dataclass(frozen=True)
 class RegionLatency:
-    """STUN latency of one DERP region (None: no node answered in time)."""
+    """STUN latency of one DERP region (None: no node answered in time, or not measured).
+
+    ``measured`` is False for a ``NoMeasureNoHome`` region: clients never measure it nor pick
+    it as home (tailscale.com@v1.102.5/tailcfg/derpmap.go:118-126), so neither does the checker.
+    """
 
     id: int
     code: str
     latency_ms: float | None
     name: str = ""
     address: str | None = None
+    measured: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +93,7 @@ class RegionLatency:
             "name": self.name,
             "latency_ms": _ms(self.latency_ms),
             "address": self.address,
+            "measured": self.measured,
         }
 
 
@@ -88,7 +114,11 @@ class Report:
         return bool(self.checks) and all(c.ok for c in self.checks)
 
     def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok]
+        """Checks that failed on their own (skipped ones are the consequence of another)."""
+        return [c for c in self.checks if not c.ok and not c.skipped]
+
+    def skipped(self) -> list[Check]:
+        return [c for c in self.checks if c.skipped]
 
     def check(self, name: str, address: str | None = None) -> Check:
         """The first check with this name (and address, when given); KeyError otherwise."""
@@ -127,12 +157,15 @@ def format_text(report: Report) -> str:
     """An aligned table in the spirit of ``tailscale netcheck``, hints under failures."""
     passed = sum(c.ok for c in report.checks)
     verdict = "OK" if report.ok else "FAILED"
+    skipped = len(report.skipped())
+    tail = f", {skipped} skipped" if skipped else ""
     lines = [
-        f"Report for {report.hostname}: {verdict} ({passed}/{len(report.checks)} checks passed)"
+        f"Report for {report.hostname}: {verdict} "
+        f"({passed}/{len(report.checks)} checks passed{tail})"
     ]
     rows = [("CHECK", "ADDRESS", "RESULT", "LATENCY", "DETAIL")]
     for c in report.checks:
-        result = ("warn" if c.warning else "ok") if c.ok else "FAIL"
+        result = ("warn" if c.warning else "ok") if c.ok else ("skip" if c.skipped else "FAIL")
         rows.append((c.name, c.address or "-", result, _fmt_ms(c.latency_ms), c.detail))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for i, row in enumerate(rows):
@@ -149,7 +182,9 @@ def format_text(report: Report) -> str:
         width = max(len(r.code) for r in report.regions)
         for r in sorted(report.regions, key=_region_order):
             name = f" ({r.name})" if r.name else ""
-            lines.append(f"      - {r.code.ljust(width)}  {_fmt_ms(r.latency_ms).rjust(9)}{name}")
+            shown = _fmt_ms(r.latency_ms) if r.measured else "-"
+            note = "" if r.measured else "  not measured (NoMeasureNoHome)"
+            lines.append(f"      - {r.code.ljust(width)}  {shown.rjust(9)}{name}{note}")
     if report.nearest:
         lines.append(
             f"  * Nearest DERP: {report.nearest.code} ({report.nearest.id}), "

@@ -1,8 +1,19 @@
-"""STUN binding requests the way Tailscale sends them, and an asyncio prober.
+"""The STUN probe: Tailscale-format binding requests over UDP, and the verdict on what came back.
 
-derper answers only Tailscale-formatted requests (SOFTWARE ``tailnode`` + FINGERPRINT); generic
-STUN clients get silence (reference/derp.md §4, tailscale ``net/stun``). The codec is pure so the
-test peers and the prober share one implementation of the byte layout.
+The plan is netcheck's: three tries 100 ms apart (defaultInitialRetransmitTime,
+tailscale.com@v1.102.5/net/netcheck/netcheck.go:86), within a 3 s STUN phase (stunProbeTimeout,
+netcheck.go:65). The bytes come from stun_codec.py.
+
+The probe uses a *connected* socket: the kernel then reports ICMP port-unreachable (nothing
+listens) and drops datagrams from any other source. When an IPv6 probe gets no answer, it
+listens once more on an *unconnected* socket (see ``check_stun``): derper's STUN listener is
+bound to the IP of ``-a`` — none with the default ``-a :443`` (cmd/derper/derper.go:59,61,70,
+178-185) — and answers with ``WriteTo`` on that socket (net/stunserver/stunserver.go:50,72,99),
+so the reply leaves from whatever source the kernel prefers towards the client. On a host with
+several IPv6 addresses that can be another one than the published address, typically a
+temporary (privacy) address, which Linux prefers with ``use_tempaddr=2`` (RFC 6724 §5 rule 7;
+https://docs.kernel.org/networking/ip-sysctl.html, use_tempaddr). A connected socket and the
+stateful firewall of nearly every home router drop such a reply.
 """
 
 from __future__ import annotations
@@ -10,165 +21,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
 import socket
 import statistics
 import struct
 import time
-import zlib
 from dataclasses import dataclass
+from typing import Any
 
-MAGIC_COOKIE = 0x2112A442
-COOKIE_BYTES = struct.pack("!I", MAGIC_COOKIE)
-BINDING_REQUEST = 0x0001
-BINDING_SUCCESS = 0x0101
-ATTR_MAPPED_ADDRESS = 0x0001
-ATTR_XOR_MAPPED_ADDRESS = 0x0020
-ATTR_XOR_MAPPED_ADDRESS_ALT = 0x8020
-ATTR_SOFTWARE = 0x8022
-ATTR_FINGERPRINT = 0x8028
-SOFTWARE = b"tailnode"
-FINGERPRINT_XOR = 0x5354554E
-HEADER_LEN = 20
-REQUEST_LEN = 40
+from .addresses import family, hostport
+from .errors import StunError
+from .report import Check
+from .stun_codec import binding_request, new_txid, parse_response
 
-
-class StunError(ValueError):
-    """A datagram that is not a usable STUN binding response/request."""
-
-
-def new_txid() -> bytes:
-    return os.urandom(12)
-
-
-def fingerprint(data: bytes) -> int:
-    """RFC 5389 §15.5: CRC-32 of the message before the attribute, XOR 0x5354554e."""
-    return (zlib.crc32(data) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
-
-
-def binding_request(txid: bytes) -> bytes:
-    """Tailscale's 40-byte request: header, SOFTWARE "tailnode", FINGERPRINT."""
-    if len(txid) != 12:
-        raise ValueError("STUN transaction id must be 12 bytes")
-    # The header length already counts the FINGERPRINT attribute when the CRC is computed.
-    head = struct.pack("!HHI", BINDING_REQUEST, 20, MAGIC_COOKIE) + txid
-    head += struct.pack("!HH", ATTR_SOFTWARE, len(SOFTWARE)) + SOFTWARE
-    return head + struct.pack("!HHI", ATTR_FINGERPRINT, 4, fingerprint(head))
-
-
-def _attributes(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(offset, type, value) of every attribute; raises StunError on a malformed body."""
-    attrs: list[tuple[int, int, bytes]] = []
-    pos = HEADER_LEN
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise StunError("truncated attribute header")
-        atype, alen = struct.unpack_from("!HH", data, pos)
-        end = pos + 4 + alen
-        if end > len(data):
-            raise StunError("truncated attribute value")
-        attrs.append((pos, atype, data[pos + 4 : end]))
-        pos = end + (-alen % 4)
-    return attrs
-
-
-def _header(data: bytes) -> tuple[int, bytes]:
-    if len(data) < HEADER_LEN:
-        raise StunError("shorter than a STUN header")
-    mtype, mlen, cookie = struct.unpack_from("!HHI", data, 0)
-    if cookie != MAGIC_COOKIE:
-        raise StunError("no STUN magic cookie")
-    if mlen != len(data) - HEADER_LEN or mlen % 4:
-        raise StunError("length field does not match the datagram")
-    return mtype, data[8:20]
-
-
-def parse_tailscale_request(data: bytes) -> bytes:
-    """Return the txid of a request derper would answer; StunError otherwise (§4)."""
-    mtype, txid = _header(data)
-    if mtype != BINDING_REQUEST:
-        raise StunError("not a binding request")
-    attrs = _attributes(data)
-    if not attrs or attrs[-1][1] != ATTR_FINGERPRINT:
-        raise StunError("no FINGERPRINT as last attribute")
-    offset, _, value = attrs[-1]
-    if len(value) != 4 or struct.unpack("!I", value)[0] != fingerprint(data[:offset]):
-        raise StunError("bad FINGERPRINT")
-    if not any(t == ATTR_SOFTWARE and v == SOFTWARE for _, t, v in attrs):
-        raise StunError("not from a Tailscale client (SOFTWARE != tailnode)")
-    return txid
-
-
-def _xor_address(value: bytes, txid: bytes) -> tuple[str, int]:
-    family, xport = struct.unpack_from("!xBH", value, 0)
-    port = xport ^ (MAGIC_COOKIE >> 16)
-    mask = COOKIE_BYTES + txid
-    if family == 1 and len(value) >= 8:
-        raw = bytes(a ^ b for a, b in zip(value[4:8], mask[:4], strict=True))
-    elif family == 2 and len(value) >= 20:
-        raw = bytes(a ^ b for a, b in zip(value[4:20], mask, strict=True))
-    else:
-        raise StunError(f"bad XOR-MAPPED-ADDRESS family {family}")
-    return _unmap(raw), port
-
-
-def _plain_address(value: bytes) -> tuple[str, int]:
-    family, port = struct.unpack_from("!xBH", value, 0)
-    if family == 1 and len(value) >= 8:
-        return _unmap(value[4:8]), port
-    if family == 2 and len(value) >= 20:
-        return _unmap(value[4:20]), port
-    raise StunError(f"bad MAPPED-ADDRESS family {family}")
-
-
-def _unmap(raw: bytes) -> str:
-    ip = ipaddress.ip_address(raw)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-def parse_response(data: bytes, txid: bytes | None = None) -> tuple[bytes, tuple[str, int]]:
-    """(txid, (ip, port)) of a binding success; accepts 0x0020, 0x8020 and MAPPED-ADDRESS."""
-    mtype, got = _header(data)
-    if mtype != BINDING_SUCCESS:
-        raise StunError(f"not a binding success (type 0x{mtype:04x})")
-    if txid is not None and got != txid:
-        raise StunError("transaction id mismatch")
-    plain: tuple[str, int] | None = None
-    for _, atype, value in _attributes(data):
-        if len(value) < 4:
-            continue
-        if atype in (ATTR_XOR_MAPPED_ADDRESS, ATTR_XOR_MAPPED_ADDRESS_ALT):
-            return got, _xor_address(value, got)
-        if atype == ATTR_MAPPED_ADDRESS and plain is None:
-            plain = _plain_address(value)
-    if plain is None:
-        raise StunError("binding success without a mapped address")
-    return got, plain
-
-
-def binding_response(txid: bytes, ip: str, port: int) -> bytes:
-    """derper's reply: binding success with one XOR-MAPPED-ADDRESS (no other attributes)."""
-    addr = ipaddress.ip_address(ip)
-    mask = COOKIE_BYTES + txid
-    packed = addr.packed
-    family = 1 if addr.version == 4 else 2
-    xaddr = bytes(a ^ b for a, b in zip(packed, mask[: len(packed)], strict=True))
-    value = struct.pack("!BBH", 0, family, port ^ (MAGIC_COOKIE >> 16)) + xaddr
-    attr = struct.pack("!HH", ATTR_XOR_MAPPED_ADDRESS, len(value)) + value
-    return struct.pack("!HHI", BINDING_SUCCESS, len(attr), MAGIC_COOKIE) + txid + attr
+TRIES = 3
+SPACING = 0.1  # netcheck.go:86
+# The second listen (unconnected socket) may take at most this long, and is not tried with less
+# than MIN_RETRY left in the report: it must never cost the report its own deadline.
+RETRY_WAIT = 1.0
+MIN_RETRY = 0.2
 
 
 @dataclass(frozen=True)
 class StunResult:
-    """What the prober saw: RTTs of answered tries, the mapped address, our own socket."""
+    """What the prober saw: RTTs of answered tries, the mapped address, our own socket.
+
+    ``reply_from`` is the source of the first answer (always the probed address on a connected
+    socket; on an unconnected one, whatever the server's kernel chose).
+    """
 
     sent: int
     rtts_ms: tuple[float, ...]
     mapped: tuple[str, int] | None
     local: tuple[str, int] | None
     error: str | None = None  # e.g. ICMP port unreachable reported by the kernel
+    reply_from: tuple[str, int] | None = None
 
     @property
     def median_ms(self) -> float | None:
@@ -190,13 +76,16 @@ def _kernel_time_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
 
 
 class _Prober:
-    """One connected UDP socket; replies matched by transaction id, stamped by the kernel."""
+    """One UDP socket; replies matched by transaction id, stamped by the kernel."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, server: tuple[str, int], connected: bool) -> None:
         self.sock = sock
+        self.server = server
+        self.connected = connected
         self.sent_at: dict[bytes, int] = {}
         self.rtts: dict[bytes, float] = {}
         self.mapped: tuple[str, int] | None = None
+        self.reply_from: tuple[str, int] | None = None
         self.answered = asyncio.Event()
         self.error: OSError | None = None
 
@@ -204,14 +93,17 @@ class _Prober:
         packet = binding_request(txid)
         self.sent_at[txid] = time.time_ns()  # same clock as SO_TIMESTAMPNS (CLOCK_REALTIME)
         try:
-            self.sock.send(packet)
+            if self.connected:
+                self.sock.send(packet)
+            else:
+                self.sock.sendto(packet, self.server)
         except OSError as exc:  # e.g. ECONNREFUSED left over from a previous try's ICMP
             self.error = exc
 
     def readable(self) -> None:
         while True:
             try:
-                data, ancillary, _, _ = self.sock.recvmsg(2048, _ANCILLARY)
+                data, ancillary, _, source = self.sock.recvmsg(2048, _ANCILLARY)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -227,17 +119,29 @@ class _Prober:
                 continue
             self.rtts[txid] = (now - sent) / 1e6
             self.mapped = mapped
+            if self.reply_from is None:
+                self.reply_from = self.server if self.connected else _source(source)
             self.answered.set()
 
 
-def _open_socket(address: str, port: int) -> socket.socket:
-    v6 = ipaddress.ip_address(address.split("%")[0]).version == 6
+def _source(sockaddr: Any) -> tuple[str, int]:
+    ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), int(sockaddr[1])
+
+
+def _open_socket(address: str, port: int, connected: bool) -> socket.socket:
+    v6 = family(address) == 6
     sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.connect((address, port))
+        if connected:
+            sock.connect((address, port))
+        else:
+            sock.bind(("::" if v6 else "0.0.0.0", 0))
     except OSError:
         sock.close()
         raise
@@ -248,23 +152,25 @@ async def stun_probe(
     address: str,
     port: int,
     *,
-    tries: int = 3,
-    spacing: float = 0.1,
+    tries: int = TRIES,
+    spacing: float = SPACING,
     timeout: float = 3.0,
     first_only: bool = False,
+    connected: bool = True,
 ) -> StunResult:
-    """Send ``tries`` requests at 0, spacing, 2*spacing s (netcheck's plan, §5).
+    """Send ``tries`` requests at 0, spacing, 2*spacing s (netcheck's plan).
 
     Returns when every try was answered (or, with ``first_only``, on the first answer, like
-    netcheck skipping probes that would not help) or when ``timeout`` expires.
+    netcheck skipping probes that would not help) or when ``timeout`` expires. ``connected``
+    False listens on an unconnected socket: answers from any source count.
     """
     loop = asyncio.get_running_loop()
     try:
-        sock = _open_socket(address, port)
+        sock = _open_socket(address, port, connected)
     except OSError as exc:
         return StunResult(0, (), None, None, error=exc.strerror or str(exc))
-    proto = _Prober(sock)
-    local = sock.getsockname()
+    proto = _Prober(sock, (address, port), connected)
+    local = sock.getsockname() if connected else None
     loop.add_reader(sock.fileno(), proto.readable)
     try:
         async with asyncio.timeout(timeout):
@@ -289,6 +195,175 @@ async def stun_probe(
         sent=len(proto.sent_at),
         rtts_ms=tuple(proto.rtts.values()),
         mapped=proto.mapped,
-        local=(str(local[0]), int(local[1])),
+        local=(str(local[0]), int(local[1])) if local else None,
         error=(proto.error.strerror or str(proto.error)) if proto.error else None,
+        reply_from=proto.reply_from,
     )
+
+
+async def check_stun(
+    address: str, port: int, timeout: float, *, deadline: float | None = None
+) -> Check:
+    """The stun check of one relay address; ``deadline`` (loop clock) bounds the second listen.
+
+    An IPv6 probe without any answer (and without ICMP) is repeated once on an unconnected
+    socket, to tell "blocked" from "answered from another address of the host".
+    """
+    res = await stun_probe(address, port, timeout=timeout)
+    retry = None
+    if not res.rtts_ms and not res.error and family(address) == 6 and deadline is not None:
+        left = deadline - asyncio.get_running_loop().time()
+        if left >= MIN_RETRY:
+            retry = await stun_probe(address, port, timeout=min(RETRY_WAIT, left), connected=False)
+    return stun_verdict(address, port, res, timeout, retry)
+
+
+def _same_endpoint(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    return ipaddress.ip_address(a[0]) == ipaddress.ip_address(b[0]) and a[1] == b[1]
+
+
+def stun_verdict(
+    address: str, port: int, res: StunResult, timeout: float, retry: StunResult | None = None
+) -> Check:
+    """What ``res`` (and the unconnected ``retry``, if one ran) say about this STUN endpoint."""
+    if not res.rtts_ms and retry is not None and retry.rtts_ms and retry.reply_from:
+        if not _same_endpoint(retry.reply_from, (address, port)):
+            return _other_source(address, port, res, retry)
+        # The same endpoint answered the second time: the first tries were only lost.
+        return _answered(address, port, retry, lost_before=res.sent)
+    if not res.rtts_ms:
+        return _no_answer(address, port, res, timeout, retried=retry is not None)
+    return _answered(address, port, res)
+
+
+def _counts(res: StunResult) -> dict[str, Any]:
+    return {
+        "sent": res.sent,
+        "answered": len(res.rtts_ms),
+        "rtts_ms": [round(x, 3) for x in res.rtts_ms],
+    }
+
+
+def _no_answer(address: str, port: int, res: StunResult, timeout: float, retried: bool) -> Check:
+    where = hostport(address, port)
+    data = _counts(res)
+    if res.error:
+        return Check(
+            "stun",
+            address,
+            False,
+            f"UDP {where}: {res.error} (ICMP), no STUN server",
+            "nothing listens on the STUN port: derper runs with -stun=false, another "
+            "-stun-port, or binds another IP (-stun binds the IP of -a)",
+            data=data,
+        )
+    also = " (none on an unconnected socket either)" if retried else ""
+    data["retried_unconnected"] = retried
+    return Check(
+        "stun",
+        address,
+        False,
+        f"no answer from UDP {where} to {res.sent} Tailscale-format requests in "
+        f"{timeout:.1f}s{also}",
+        f"open UDP port {port} in firewall/port forwarding; derper's STUN bind failures are "
+        "silent (look for 'STUN server listening' in its log); a generic STUN server that "
+        "ignores SOFTWARE=tailnode would answer here",
+        data=data,
+    )
+
+
+def _other_source(address: str, port: int, res: StunResult, retry: StunResult) -> Check:
+    assert retry.reply_from is not None  # checked by stun_verdict
+    where, got = hostport(address, port), hostport(*retry.reply_from)
+    data = {
+        **_counts(res),
+        "retried_unconnected": True,
+        "reply_from": got,
+        "reply_rtts_ms": [round(x, 3) for x in retry.rtts_ms],
+    }
+    if ipaddress.ip_address(retry.reply_from[0]) == ipaddress.ip_address(address):
+        hint = (
+            "something in front of the STUN port rewrites the reply's source port (NAT or "
+            "proxy): run derper with host networking and forward the port unchanged"
+        )
+    else:
+        other = retry.reply_from[0]
+        hint = (
+            f"derper's STUN socket is not bound to an address (-a :PORT), so its replies leave "
+            f"from the host's preferred source address {other}, not the published {address}; "
+            f"clients' stateful firewalls drop them. Fix one of: make {address} the preferred "
+            f"source (if {other} is a temporary privacy address: sysctl "
+            f"net.ipv6.conf.<interface>.use_tempaddr=1); publish {other} instead if it is a "
+            f"stable address (never a temporary one: it rotates); or bind derper to "
+            f"-a [{address}]:PORT (STUN binds the same IP; derper then serves IPv6 only)"
+        )
+    return Check(
+        "stun",
+        address,
+        False,
+        f"no answer from UDP {where}, but the relay answered from {got}: the reply comes "
+        "from another address than the one probed",
+        hint,
+        retry.median_ms,
+        data=data,
+    )
+
+
+def _answered(address: str, port: int, res: StunResult, lost_before: int = 0) -> Check:
+    mapped, med = res.mapped, res.median_ms
+    assert mapped is not None and med is not None  # res has answers
+    data = _counts(res)
+    mapped_s = hostport(*mapped)
+    data["mapped"] = mapped_s
+    detail = f"median {med:.1f}ms ({len(res.rtts_ms)}/{res.sent} answered), mapped {mapped_s}"
+    probe_ip = ipaddress.ip_address(address)
+    mapped_ip = ipaddress.ip_address(mapped[0])
+    if probe_ip.version == 6 and mapped_ip.version == 4:
+        private = " private" if mapped_ip.is_private else ""
+        return Check(
+            "stun",
+            address,
+            False,
+            detail + f": an IPv6 probe came back with the{private} IPv4 {mapped[0]}",
+            "derper sits behind docker-proxy (bridge networking): STUN sees the Docker gateway "
+            "(tailscale/tailscale#17565); use network_mode host",
+            med,
+            data=data,
+        )
+    if probe_ip.version != mapped_ip.version:
+        return Check(
+            "stun",
+            address,
+            False,
+            detail + ": mapped address family differs from the probe",
+            "a proxy or NAT64 sits in front of the STUN port; use host networking",
+            med,
+            data=data,
+        )
+    local = res.local[0] if res.local else None
+    if probe_ip.version == 6 and local and ipaddress.ip_address(local) != mapped_ip:
+        return Check(
+            "stun",
+            address,
+            True,
+            detail + f" (this machine is {local}: NAT66 or an IPv6 proxy)",
+            "if the relay runs in Docker with bridge networking, use network_mode host",
+            med,
+            warning=True,
+            data=data,
+        )
+    if lost_before or len(res.rtts_ms) < res.sent:
+        if lost_before:
+            data["lost_first"] = lost_before
+            detail += f"; the first {lost_before} requests got no answer"
+        return Check(
+            "stun",
+            address,
+            True,
+            detail,
+            "some STUN requests were lost",
+            med,
+            warning=True,
+            data=data,
+        )
+    return Check("stun", address, True, detail, None, med, data=data)

@@ -1,8 +1,10 @@
-"""TCP + TLS to a relay address with SNI = hostname, and a diagnosis for each way it fails.
+"""The tls probe: TCP + TLS to a relay address with SNI = hostname, and its verdict.
 
-Clients fail on every one of these long before STUN shows anything (reference/derp.md §1, §7):
-plain HTTP on a custom port (derper without ``-certmode manual``, tailscale/tailscale#4716),
-an untrusted or self-signed certificate, a name mismatch, an expired certificate.
+Clients fail on every one of these long before STUN shows anything: plain HTTP on a custom port
+(derper serves TLS only on :443 or with ``-certmode manual``,
+tailscale.com@v1.102.5/cmd/derper/derper.go:190; tailscale/tailscale#4716), an SNI other than
+``-hostname`` (manual mode refuses it, cmd/derper/cert.go:172-175), an untrusted or self-signed
+certificate, a name mismatch, an expired certificate.
 """
 
 from __future__ import annotations
@@ -17,28 +19,20 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from .addresses import hostport
+from .errors import TlsFailure
+from .report import Check
+
 WARN_DAYS = 14
+# derper offers only http/1.1 (cmd/derper/cert.go:165-167) and TLS >= 1.2 (derper.go:360)
 ALPN = "http/1.1"
-PLAIN_CHECK_AFTER = 0.5  # derper offers only http/1.1 (no h2), §2
+PLAIN_CHECK_AFTER = 0.5
 
 # OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h)
 _EXPIRED = {10}
 _NOT_YET_VALID = {9}
 _UNTRUSTED = {2, 18, 19, 20, 21}
 _NAME_MISMATCH = {62, 64}
-
-
-class TlsFailure(Exception):
-    """A classified failure: ``kind`` is a stable token, detail/hint are for humans."""
-
-    def __init__(
-        self, kind: str, detail: str, hint: str | None, data: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-        self.hint = hint
-        self.data = data or {}
 
 
 @dataclass
@@ -112,7 +106,7 @@ async def tcp_connect(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
     """TCP connect with refused/timeout/unreachable told apart."""
     start = time.perf_counter()
-    where = _hostport(address, port)
+    where = hostport(address, port)
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(address, port)
@@ -324,9 +318,43 @@ async def _verify_failure(
     )
 
 
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+# --- the verdict ---------------------------------------------------------------------------------
 
 
-def hostport(address: str, port: int) -> str:
-    return _hostport(address, port)
+def tls_verdict(address: str, session: TlsSession) -> Check:
+    """The tls check of an established session: ALPN, expiry, and the certificate's facts."""
+    facts = session.data
+    ms = session.connect_ms + session.handshake_ms
+    days = facts.get("days_left")
+    names = ", ".join(facts.get("names") or []) or facts.get("subject", "?")
+    detail = (
+        f"{facts.get('version')}, ALPN {session.alpn or 'none'}, cert {names} "
+        f"from {facts.get('issuer')}, expires {str(facts.get('not_after'))[:10]} "
+        f"({days} days)"
+    )
+    if session.alpn not in (None, ALPN):
+        return Check(
+            "tls",
+            address,
+            False,
+            detail + f"; server chose ALPN {session.alpn}",
+            "derper speaks http/1.1 only: something else terminates TLS here",
+            ms,
+            data=facts,
+        )
+    if isinstance(days, int) and days < WARN_DAYS:
+        return Check(
+            "tls",
+            address,
+            True,
+            detail,
+            f"the certificate expires in {days} days: renew it (pulumi up) and restart derper",
+            ms,
+            warning=True,
+            data=facts,
+        )
+    return Check("tls", address, True, detail, None, ms, data=facts)
+
+
+def tls_failure(address: str, exc: TlsFailure) -> Check:
+    return Check("tls", address, False, exc.detail, exc.hint, data={"kind": exc.kind, **exc.data})

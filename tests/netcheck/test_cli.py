@@ -1,8 +1,9 @@
-"""``python -m components.netcheck``: human table, the issue's JSON shape, exit codes 0/1/2."""
+"""``python -m components.netcheck``: human table, the issue's JSON shape, exit codes 0/1/2/3."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -10,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from components.netcheck.__main__ import main
-from tests.peers.relay import LocalRelay
+from components.netcheck import cli
+from components.netcheck.cli import main
+from tests.peers.aio import BackgroundLoop
+from tests.peers.certs import Pki
+from tests.peers.ports import free_port
+from tests.peers.relay import LocalRelay, local_relay
 from tests.peers.silent_tcp import silent_tcp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,12 +39,19 @@ def test_human_report_for_good_relay(relay: LocalRelay) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("Report for derp.test: OK")
-    rows = [line for line in lines if line.startswith("  ") and not line.startswith("  *")]
+    rows = [
+        line
+        for line in lines
+        if line.startswith("  ") and not line.startswith("  *") and "hint:" not in line
+    ]
     assert len(rows) == 1 + 1 + 5 * 2  # header, dns, 5 checks × 2 addresses
     result_col, detail_col = rows[0].index("RESULT"), rows[0].index("DETAIL")
     for row in rows[1:]:  # every column starts at the same place on every line
-        assert row[result_col:].split()[0] == "ok"
+        # Without --docker-host a rejection cannot prove admission: verify_clients warns.
+        expected = "warn" if row.startswith("  verify_clients") else "ok"
+        assert row[result_col:].split()[0] == expected
         assert row[detail_col - 2 : detail_col] == "  " and row[detail_col] != " "
+    assert "pass --docker-host and --container" in proc.stdout
     assert f"Server public key: {relay.server_public_key}" in proc.stdout
 
 
@@ -126,3 +138,72 @@ def test_nothing_hangs() -> None:
     assert elapsed < 10  # interpreter start-up (see report: components/__init__ imports Pulumi)
     doc = json.loads(proc.stdout)
     assert doc["duration_ms"] < 1700
+
+
+# --help documents every option (the four that had none included) and the exit codes.
+def test_help_documents_options_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = main_in_process(capsys, "--help")
+    assert code == 0
+    for flag, phrase in (
+        ("--derp-port", "TCP port of derper's HTTPS/DERP listener"),
+        ("--stun-port", "UDP port of derper's STUN server"),
+        ("--expect-verify-clients", "fail unless derper rejects an unknown client key"),
+        ("--expect-open", "fail unless derper admits an unknown client key"),
+    ):
+        assert flag in out and phrase in " ".join(out.split()), flag
+    assert "exit codes:" in out
+    for line in ("0  every check passed", "1  at least one check failed", "2  usage error"):
+        assert line in out
+    assert "3  could not run" in out
+
+
+# A DERP map URL that cannot be fetched is "could not run" (exit 3), not a usage error: no
+# usage banner. --compare-default takes the same path (its URL pointed at loopback here).
+@pytest.mark.parametrize("how", ["--derp-map", "--compare-default"])
+def test_unreachable_map_exits_3_without_usage(
+    how: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"http://127.0.0.1:{free_port(('127.0.0.1',), socket.SOCK_STREAM)}/derpmap/default"
+    args = ["derp.test", "--derp-map", url] if how == "--derp-map" else ["derp.test", how]
+    monkeypatch.setattr(cli, "DEFAULT_DERP_MAP_URL", url)
+    code, out, err = main_in_process(capsys, *args)
+    assert code == cli.EXIT_NOT_RUN == 3
+    assert "could not run: cannot load DERP map" in err and url in err
+    assert "usage:" not in err and out == ""
+
+
+# A mistyped option gets the closest real one suggested (exit 2, a usage error).
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("--derp-prot", "--derp-port"), ("--stunport", "--stun-port"), ("--expect-verify", None)],
+)
+def test_mistyped_flag_gets_a_suggestion(
+    typo: str, meant: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = main_in_process(capsys, "derp.test", typo, "443")
+    assert code == 2
+    if meant:
+        assert f"unrecognized arguments: {typo} 443 (did you mean {meant}?)" in err
+    else:  # an unambiguous prefix is argparse's own abbreviation: accepted, 443 is extra
+        assert "did you mean" not in err
+
+
+# When TLS fails, https/derp/verify_clients show "skipped (TLS failed)" in the table and in JSON
+# (skipped: true) instead of vanishing; only tls counts as failed.
+def test_tls_failure_shows_skipped_rows(
+    bg: BackgroundLoop, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with local_relay(bg=bg, pki=pki, cert="none", addresses=("127.0.0.1",)) as r:
+        code, out, _ = main_in_process(capsys, *r.cli_args(), "--stun-timeout", "0.5")
+        jcode, jout, _ = main_in_process(capsys, *r.cli_args(), "--json")
+    assert code == jcode == 1
+    assert "FAILED (1/5 checks passed, 3 skipped)" in out
+    for name in ("https", "derp", "verify_clients"):
+        row = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
+        assert " skip " in row and row.rstrip().endswith("skipped (TLS failed)"), row
+    checks = {c["name"]: c for c in json.loads(jout)["checks"]}
+    assert checks["tls"]["skipped"] is False and checks["tls"]["ok"] is False
+    for name in ("https", "derp", "verify_clients"):
+        assert checks[name]["skipped"] is True and checks[name]["ok"] is False
+        assert checks[name]["detail"] == "skipped (TLS failed)"
+        assert checks[name]["data"] == {"skipped_because": "tls"}

@@ -1,4 +1,4 @@
-"""DERP handshake and client verification against the faithful DERP server (reference §3)."""
+"""DERP handshake and client verification against the faithful DERP server (tests.peers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 import pytest
 from nacl.public import Box, PrivateKey, PublicKey
 
-from components.netcheck import check_relay, derp, https
+from components.netcheck import check_relay, derp, derp_codec, http1
+from components.netcheck.http1 import KeepAlive
 from components.netcheck.tls import tls_connect
 from tests.peers.aio import BackgroundLoop
 from tests.peers.certs import Pki
@@ -17,7 +18,8 @@ from tests.peers.relay import LocalRelay, local_relay
 from .conftest import SERVER_KEY
 
 
-# PyNaCl's Box.encrypt yields exactly nonce(24) || ciphertext, the layout ClientInfo needs (§3).
+# PyNaCl's Box.encrypt yields exactly nonce(24) || ciphertext, the layout ClientInfo needs
+# (FrameClientInfo, tailscale.com@v1.102.5/derp/derp.go:73).
 def test_box_encrypt_is_nonce_then_ciphertext() -> None:
     a, b = PrivateKey.generate(), PrivateKey.generate()
     sealed = Box(a, b.public_key).encrypt(b'{"version":2}')
@@ -62,13 +64,16 @@ def test_known_key_is_admitted(bg: BackgroundLoop, pki: Pki) -> None:
 
         async def run() -> bytes:
             s = await tls_connect("127.0.0.1", r.derp_port, r.hostname, r.ca_file, 3)
-            hs = await derp.handshake(s.reader, s.writer, r.hostname)
+            conn = KeepAlive(
+                s, lambda: tls_connect("127.0.0.1", r.derp_port, r.hostname, r.ca_file, 3)
+            )
+            hs = await derp.handshake(conn, r.hostname)
             key = bytes.fromhex(hs.frame_key)
-            info = derp.client_info_payload(client, key, {"version": 2})
-            s.writer.write(derp.encode_frame(derp.FRAME_CLIENT_INFO, info))
-            ftype, payload = await asyncio.wait_for(derp.read_frame(s.reader), 3)
+            info = derp_codec.client_info_payload(client, key, {"version": 2})
+            s.writer.write(derp_codec.encode_frame(derp_codec.FRAME_CLIENT_INFO, info))
+            ftype, payload = await asyncio.wait_for(derp_codec.read_frame(s.reader), 3)
             s.close()
-            assert ftype == derp.FRAME_SERVER_INFO
+            assert ftype == derp_codec.FRAME_SERVER_INFO
             return Box(client, PublicKey(key)).decrypt(payload)
 
         assert json.loads(asyncio.run(run())) == {"version": 2}
@@ -94,22 +99,22 @@ def test_verification_expectations(
     assert (check.hint is None) if hint is None else (hint in (check.hint or ""))
 
 
-# The faithful server's HTTP endpoints answer as §2 says (426, 405, challenge echo, home page).
+# The faithful server's HTTP endpoints answer as derper's do (426, 405, challenge echo, home page).
 def test_endpoints_of_the_faithful_server(relay: LocalRelay) -> None:
-    async def run() -> list[https.Response]:
+    async def run() -> list[http1.Response]:
         s = await tls_connect("::1", relay.derp_port, relay.hostname, relay.ca_file, 3)
         host = relay.hostname
         out = [
-            await https.exchange(s.reader, s.writer, "GET", "/derp", host),
-            await https.exchange(s.reader, s.writer, "POST", "/derp/probe", host),
-            await https.exchange(s.reader, s.writer, "HEAD", "/derp/latency-check", host),
-            await https.exchange(
+            await http1.exchange(s.reader, s.writer, "GET", "/derp", host),
+            await http1.exchange(s.reader, s.writer, "POST", "/derp/probe", host),
+            await http1.exchange(s.reader, s.writer, "HEAD", "/derp/latency-check", host),
+            await http1.exchange(
                 s.reader, s.writer, "GET", "/generate_204", host, {"X-Tailscale-Challenge": "a:b"}
             ),
-            await https.exchange(
+            await http1.exchange(
                 s.reader, s.writer, "GET", "/generate_204", host, {"X-Tailscale-Challenge": "b d"}
             ),
-            await https.exchange(s.reader, s.writer, "GET", "/", host),
+            await http1.exchange(s.reader, s.writer, "GET", "/", host),
         ]
         s.close()
         return out
@@ -126,10 +131,10 @@ def test_endpoints_of_the_faithful_server(relay: LocalRelay) -> None:
 # The server key frame codec refuses wrong type, short payload and bad magic.
 def test_server_key_frame_validation() -> None:
     key = bytes(range(32))
-    assert derp.parse_server_key(1, derp.server_key_payload(key) + b"extra") == key
-    for ftype, payload in ((2, derp.server_key_payload(key)), (1, b"DERP"), (1, b"X" * 40)):
-        with pytest.raises(derp.DerpError):
-            derp.parse_server_key(ftype, payload)
+    assert derp_codec.parse_server_key(1, derp_codec.server_key_payload(key) + b"extra") == key
+    for ftype, payload in ((2, derp_codec.server_key_payload(key)), (1, b"DERP"), (1, b"X" * 40)):
+        with pytest.raises(derp_codec.DerpError):
+            derp_codec.parse_server_key(ftype, payload)
 
 
 # check_relay also works when called from inside a running event loop (no nested asyncio.run).
@@ -138,3 +143,39 @@ def test_check_relay_inside_event_loop(relay: LocalRelay) -> None:
         return check_relay(relay.target(addresses=("::1",)), timeout=3).ok
 
     assert asyncio.run(caller())
+
+
+# The probe's random client key is in the verify_clients data: the very key derper saw (and
+# would log as nodekey:<hex>), one fresh key per address.
+def test_client_key_is_the_one_the_server_saw(relay: LocalRelay) -> None:
+    report = check_relay(relay.target(), timeout=3)
+    keys = [report.check("verify_clients", a).data["client_key"] for a in relay.addresses]
+    assert sorted(keys) == sorted(k.hex() for k in relay.derp.state.rejected)
+    assert len(set(keys)) == 2 and all(len(k) == 64 for k in keys)
+
+
+# The admission-evidence seam: the source gets (address, Admission) after the admission and
+# what it returns reaches the verdict as data["cause"] (and the log line).
+def test_evidence_source_reaches_the_verdict(relay: LocalRelay) -> None:
+    seen: list[tuple[str, derp.Admission]] = []
+
+    async def evidence(address: str, admission: derp.Admission) -> derp.AdmissionEvidence:
+        seen.append((address, admission))
+        return derp.AdmissionEvidence("not_authorized", f"client nodekey:{admission.client_key}")
+
+    report = check_relay(relay.target(addresses=("::1",)), timeout=3, evidence_source=evidence)
+    check = report.check("verify_clients", "::1")
+    ((address, admission),) = seen
+    assert address == "::1" and admission.admitted is False
+    assert admission.client_key == relay.derp.state.rejected[0].hex() == check.data["client_key"]
+    assert check.data["cause"] == "not_authorized"
+    assert check.data["log_line"] == f"client nodekey:{admission.client_key}"
+    assert check.ok  # the cause is recorded only; deciding on it is the next change
+
+
+# Without evidence the verdict is what it always was, and has no cause.
+def test_verdict_without_evidence_has_no_cause() -> None:
+    admission = derp.Admission(admitted=False, ms=1.0, client_key="ab" * 32)
+    check = derp.verify_verdict("::1", admission, True)
+    assert check.ok and "cause" not in check.data
+    assert check.data == {"verify_clients": True, "client_key": "ab" * 32}

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from components.netcheck import RelayTarget, check_relay
-from components.netcheck.probes import parse_resolver
+from components.netcheck.dns import parse_resolver
 from tests.peers.dns_server import dns_server
 from tests.peers.relay import LocalRelay
 
@@ -65,3 +71,26 @@ def test_nxdomain_and_timeout() -> None:
         slow = check_relay(RelayTarget("derp.test", resolvers=(dns.spec,)), timeout=1).check("dns")
     assert "NXDOMAIN" in nx.detail and not nx.ok
     assert "no DNS answer" in slow.detail and not slow.ok
+
+
+# A machine without a configured resolver gets a failed dns check with the way out, not a
+# traceback: the CLI runs in its own mount namespace where /etc/resolv.conf is empty.
+def test_no_system_resolver_is_a_failed_check() -> None:
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare is required (util-linux)"
+    script = (
+        "mount --bind /dev/null /etc/resolv.conf && "
+        f"exec {sys.executable} -m components.netcheck derp.test --json --timeout 1"
+    )
+    proc = subprocess.run(
+        [unshare, "-m", "sh", "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    (check,) = json.loads(proc.stdout)["checks"]
+    assert check["name"] == "dns" and "no system DNS resolver" in check["detail"]
+    assert "--resolver" in check["hint"]

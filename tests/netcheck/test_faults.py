@@ -93,6 +93,13 @@ CATALOG = [
         "rewrites or caches",
         relay={"fault": "no_challenge_echo"},
     ),
+    Fault(
+        "https-not-http",
+        "https",
+        "not an HTTP response",
+        "non-HTTP service",
+        relay={"fault": "not_http"},
+    ),
     Fault("derp-upgrade-stripped", "derp", "426", "DNS-only", relay={"fault": "strip_upgrade"}),
     Fault("derp-bad-magic", "derp", "magic", "not speaking DERP", relay={"fault": "bad_magic"}),
     Fault(

@@ -59,7 +59,7 @@ def test_direct_probe_into_namespace(bg: BackgroundLoop, pki: Pki) -> None:
 
 # 40 ms away: STUN median, TLS handshake and DERP upgrade all show the distance, on v4 and v6.
 def test_latency_through_delay_relay(bg: BackgroundLoop, pki: Pki) -> None:
-    with netns_host() as host, delay_relay(RTT_MS, bg) as delayed:
+    with netns_host() as host, delay_relay(RTT_MS) as delayed:  # own loop, apart from TLS
         server, tcp, udp = _relay_in_namespace(host, bg, pki)
         with stun_server(udp) as stun:
             derp_port = int(tcp[0].getsockname()[1])

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from components.netcheck import DEFAULT_DERP_MAP_URL, check_relay, load_derp_map
-from components.netcheck.__main__ import build_parser, main
-from components.netcheck.regions import DerpMapError, parse_regions
+from components.netcheck.cli import build_parser, main
+from components.netcheck.errors import DerpMapError
+from components.netcheck.regions import parse_regions
 from tests.peers.aio import BackgroundLoop
 from tests.peers.delay import delay_relay
 from tests.peers.relay import LocalRelay
@@ -21,11 +22,13 @@ from tests.peers.stun_server import stun_server
 
 
 def _node(name: str, region: int, port: int, **extra: object) -> dict[str, object]:
+    # IPv6 "none": an empty IPv6 would make clients (and the checker) resolve HostName
     return {
         "Name": name,
         "RegionID": region,
         "HostName": f"{name}.test",
         "IPv4": "127.0.0.1",
+        "IPv6": "none",
         "STUNPort": port,
         **extra,
     }
@@ -38,7 +41,7 @@ def derp_map(bg: BackgroundLoop, relay: LocalRelay) -> Iterator[dict[str, object
         regions: dict[str, object] = {}
         for rid, rtt in ((1, 10.0), (2, 30.0)):
             server = stack.enter_context(stun_server())
-            delayed = stack.enter_context(delay_relay(rtt, bg))
+            delayed = stack.enter_context(delay_relay(rtt))  # its own loop: no TLS work delays it
             port = delayed.add_udp("127.0.0.1", ("127.0.0.1", server.port))
             regions[str(rid)] = {
                 "RegionID": rid,
@@ -57,6 +60,7 @@ def derp_map(bg: BackgroundLoop, relay: LocalRelay) -> Iterator[dict[str, object
                     "RegionID": 900,
                     "HostName": relay.hostname,
                     "IPv4": "127.0.0.1",
+                    "IPv6": "none",
                     "STUNPort": relay.stun_port,
                 }
             ],
@@ -147,3 +151,74 @@ def test_bad_maps_and_default_url(tmp_path: Path) -> None:
             load_derp_map(str(path))
     args = build_parser().parse_args(["derp.test", "--compare-default"])
     assert args.compare_default and DEFAULT_DERP_MAP_URL.startswith("https://controlplane.")
+
+
+# tailcfg's per-family rule: empty = resolve HostName, an address of the family = pinned, any
+# other string (the conventional "none", a typo, the other family's address) = family not used.
+def test_node_address_fields_follow_tailcfg() -> None:
+    def node(**fields: object) -> dict[str, object]:
+        return {"Name": "1a", "RegionID": 1, "HostName": "a.test", **fields}
+
+    regions = parse_regions(
+        {
+            "Regions": {
+                "1": {
+                    "RegionID": 1,
+                    "Nodes": [
+                        node(IPv4="none", IPv6="2001:db8::1"),
+                        node(IPv4="192.0.2.1"),  # IPv6 empty: resolve a.test for AAAA
+                        node(IPv4="not-an-ip", IPv6="192.0.2.9"),  # neither family usable
+                        node(IPv4="none", IPv6="none"),
+                        node(IPv4="", IPv6=""),  # both from DNS
+                        node(STUNPort=70000, IPv4="192.0.2.2"),  # no such port: no STUN
+                    ],
+                }
+            }
+        }
+    )
+    got = [(n.addresses, n.resolve) for n in regions[0].nodes]
+    assert got == [(("2001:db8::1",), ()), (("192.0.2.1",), (6,)), ((), (6, 4))]
+
+
+# A non-IP IPv4 no longer breaks the map: the node is probed on its IPv6 pin only.
+def test_non_ip_field_is_not_an_error(relay: LocalRelay) -> None:
+    with stun_server() as server:
+        dmap = {
+            "Regions": {
+                "4": {
+                    "RegionID": 4,
+                    "RegionCode": "r4",
+                    "Nodes": [_node("4a", 4, server.port, IPv4="disabled", IPv6="::1")],
+                }
+            }
+        }
+        report = check_relay(relay.target(), timeout=2, stun_timeout=0.5, derp_map=dmap)
+    (region,) = report.regions
+    assert region.address == "::1" and region.latency_ms is not None
+    assert server.received == 1  # first_only: one try sufficed, and only on ::1
+
+
+# A NoMeasureNoHome region is listed but never probed, ranked or chosen as nearest, even when
+# it would be the fastest (netcheck.go:385, 534 skip it; tailcfg/derpmap.go:118-126).
+def test_no_measure_no_home_region_is_not_probed(
+    relay: LocalRelay, derp_map: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    regions = derp_map["Regions"]
+    assert isinstance(regions, dict)
+    with stun_server() as fast:  # loopback: 0 ms, faster than every other region
+        regions["5"] = {
+            "RegionID": 5,
+            "RegionCode": "nomeasure",
+            "NoMeasureNoHome": True,
+            "Nodes": [_node("5a", 5, fast.port)],
+        }
+        report = check_relay(relay.target(), timeout=3, stun_timeout=1.0, derp_map=derp_map)
+        assert fast.received == 0
+    skipped = next(r for r in report.regions if r.id == 5)
+    assert not skipped.measured and skipped.latency_ms is None
+    assert skipped.to_json()["measured"] is False
+    assert report.nearest is not None and report.nearest.id == 1
+    check = report.check("regions")
+    assert check.data["not_measured"] == [5] and check.data["total"] == 3
+    assert "2/3 regions answered (1 NoMeasureNoHome not measured)" in check.detail
+    assert "nomeasure          -  not measured (NoMeasureNoHome)" in report.format_text()

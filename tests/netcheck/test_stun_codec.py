@@ -1,4 +1,5 @@
-"""The STUN codec against the reference bytes (§4) and an independent codec (aioice.stun)."""
+"""The STUN codec against Tailscale's bytes (tailscale.com@v1.102.5/net/stun/stun.go) and an
+independent codec (aioice.stun)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aioice import stun as aio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.netcheck import stun
+from components.netcheck import stun_codec as stun
 
 TXID = bytes(range(1, 13))
 
@@ -58,7 +59,7 @@ def test_xor_mapped_address_round_trips_with_aioice(
     txid: bytes, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
 ) -> None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # we unmap ::ffff:a.b.c.d on purpose (§4)
+        ip = ip.ipv4_mapped  # we unmap ::ffff:a.b.c.d on purpose
     ours = aio.parse_message(stun.binding_response(txid, str(ip), port))
     assert ours.attributes["XOR-MAPPED-ADDRESS"] == (str(ip), port)
     msg = aio.Message(aio.Method.BINDING, aio.Class.RESPONSE, transaction_id=txid)

@@ -9,7 +9,8 @@ import time
 import pytest
 from aioice import stun as aio
 
-from components.netcheck.stun import binding_request, new_txid, parse_response, stun_probe
+from components.netcheck.stun import stun_probe
+from components.netcheck.stun_codec import binding_request, new_txid, parse_response
 from tests.peers.coturn import Coturn
 from tests.peers.ports import family_of
 from tests.peers.stun_server import stun_server

@@ -82,12 +82,17 @@ def test_system_store_does_not_trust_private_root(bg: BackgroundLoop, pki: Pki) 
     assert check.data["kind"] == "untrusted" and "system CAs" in check.detail
 
 
-# derper on a custom port without -certmode manual serves plain HTTP; the hint says so.
+# derper on a custom port without -certmode manual serves plain HTTP; the hint says so, and the
+# checks that need TLS show as skipped instead of vanishing (issue 13).
 def test_plain_http_on_the_port(bg: BackgroundLoop, pki: Pki) -> None:
     check, report = _tls(bg, pki, "none")
     assert check.data["kind"] == "plain-http"
     assert check.hint and "-certmode manual" in check.hint
-    assert [c.name for c in report.checks if c.address == "127.0.0.1"] == ["tls", "stun"]
+    rows = [c for c in report.checks if c.address == "127.0.0.1"]
+    assert [c.name for c in rows] == ["tls", "https", "derp", "verify_clients", "stun"]
+    for skipped in rows[1:4]:
+        assert skipped.skipped and not skipped.ok and skipped.detail == "skipped (TLS failed)"
+    assert report.failed() == [check] and report.check("stun").ok
 
 
 # Nobody listening: refused, immediately.

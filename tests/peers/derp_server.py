@@ -1,21 +1,30 @@
-"""A faithful DERP server written from reference/derp.md §2-§3, for tests.
+"""A faithful DERP server written from Tailscale's source, for tests.
 
-**No real derper exists on these machines** (it is not in Debian, PyPI or npm), so the DERP side
-of the tests runs against this server, written byte for byte from the reference:
+The real derper (tests.peers.derper) proves the checker against the real thing; the fault
+catalogue needs a server that misbehaves on purpose, so most DERP tests run against this one,
+written from tailscale.com@v1.102.5:
 
-* TLS with ALPN http/1.1 only, refusing an SNI other than ``hostname`` with an internal-error
-  alert like derper's manual cert mode (``sni_check``); without certificates it serves plain HTTP
-  (what derper does on a custom port without ``-certmode manual``);
+* TLS >= 1.2 with ALPN http/1.1 only (cmd/derper/cert.go:165-167, derper.go:360), refusing an
+  SNI other than ``hostname`` with an alert like derper's manual cert mode (cert.go:172-175,
+  ``sni_check``); without certificates it serves plain HTTP (derper on a custom port without
+  ``-certmode manual``, derper.go:190);
 * ``/``, ``/robots.txt``, ``/derp/probe`` and ``/derp/latency-check`` (GET/HEAD 200 + CORS,
-  405 otherwise), ``/generate_204`` with the ``X-Tailscale-Challenge`` echo, 426 for ``/derp``
-  without ``Upgrade``;
-* the upgrade: 101 + ``Derp-Version: 2`` + ``Derp-Public-Key``, FrameServerKey in the same
-  flush, then FrameClientInfo decrypted with PyNaCl; with ``verify_clients`` a key outside
-  ``allowed_keys`` gets the connection closed, otherwise FrameServerInfo (nonce || box).
+  405 otherwise: derp/derpserver/handler.go:75-83), ``/generate_204`` with the
+  ``X-Tailscale-Challenge`` echo (handler.go:86-105), 426 for ``/derp`` without ``Upgrade``
+  (handler.go:30-37); connections are kept alive like Go's net/http server;
+* the upgrade: 101 + ``Derp-Version: 2`` + ``Derp-Public-Key`` (handler.go:55-63), FrameServerKey
+  in the same flush, then FrameClientInfo decrypted with PyNaCl; with ``verify_clients`` a key
+  outside ``allowed_keys`` gets the connection closed (derpserver.go:1028-1030), otherwise
+  FrameServerInfo (nonce || box).
 
 ``fault`` turns it into a broken relay: ``strip_upgrade`` (a proxy ate the Upgrade header → 426),
 ``web_server`` (some other web server: 404 everywhere), ``bad_magic``, ``key_mismatch`` (header
-key ≠ frame key), ``no_challenge_echo``, ``no_server_key`` (101, then the connection closes).
+key ≠ frame key), ``no_challenge_echo``, ``no_server_key`` (101, then the connection closes),
+``not_http`` (a TLS service that is not HTTP: it greets like OpenSSH and hangs up on a request).
+Two variants are not faults but servers that do not keep connections alive, as Go's net/http
+server does with keep-alives off (``close_after_response``: ``Connection: close`` on every
+response, then the close, go1.26.8 src/net/http/server.go:1343-1345, 1512-1518) or when it shuts
+an idle connection without saying so (``idle_close``: server.go:2085-2091).
 """
 
 from __future__ import annotations
@@ -32,7 +41,8 @@ from typing import Any
 
 from nacl.public import Box, PrivateKey, PublicKey
 
-from components.netcheck import derp
+from components.netcheck import derp_codec
+from components.netcheck.errors import DerpError
 
 FAULTS = (
     "strip_upgrade",
@@ -41,7 +51,11 @@ FAULTS = (
     "key_mismatch",
     "no_challenge_echo",
     "no_server_key",
+    "not_http",
+    "close_after_response",
+    "idle_close",
 )
+SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
 CHALLENGE_RE = re.compile(r"^[a-zA-Z0-9._:-]{1,64}$")
 GO_HTTP_ON_TLS = (
     b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
@@ -68,7 +82,7 @@ def server_ssl_context(
     ctx.load_cert_chain(cert_file, key_file)
 
     def refuse_other_names(obj: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> int | None:
-        # derper manual mode: "cert mismatch with hostname" → the handshake fails (§1)
+        # derper manual mode: "cert mismatch with hostname" → the handshake fails (cert.go:174)
         if name is not None and name != hostname and not _is_ip(hostname):
             return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
         return None
@@ -224,6 +238,9 @@ class DerpServer:
                 await asyncio.wait_for(srv.wait_closed(), 1)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.fault == "not_http":
+            await self._not_http(reader, writer)
+            return
         try:
             while True:
                 try:
@@ -254,8 +271,24 @@ class DerpServer:
                 )
                 if headers.get("connection", "").lower() == "close":
                     return
+                if self.fault in ("close_after_response", "idle_close"):
+                    return
         except (ConnectionError, ssl.SSLError, OSError):
             return
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """OpenSSH's way: banner first, and on a non-SSH line a complaint and the close."""
+        try:
+            writer.write(SSH_BANNER)
+            await writer.drain()
+            await asyncio.wait_for(reader.readline(), 10)
+            writer.write(b"Invalid SSH identification string.\r\n")
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError, OSError, TimeoutError):
+            pass
         finally:
             writer.close()
 
@@ -283,8 +316,8 @@ class DerpServer:
         else:
             await self._respond(writer, 404, b"404 page not found\n")
 
-    @staticmethod
     async def _respond(
+        self,
         writer: Any,
         status: int,
         body: bytes,
@@ -303,7 +336,7 @@ class DerpServer:
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if status != 204:
             lines.append(f"Content-Length: {len(body)}")
-        if close:
+        if close or self.fault == "close_after_response":
             lines.append("Connection: close")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if status == 204 else body))
         await writer.drain()
@@ -314,17 +347,19 @@ class DerpServer:
         header_key = self.public_key.hex()
         if self.fault == "key_mismatch":
             header_key = bytes(PrivateKey.generate().public_key).hex()
-        magic_key = derp.server_key_payload(self.public_key)
+        magic_key = derp_codec.server_key_payload(self.public_key)
         if self.fault == "bad_magic":
             magic_key = b"DERP\x00\x00\x00\x00" + self.public_key
-        # 101 head and FrameServerKey in one write: the server speaks first (§3)
-        frame = derp.encode_frame(derp.FRAME_SERVER_KEY, magic_key)
+        # 101 head and FrameServerKey in one write: the server speaks first (handler.go:55-63,
+        # then derpserver.go:1018)
+        frame = derp_codec.encode_frame(derp_codec.FRAME_SERVER_KEY, magic_key)
         if self.fault == "no_server_key":
             frame = b""
         writer.write(
             (
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
-                f"Derp-Version: {derp.PROTOCOL_VERSION}\r\nDerp-Public-Key: {header_key}\r\n\r\n"
+                f"Derp-Version: {derp_codec.PROTOCOL_VERSION}\r\n"
+                f"Derp-Public-Key: {header_key}\r\n\r\n"
             ).encode()
             + frame
         )
@@ -332,10 +367,10 @@ class DerpServer:
         if self.fault == "no_server_key":
             return
         try:
-            ftype, payload = await asyncio.wait_for(derp.read_frame(reader), 10)
-        except (asyncio.IncompleteReadError, TimeoutError, derp.DerpError):
+            ftype, payload = await asyncio.wait_for(derp_codec.read_frame(reader), 10)
+        except (asyncio.IncompleteReadError, TimeoutError, DerpError):
             return
-        if ftype != derp.FRAME_CLIENT_INFO or len(payload) < 32 + 24 + 16:
+        if ftype != derp_codec.FRAME_CLIENT_INFO or len(payload) < 32 + 24 + 16:
             return
         client_key, sealed = payload[:32], payload[32:]
         box = Box(self.private_key, PublicKey(client_key))
@@ -349,13 +384,13 @@ class DerpServer:
             self.state.rejected.append(client_key)
             return
         self.state.admitted.append(client_key)
-        reply = box.encrypt(json.dumps({"version": derp.PROTOCOL_VERSION}).encode())
-        writer.write(derp.encode_frame(derp.FRAME_SERVER_INFO, bytes(reply)))
+        reply = box.encrypt(json.dumps({"version": derp_codec.PROTOCOL_VERSION}).encode())
+        writer.write(derp_codec.encode_frame(derp_codec.FRAME_SERVER_INFO, bytes(reply)))
         await writer.drain()
         while True:  # stay connected like derper until the client leaves
             try:
-                ftype, payload = await derp.read_frame(reader)
-            except (asyncio.IncompleteReadError, derp.DerpError):
+                ftype, payload = await derp_codec.read_frame(reader)
+            except (asyncio.IncompleteReadError, DerpError):
                 return
-            if ftype == derp.FRAME_PING:
-                writer.write(derp.encode_frame(0x13, payload))
+            if ftype == derp_codec.FRAME_PING:
+                writer.write(derp_codec.encode_frame(derp_codec.FRAME_PONG, payload))

@@ -1,0 +1,160 @@
+"""derper's own verdict on the probe's random client key, read from derper's log.
+
+A closed connection after FrameClientInfo looks the same whether tailscaled said "not found" or
+could not be asked at all; derper's log line for the key tells them apart
+(docs/upstream/derper.md#verify-log-lines). derper's ``accept`` fails with
+``client nodekey:<hex> rejected: <reason>`` (tailscale.com@v1.102.5/derp/derpserver/
+derpserver.go:1028-1029), logged as ``derp: <addr>: <error>`` (derpserver.go:676), where
+``<reason>`` comes from ``verifyClient`` (derpserver.go:1590-1601):
+
+* ``peer nodekey:<hex> not authorized (not found in local tailscaled)`` → ``not_authorized``:
+  derper asked tailscaled and tailscaled answered — verification works;
+* ``failed to query local tailscaled status for nodekey:<hex>: <err>`` →
+  ``tailscaled_unreachable``: the socket is missing, stale or tailscaled is down;
+* ``tailscaled version is too old (out of sync with derper binary)`` → ``version_skew``
+  (tailscale/tailscale#12617);
+* no line for the key → ``unconfirmed``.
+
+The pure part (:func:`find_evidence`) reads any log text; :func:`docker_evidence` is the edge that
+reads a container's log through the Docker Engine API (``GET /containers/{id}/logs``, multiplexed
+stream: docs/upstream/docker.md#container-logs) with docker-py on ``unix://``, ``tcp://`` or
+``ssh://`` (the system OpenSSH client, like the Docker CLI: ``use_ssh_client``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from .derp import Admission, AdmissionCause, AdmissionEvidence, EvidenceSource
+from .errors import NetcheckError
+
+REJECTED: Final = re.compile(
+    r"derp: (?P<addr>\S+): client nodekey:(?P<key>[0-9a-f]{64}) rejected: (?P<reason>.*)$", re.M
+)
+#: derpserver.go:1593, :1598, :1600 — the reason text → the stable cause token.
+CAUSES: Final[tuple[tuple[str, AdmissionCause], ...]] = (
+    ("not authorized (not found in local tailscaled)", "not_authorized"),
+    ("tailscaled version is too old", "version_skew"),
+    ("failed to query local tailscaled status", "tailscaled_unreachable"),
+)
+#: How long to wait for derper's line after the rejection (it logs as it closes).
+DEFAULT_WAIT: Final = 4.0
+#: Log lines read back from the container per poll; the random key is unique, so a window of
+#: recent lines is enough whatever the clocks of this machine and the Docker host say.
+TAIL_LINES: Final = 4000
+
+
+class LogReadError(NetcheckError):
+    """derper's log could not be read (Docker host unreachable, no such container …)."""
+
+
+def cause_of(reason: str) -> AdmissionCause:
+    """The cause a rejection reason stands for (``unconfirmed`` for an unknown text)."""
+    return next((cause for text, cause in CAUSES if text in reason), "unconfirmed")
+
+
+def find_evidence(log_text: str, client_key: str) -> AdmissionEvidence | None:
+    """derper's line about ``client_key`` (64 hex) in ``log_text``, or None."""
+    key = client_key.lower().removeprefix("nodekey:")
+    for match in REJECTED.finditer(log_text):
+        if match["key"] == key:
+            line = match.group(0).strip()
+            return AdmissionEvidence(cause_of(match["reason"]), line)
+    return None
+
+
+LogReader = Callable[[], str]
+
+
+async def wait_for_evidence(
+    read_log: LogReader,
+    client_key: str,
+    *,
+    wait: float = DEFAULT_WAIT,
+    interval: float = 0.25,
+    clock: Callable[[], float] = time.monotonic,
+) -> AdmissionEvidence:
+    """Poll derper's log (a blocking reader, run off the event loop) until the key's line shows.
+
+    ``unconfirmed`` when the line does not come within ``wait`` seconds or the log cannot be read.
+    """
+    deadline = clock() + wait
+    while True:
+        try:
+            text = await asyncio.to_thread(read_log)
+        except LogReadError as exc:
+            return AdmissionEvidence("unconfirmed", None, detail=str(exc))
+        found = find_evidence(text, client_key)
+        if found is not None:
+            return found
+        if clock() >= deadline:
+            return AdmissionEvidence(
+                "unconfirmed",
+                None,
+                detail=f"derper logged nothing about the random key within {wait:.0f}s",
+            )
+        await asyncio.sleep(interval)
+
+
+def docker_log_reader(docker_host: str, container: str, *, timeout: float = 10.0) -> LogReader:
+    """A reader of ``container``'s recent log (stdout and stderr) on ``docker_host``."""
+    import docker  # only callers that prove admission pay for it
+    from docker.errors import DockerException
+
+    client: list[Any] = []
+
+    def read() -> str:
+        try:
+            if not client:
+                client.append(
+                    docker.DockerClient(
+                        base_url=docker_host,
+                        timeout=int(timeout),
+                        use_ssh_client=docker_host.startswith("ssh://"),
+                    )
+                )
+            raw = (
+                client[0].containers.get(container).logs(stdout=True, stderr=True, tail=TAIL_LINES)
+            )
+        except DockerException as exc:
+            raise LogReadError(
+                f"cannot read derper's log ({container} on {docker_host}): {exc}"
+            ) from None
+        except OSError as exc:
+            raise LogReadError(f"cannot reach the Docker host {docker_host}: {exc}") from None
+        text: str = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return text
+
+    return read
+
+
+def docker_evidence(
+    docker_host: str,
+    container: str,
+    *,
+    derper_version: str | None = None,
+    tailscaled_version: str | None = None,
+    wait: float = DEFAULT_WAIT,
+) -> EvidenceSource:
+    """An evidence source for the probe: derper's verdict from its container's log."""
+    read = docker_log_reader(docker_host, container)
+    where = f"container {container} on {docker_host}"
+
+    async def evidence(_address: str, admission: Admission) -> AdmissionEvidence | None:
+        if admission.admitted:
+            return None  # an admitted random key: verification is off, nothing to prove
+        found = await wait_for_evidence(read, admission.client_key, wait=wait)
+        return AdmissionEvidence(
+            found.cause,
+            found.log_line,
+            detail=found.detail,
+            source=where,
+            derper_version=derper_version,
+            tailscaled_version=tailscaled_version,
+        )
+
+    return evidence

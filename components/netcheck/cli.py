@@ -1,0 +1,223 @@
+"""The command line: ``python -m components.netcheck HOST [options]``.
+
+Exit codes: 0 every check passed, 1 a check failed, 2 usage error, 3 could not run (for
+example the DERP map URL of ``--derp-map``/``--compare-default`` could not be fetched: that is
+the network, not the user's arguments, so no usage banner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import ipaddress
+import json
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .dns import parse_resolver
+from .errors import DerpMapError
+from .probes import check_relay
+from .regions import DEFAULT_DERP_MAP_URL, load_derp_map
+from .report import RelayTarget
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # argparse's own code for usage errors
+EXIT_NOT_RUN = 3
+
+EPILOG = f"""\
+exit codes:
+  {EXIT_OK}  every check passed (warnings included)
+  {EXIT_FAILED}  at least one check failed
+  {EXIT_USAGE}  usage error (bad option or argument)
+  {EXIT_NOT_RUN}  could not run: the DERP map URL could not be fetched (network)
+"""
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return int(text)
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def _resolver(text: str) -> str:
+    try:
+        parse_resolver(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a timeout in seconds (0 < S <= 600)")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean --x?" for a mistyped option (Python 3.11 has none)."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            hint = self._suggestion(message.split(":", 1)[1].split())
+            if hint:
+                message += f" (did you mean {hint}?)"
+        super().error(message)
+
+    def _suggestion(self, unknown: list[str]) -> str | None:
+        known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        for token in unknown:
+            if token.startswith("-"):
+                close = difflib.get_close_matches(token.split("=", 1)[0], known, n=1, cutoff=0.6)
+                if close:
+                    return close[0]
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m components.netcheck",
+        description="Check from outside that a Tailscale DERP relay works for real clients.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("host", metavar="HOST", help="relay hostname (TLS SNI and certificate name)")
+    p.add_argument(
+        "--derp-port",
+        type=_port,
+        default=443,
+        metavar="N",
+        help="TCP port of derper's HTTPS/DERP listener (-a; the derpMap DERPPort) (443)",
+    )
+    p.add_argument(
+        "--stun-port",
+        type=_port,
+        default=3478,
+        metavar="N",
+        help="UDP port of derper's STUN server (-stun-port; the derpMap STUNPort) (3478)",
+    )
+    p.add_argument(
+        "--address",
+        type=_ip,
+        action="append",
+        default=[],
+        metavar="IP",
+        help="probe this address instead of DNS answers (repeatable); SNI stays HOST",
+    )
+    p.add_argument(
+        "--expect-address",
+        type=_ip,
+        action="append",
+        default=[],
+        metavar="IP",
+        help="DNS must answer exactly these addresses (repeatable)",
+    )
+    p.add_argument(
+        "--resolver",
+        type=_resolver,
+        action="append",
+        default=[],
+        metavar="IP",
+        help="DNS server: IP, IP:PORT or [IPv6]:PORT (repeatable; default: system)",
+    )
+    p.add_argument("--ca-file", metavar="PEM", help="trust only these CAs (default: system CAs)")
+    expect = p.add_mutually_exclusive_group()
+    expect.add_argument(
+        "--expect-verify-clients",
+        dest="expect",
+        action="store_const",
+        const=True,
+        help="fail unless derper rejects an unknown client key (-verify-clients is on)",
+    )
+    expect.add_argument(
+        "--expect-open",
+        dest="expect",
+        action="store_const",
+        const=False,
+        help="fail unless derper admits an unknown client key (an open relay)",
+    )
+    p.add_argument(
+        "--docker-host",
+        metavar="URL",
+        help="derper's Docker engine (unix:///var/run/docker.sock, ssh://user@host, tcp://h:p): "
+        "read derper's own log line for the random key, which proves admission; needs "
+        "--container",
+    )
+    p.add_argument(
+        "--container",
+        metavar="NAME",
+        help="derper's container on --docker-host (home-derp names it derper-<id>-<code>)",
+    )
+    p.add_argument("--timeout", type=_seconds, default=5.0, metavar="S", help="whole report (5)")
+    p.add_argument("--stun-timeout", type=_seconds, default=3.0, metavar="S", help="STUN phase (3)")
+    maps = p.add_mutually_exclusive_group()
+    maps.add_argument("--derp-map", metavar="URL|FILE", help="compare with this DERP map")
+    maps.add_argument(
+        "--compare-default",
+        action="store_true",
+        help=f"compare with Tailscale's default map ({DEFAULT_DERP_MAP_URL})",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.ca_file is not None:
+        try:
+            with open(args.ca_file, "rb"):
+                pass
+        except OSError as exc:
+            parser.error(f"--ca-file {args.ca_file}: {exc.strerror}")
+    if (args.docker_host is None) != (args.container is None):
+        parser.error("--docker-host and --container go together (derper's engine and container)")
+    source = DEFAULT_DERP_MAP_URL if args.compare_default else args.derp_map
+    derp_map = None
+    if source:
+        try:
+            derp_map = load_derp_map(source, timeout=args.timeout)
+        except DerpMapError as exc:
+            if exc.kind != "unreachable":
+                parser.error(str(exc))
+            print(f"{parser.prog}: could not run: {exc}", file=sys.stderr)
+            return EXIT_NOT_RUN
+    target = RelayTarget(
+        hostname=args.host,
+        derp_port=args.derp_port,
+        stun_port=args.stun_port,
+        addresses=tuple(args.address),
+        expected_addresses=tuple(args.expect_address),
+        resolvers=tuple(args.resolver),
+        ca_file=args.ca_file,
+        expect_verify_clients=args.expect,
+    )
+    evidence = None
+    if args.docker_host is not None:
+        from .admission import docker_evidence
+
+        evidence = docker_evidence(args.docker_host, args.container)
+    report = check_relay(
+        target,
+        timeout=args.timeout,
+        stun_timeout=min(args.stun_timeout, args.timeout),
+        derp_map=derp_map,
+        evidence_source=evidence,
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.format_text())
+    return EXIT_OK if report.ok else EXIT_FAILED
