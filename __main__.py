@@ -2,12 +2,12 @@
 
 import pulumi
 
-from components import ConfigError, HomeDerpRelay, HomeDerpRelayArgs, load_settings
+from components import HomeDerpError, HomeDerpRelay, HomeDerpRelayArgs, load_settings
 
 try:
     settings = load_settings()
-    relay = HomeDerpRelay(f"relay-{settings.region_id}", HomeDerpRelayArgs(settings=settings))
-except ConfigError as exc:
+    relay = HomeDerpRelay(f"relay-{settings.region.id}", HomeDerpRelayArgs(settings=settings))
+except HomeDerpError as exc:
     # RunError ends the program with the message alone: the user needs the list, not a traceback.
     raise pulumi.RunError(str(exc)) from None
 
@@ -21,4 +21,5 @@ pulumi.export("certificateNotAfter", relay.certificate_not_after)
 pulumi.export("certificateSerial", relay.certificate_serial)
 pulumi.export("containerId", relay.container_id)
 pulumi.export("image", relay.image)
+pulumi.export("relayHost", relay.relay_host)
 pulumi.export("validation", relay.validation)

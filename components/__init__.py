@@ -10,10 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from components.errors import HomeDerpError
     from components.relay import HomeDerpRelay, HomeDerpRelayArgs
     from components.settings import ConfigError, RelaySettings, load_settings
 
 _EXPORTS = {
+    "HomeDerpError": "components.errors",
     "HomeDerpRelay": "components.relay",
     "HomeDerpRelayArgs": "components.relay",
     "ConfigError": "components.settings",
@@ -21,7 +23,14 @@ _EXPORTS = {
     "load_settings": "components.settings",
 }
 
-__all__ = ["ConfigError", "HomeDerpRelay", "HomeDerpRelayArgs", "RelaySettings", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "HomeDerpError",
+    "HomeDerpRelay",
+    "HomeDerpRelayArgs",
+    "RelaySettings",
+    "load_settings",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,8 @@
 """A publicly trusted certificate for the relay, over ACME DNS-01 through Cloudflare.
 
 DNS-01 needs no inbound port (home ISPs block 80/443), and derper serves a custom port over TLS
-only in ``-certmode manual`` with a certificate it does not fetch itself (reference/derp.md §1).
+only in ``-certmode manual`` with a certificate it does not fetch itself
+(docs/upstream/derper.md#manual-certificates).
 Renewal is decided at diff time by ``min_days_remaining``: any `pulumi up` within 30 days of expiry
 re-issues, and the new PEM replaces the container (derper never re-reads manual certificates).
 """
@@ -51,12 +52,12 @@ def create_certificate(
         f"{name}-acme-account-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child
     )
     # One provider per directory: switching staging ↔ production under a stack needs a new account.
-    provider = acme.Provider(f"{name}-acme", server_url=settings.acme_server_url, opts=child)
+    provider = acme.Provider(f"{name}-acme", server_url=settings.acme.server_url, opts=child)
     with_acme = pulumi.ResourceOptions(parent=parent, provider=provider)
     registration = acme.Registration(
         f"{name}-acme-registration",
         account_key_pem=account_key.private_key_pem,
-        email_address=settings.acme_email,
+        email_address=settings.acme.email,
         opts=with_acme,
     )
     cert_key = tls.PrivateKey(f"{name}-cert-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)

@@ -1,71 +1,197 @@
-"""derper in Docker on the relay host.
+"""derper on the relay host's Docker engine: built from source, run hardened.
 
-The env interface (``DERP_*``) is shared by ``fredliang/derper`` and
-``ghcr.io/yangchuansheng/derper``; every variable is set explicitly because their defaults differ
-(reference/derp.md §1, "Popular images").
+Three containers' worth of decisions live here (docs/architecture.md, "derper"):
+
+* **The image** is built on the Docker host from ``components/derper/Dockerfile`` at exactly the
+  host tailscaled's release (``docker.Image``, classic builder, never pushed). Its tag carries the
+  version and the build context is that folder alone, so it is rebuilt only when the version, a
+  build argument or the Dockerfile changes (pulumi-docker hashes the context for its diff:
+  docs/upstream/docker.md#pulumi-docker-image). A pinned ``home-derp:image`` replaces the build.
+* **An init container** runs once per certificate: it receives the certificate and key (Docker's
+  archive upload, which a read-only container cannot take: docs/upstream/docker.md#uploads) into a
+  volume of their own and hands that volume and the state volume to derper's user. That is also
+  how an existing stack upgrades in place: a state volume written by an older, root-run image keeps
+  its server key, now owned by derper's user, so the relay keeps its identity.
+* **derper** runs as uid 65532 with a read-only root filesystem, every capability dropped and
+  ``no-new-privileges``; the flags are on its command line. A ``derpPort`` or ``stunPort`` below
+  1024 needs ``CAP_NET_BIND_SERVICE``, which Docker grants only to root (it sets no ambient
+  capabilities, and no-new-privileges forbids file capabilities), so then derper runs as root with
+  that capability alone. tailscaled's LocalAPI answers ``whois`` to any local uid
+  (docs/upstream/localapi.md#permissions), so verification works without root.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Final
 
 import pulumi
 import pulumi_docker as docker
 
-from components.settings import RelaySettings
+from components import naming
+from components.settings import Derper, Ports, RelaySettings
 
-#: derper's default certificate directory in both images.
-CERT_DIR = "/app/certs"
-#: derper keeps its server key here (``-c`` default); persisted so the key survives re-creates.
-STATE_DIR = "/var/lib/derper"
-#: tailscaled's LocalAPI socket directory. The directory, not the socket file: the file is
-#: recreated when tailscaled restarts and a file bind-mount goes stale (reference/derp.md §1).
-TAILSCALE_SOCKET_DIR = "/var/run/tailscale"
-#: Lets the policy pack and humans find our containers.
-ROLE_LABEL = "home-derp.role"
+#: The build context: the Dockerfile's folder and nothing else (a change elsewhere in the repo
+#: must not rebuild derper).
+BUILD_CONTEXT: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "derper")
+#: derper's state (``-c`` key file) inside the container; a named volume keeps it.
+STATE_DIR: Final = "/var/lib/derper"
+KEY_FILE: Final = f"{STATE_DIR}/derper.key"
+#: derper's ``-certdir`` inside the container: a volume the init container fills.
+CERT_DIR: Final = "/certs"
+#: Where the host's tailscaled socket directory appears inside the container. The directory is
+#: mounted, not the socket file: tailscaled re-creates the file when it restarts and a file
+#: bind-mount would keep pointing at the old one (docs/upstream/localapi.md#socket).
+SOCKET_DIR: Final = "/var/run/tailscale"
+#: The unprivileged user of the built image (components/derper/Dockerfile ``USER``).
+DERPER_USER: Final = "65532:65532"
+ROOT_USER: Final = "0:0"
+NO_NEW_PRIVILEGES: Final = "no-new-privileges:true"
+#: The init container's mount points.
+INIT_CERT_DIR: Final = "/certs"
+INIT_STATE_DIR: Final = "/state"
 
 
 @dataclass(frozen=True)
 class RelayContainer:
-    """The derper container and what it runs."""
+    """derper's container and what it is made of."""
 
     container: docker.Container
-    image: docker.RemoteImage
+    image_ref: pulumi.Output[str]
+    """What the container runs: the built image's id, or the pinned image's id."""
+    image_name: str
+    """The image reference a user recognises (``home-derp/derper:v1.102.5`` or the pinned one)."""
     state_volume: docker.Volume
 
 
-def container_name(settings: RelaySettings) -> str:
-    """Named after the region, so two stacks on one host never collide."""
-    return f"derper-{settings.region_id}-{settings.region_code}"
+# ---------------------------------------------------------------------------------------------
+# Pure: what the containers look like
 
 
 def cert_file_base(hostname: str) -> str:
-    """derper looks for ``<certdir>/<name>.crt`` with every char outside [a-zA-Z0-9-.] removed."""
+    """derper looks for ``<certdir>/<name>.crt`` with every char outside [a-zA-Z0-9-.] removed
+    (docs/upstream/derper.md#manual-certificates)."""
     return "".join(ch for ch in hostname if ch.isascii() and (ch.isalnum() or ch in "-."))
 
 
+def needs_privileged_port(ports: Ports) -> bool:
+    """Ports below 1024 need CAP_NET_BIND_SERVICE."""
+    return min(ports.derp, ports.stun) < 1024
+
+
+def derper_user(ports: Ports) -> str:
+    """uid:gid derper runs as (see the module docstring for why root below 1024)."""
+    return ROOT_USER if needs_privileged_port(ports) else DERPER_USER
+
+
+def capability_adds(ports: Ports) -> list[str]:
+    """The only capability derper may need; everything else is dropped."""
+    return ["NET_BIND_SERVICE"] if needs_privileged_port(ports) else []
+
+
+def socket_in_container(derper: Derper) -> str:
+    """derper's ``-socket``: the host socket's file name inside the mounted directory."""
+    return f"{SOCKET_DIR}/{os.path.basename(derper.tailscale_socket)}"
+
+
+def derper_command(settings: RelaySettings) -> list[str]:
+    """derper's flags (docs/upstream/derper.md#flags), all explicit."""
+    command = [
+        f"-hostname={settings.hostname}",
+        # A custom port serves TLS only in manual mode; the certificate comes from ACME DNS-01.
+        "-certmode=manual",
+        f"-certdir={CERT_DIR}",
+        f"-a=:{settings.ports.derp}",
+        "-stun=true",
+        f"-stun-port={settings.ports.stun}",
+        # Port 80 is blocked on home lines and derper only needs it for Let's Encrypt HTTP-01.
+        "-http-port=-1",
+        f"-c={KEY_FILE}",
+    ]
+    if settings.derper.verify_clients:
+        command += ["-verify-clients", f"-socket={socket_in_container(settings.derper)}"]
+    return command
+
+
 def derper_env(settings: RelaySettings) -> list[str]:
-    """The DERP_* variables, all set explicitly (image defaults differ)."""
+    """A pinned image's ``DERP_*`` interface (fredliang/derper, yangchuansheng/derper), all set
+    explicitly because the images' defaults differ (docs/upstream/derper.md#images)."""
     return [
         f"DERP_DOMAIN={settings.hostname}",
         "DERP_CERT_MODE=manual",
         f"DERP_CERT_DIR={CERT_DIR}",
-        f"DERP_ADDR=:{settings.derp_port}",
+        f"DERP_ADDR=:{settings.ports.derp}",
         "DERP_STUN=true",
-        f"DERP_STUN_PORT={settings.stun_port}",
-        # Port 80 is blocked on home lines and derper only needs it for Let's Encrypt HTTP-01.
+        f"DERP_STUN_PORT={settings.ports.stun}",
         "DERP_HTTP_PORT=-1",
-        f"DERP_VERIFY_CLIENTS={'true' if settings.verify_clients else 'false'}",
+        f"DERP_VERIFY_CLIENTS={'true' if settings.derper.verify_clients else 'false'}",
     ]
 
 
-def published_ports(settings: RelaySettings) -> list[docker.ContainerPortArgsDict]:
+def init_command(user: str) -> list[str]:
+    """Hand the certificate and state volumes to derper's user; the key stays 0600."""
+    return [
+        "sh",
+        "-c",
+        f"chown -R {user} {INIT_CERT_DIR} {INIT_STATE_DIR} && chmod 0600 {INIT_CERT_DIR}/*.key",
+    ]
+
+
+def build_args(settings: RelaySettings) -> dict[str, str]:
+    """The Dockerfile's build arguments (empty when a pinned image replaces the build)."""
+    build = settings.derper.build
+    if build is None:
+        return {}
+    return {
+        "TAILSCALE_VERSION": build.tailscale_version,
+        "GOPROXY": build.go_proxy,
+        "BUILD_IMAGE": build.build_image,
+        "RUNTIME_IMAGE": build.runtime_image,
+    }
+
+
+def published_ports(ports: Ports) -> list[docker.ContainerPortArgsDict]:
     """Bridge mode: both families explicitly — the provider's default ``ip`` is IPv4 only."""
     return [
         {"internal": port, "external": port, "ip": ip, "protocol": protocol}
-        for port, protocol in ((settings.derp_port, "tcp"), (settings.stun_port, "udp"))
+        for port, protocol in ((ports.derp, "tcp"), (ports.stun, "udp"))
         for ip in ("0.0.0.0", "::")
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources
+
+
+def _image(
+    name: str, settings: RelaySettings, on_host: pulumi.ResourceOptions
+) -> tuple[pulumi.Output[str], str]:
+    """(image id the container runs, image name shown to users)."""
+    derper = settings.derper
+    if derper.build is None:
+        pinned = docker.RemoteImage(
+            f"{name}-image", name=derper.image, keep_locally=True, opts=on_host
+        )
+        return pinned.image_id, derper.image
+    image_name = naming.derper_image_name(derper.build.tailscale_version)
+    built = docker.Image(
+        f"{name}-derper-image",
+        image_name=image_name,
+        build={
+            "context": BUILD_CONTEXT,
+            "dockerfile": os.path.join(BUILD_CONTEXT, "Dockerfile"),
+            "args": build_args(settings),
+            # The classic builder works on every engine; the Dockerfile needs nothing newer.
+            "builder_version": docker.BuilderVersion.BUILDER_V1,
+        },
+        skip_push=True,
+        build_on_preview=False,
+        opts=on_host,
+    )
+    # For a local build repoDigest is the image id, so a rebuild replaces the container
+    # (docs/upstream/docker.md#pulumi-docker-image).
+    return built.repo_digest, image_name
 
 
 def create_container(
@@ -75,62 +201,105 @@ def create_container(
     provider: docker.Provider,
     full_chain_pem: pulumi.Input[str],
     private_key_pem: pulumi.Input[str],
+    certificate_serial: pulumi.Input[str],
     parent: pulumi.Resource,
 ) -> RelayContainer:
-    """Image, state volume and the derper container; a new certificate replaces the container."""
+    """Image, volumes, the init container and derper; a new certificate replaces both containers."""
+    region = settings.region
     on_host = pulumi.ResourceOptions(parent=parent, provider=provider)
-    image = docker.RemoteImage(
-        f"{name}-image", name=settings.image, keep_locally=True, opts=on_host
+    image_ref, image_name = _image(name, settings, on_host)
+    user = derper_user(settings.ports)
+
+    def volume(suffix: str, volume_name: str, role: str) -> docker.Volume:
+        return docker.Volume(
+            f"{name}-{suffix}",
+            name=volume_name,
+            labels=[{"label": naming.ROLE_LABEL, "value": role}],
+            opts=on_host,
+        )
+
+    # The server key lives here; losing it changes the relay's identity for every client.
+    state = volume("state", naming.state_volume_name(region.id, region.code), naming.ROLE_STATE)
+    certs = volume(
+        "certs", f"{naming.container_name(region.id, region.code)}-certs", "derper-certs"
     )
-    state_volume = docker.Volume(
-        f"{name}-state",
-        name=f"{container_name(settings)}-state",
-        labels=[{"label": ROLE_LABEL, "value": "derper-state"}],
-        # The server key lives here; losing it changes the relay's identity for every client.
-        opts=pulumi.ResourceOptions(parent=parent, provider=provider, protect=False),
-    )
-    # TypedDicts, not *Args classes: same checking, and pulumi skips evaluating the classes'
-    # type hints, the largest cost of evaluating this program (bench/program_eval.py).
-    volumes: list[docker.ContainerVolumeArgsDict] = [
-        {"container_path": STATE_DIR, "volume_name": state_volume.name}
-    ]
-    if settings.verify_clients:
-        volumes.append({"container_path": TAILSCALE_SOCKET_DIR, "host_path": TAILSCALE_SOCKET_DIR})
     base = cert_file_base(settings.hostname)
     uploads: list[docker.ContainerUploadArgsDict] = [
-        {"file": f"{CERT_DIR}/{base}.crt", "content": full_chain_pem, "permissions": "0644"},
+        {"file": f"{INIT_CERT_DIR}/{base}.crt", "content": full_chain_pem, "permissions": "0644"},
         {
-            "file": f"{CERT_DIR}/{base}.key",
+            "file": f"{INIT_CERT_DIR}/{base}.key",
             "content": pulumi.Output.secret(private_key_pem),
             "permissions": "0600",
         },
     ]
-    if settings.network_mode == "bridge":
-        pulumi.log.warn(
-            "networkMode=bridge: IPv6 STUN replies pass docker-proxy and report the Docker "
-            "gateway's address instead of the client's (tailscale/tailscale#17565); "
-            "use networkMode=host for an IPv6 relay.",
-            resource=parent,
+    # The build image has a shell and chown, and the build already pulled it (scratch has none).
+    init_image = docker.RemoteImage(
+        f"{name}-init-image", name=settings.derper.init_image, keep_locally=True, opts=on_host
+    )
+    init = docker.Container(
+        f"{name}-init",
+        name=naming.state_owner_name(region.id, region.code),
+        image=init_image.image_id,
+        command=init_command(user),
+        uploads=uploads,
+        volumes=[
+            {"container_path": INIT_CERT_DIR, "volume_name": certs.name},
+            {"container_path": INIT_STATE_DIR, "volume_name": state.name},
+        ],
+        network_mode="none",
+        capabilities={"drops": ["ALL"], "adds": ["CHOWN", "FOWNER"]},
+        security_opts=[NO_NEW_PRIVILEGES],
+        # Runs to completion once per certificate; `up` waits for it.
+        must_run=False,
+        attach=True,
+        restart="no",
+        labels=[{"label": naming.ROLE_LABEL, "value": naming.ROLE_STATE_OWNER}],
+        opts=pulumi.ResourceOptions(parent=parent, provider=provider, delete_before_replace=True),
+    )
+
+    volumes: list[docker.ContainerVolumeArgsDict] = [
+        {"container_path": STATE_DIR, "volume_name": state.name},
+        {"container_path": CERT_DIR, "volume_name": certs.name, "read_only": True},
+    ]
+    if settings.derper.verify_clients:
+        volumes.append(
+            {
+                "container_path": SOCKET_DIR,
+                "host_path": os.path.dirname(settings.derper.tailscale_socket),
+                "read_only": True,
+            }
         )
+    bridge = settings.docker.network_mode == "bridge"
+    built = settings.derper.build is not None
     container = docker.Container(
         f"{name}-derper",
-        name=container_name(settings),
-        image=image.image_id,
-        envs=derper_env(settings),
-        uploads=uploads,
+        name=naming.container_name(region.id, region.code),
+        image=image_ref,
+        command=derper_command(settings) if built else None,
+        envs=None if built else derper_env(settings),
+        user=user,
+        read_only=True,
+        capabilities={"drops": ["ALL"], "adds": capability_adds(settings.ports)},
+        security_opts=[NO_NEW_PRIVILEGES],
         volumes=volumes,
-        network_mode=settings.network_mode,
-        ports=published_ports(settings) if settings.network_mode == "bridge" else None,
+        network_mode=settings.docker.network_mode,
+        ports=published_ports(settings.ports) if bridge else None,
         restart="unless-stopped",
         labels=[
-            {"label": ROLE_LABEL, "value": "derper"},
-            {"label": "home-derp.region", "value": str(settings.region_id)},
+            {"label": naming.ROLE_LABEL, "value": naming.ROLE_DERPER},
+            {"label": naming.REGION_LABEL, "value": str(region.id)},
+            # derper reads manual certificates once: a new one must restart it (a new container).
+            {"label": "home-derp.certificate-serial", "value": certificate_serial},
         ],
         log_driver="json-file",
         # A home server's disk is small; derper logs every connection.
         log_opts={"max-size": "10m", "max-file": "3"},
         destroy_grace_seconds=10,
         # Fixed name and host ports: the new container cannot start beside the old one.
-        opts=pulumi.ResourceOptions(parent=parent, provider=provider, delete_before_replace=True),
+        opts=pulumi.ResourceOptions(
+            parent=parent, provider=provider, delete_before_replace=True, depends_on=[init]
+        ),
     )
-    return RelayContainer(container=container, image=image, state_volume=state_volume)
+    return RelayContainer(
+        container=container, image_ref=image_ref, image_name=image_name, state_volume=state
+    )

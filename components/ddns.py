@@ -1,4 +1,4 @@
-"""DDNS companion: keeps the relay's AAAA record on the current home prefix (issue #5).
+"""DDNS companion: keeps the relay's AAAA record on the current home prefix.
 
 A second container on the relay host runs ``favonia/cloudflare-ddns`` (env interface read from
 its README at tag v1.17.0, https://github.com/favonia/cloudflare-ddns). It re-checks every few
@@ -8,7 +8,7 @@ minutes, so a PPPoE reconnect that changes the prefix is fixed within minutes, n
 Where the address comes from (``IP6_PROVIDER``), and why not always ``local.iface:<if>``:
 since v1.16.0 ``local.iface`` publishes *every* global-unicast address of the interface — privacy
 (temporary) addresses and ULAs included (``internal/provider/protocol/local_iface.go``: it keeps
-``IsGlobalUnicast``, which is true for fc00::/7). That is exactly the mistake issue #5 is about.
+``IsGlobalUnicast``, which is true for fc00::/7): exactly what ``ipv6: auto`` refuses.
 ``local`` instead asks the kernel which source address it would use towards Cloudflare: one
 address, never deprecated or tentative, no ULA (no route) — but a temporary one when the host
 prefers them (``use_tempaddr=2``). When discovery found an EUI-64 address, whose host part is the
@@ -20,13 +20,14 @@ experimental upstream): the updater takes the current /64 from the detected addr
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 import pulumi
 import pulumi_docker as docker
 
+from components import naming
+from components.ipv6 import INTERFACE_NAME
 from components.settings import DEFAULT_DDNS_IMAGE
 
 TYPE_TOKEN = "homederp:index:DdnsUpdater"
@@ -39,20 +40,12 @@ DEFAULT_IMAGE = DEFAULT_DDNS_IMAGE
 DEFAULT_USER = "1000:1000"
 #: How often the updater re-reads the address (its own default, stated for the reader).
 DEFAULT_UPDATE_CRON = "@every 5m"
-ROLE_LABEL = "home-derp.role"  # same label key as components/container.py
-
-_INTERFACE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
-
-
-def container_name(hostname: str) -> str:
-    """One updater per relay name, so two stacks on one host never collide."""
-    return "home-derp-ddns-" + re.sub(r"[^a-z0-9-]+", "-", hostname.lower()).strip("-")
 
 
 def ip6_provider(interface: str | None, source: Literal["route", "interface"]) -> str:
     """``IP6_PROVIDER`` value: ``local`` (kernel source address) unless asked to read the iface."""
     if source == "interface":
-        if interface is None or not _INTERFACE.match(interface):
+        if interface is None or not INTERFACE_NAME.match(interface):
             raise ValueError("ip6_source='interface' needs an interface name")
         return f"local.iface:{interface}"
     return "local"
@@ -80,8 +73,8 @@ def ddns_env(
         # A home IPv4 is usually behind NAT: the host's own address is private, so ask Cloudflare
         # which address the line has. No A record at all when the relay has no IPv4.
         f"IP4_PROVIDER={'cloudflare.trace' if ipv4_enabled else 'none'}",
-        # DERP cannot pass Cloudflare's HTTP proxy (reference/derp.md §1). PROXIED and TTL are
-        # only used when the updater creates a record; it keeps those of the existing one.
+        # DERP cannot pass Cloudflare's HTTP proxy (docs/upstream/derper.md#no-proxies). PROXIED
+        # and TTL are only used when the updater creates a record; it keeps the existing one's.
         "PROXIED=false",
         f"TTL={ttl}",
         f"UPDATE_CRON={update_cron}",
@@ -151,14 +144,14 @@ class DdnsUpdater(pulumi.ComponentResource):
         token_env: pulumi.Output[str] = pulumi.Output.concat(
             "CLOUDFLARE_API_TOKEN=", args.api_token
         ).apply(pulumi.Output.secret)
-        labels = [docker.ContainerLabelArgs(label=ROLE_LABEL, value="ddns")]
+        labels = [docker.ContainerLabelArgs(label=naming.ROLE_LABEL, value=naming.ROLE_DDNS)]
         if args.interface:
             labels.append(
                 docker.ContainerLabelArgs(label="home-derp.interface", value=args.interface)
             )
         container = docker.Container(
             f"{name}-ddns",
-            name=container_name(args.hostname),
+            name=naming.ddns_container_name(args.hostname),
             image=image.image_id,
             envs=[token_env, *env],
             # Host network: the updater must see the host's addresses, not a bridge's (its README).

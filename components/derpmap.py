@@ -1,32 +1,50 @@
-"""The relay's derpMap region: a pure model, its policy fragment, and HuJSON splicing.
+"""The relay's derpMap region and peer-relay grant: a pure model, and their edits of a policy.
 
 No Pulumi, no I/O: the stack output ``derpMapFragment``, the ``file`` policy mode and the
-``TailnetDerpRegion`` dynamic provider all build on these functions (issue #2 item 7, issue #4).
-Field names and meanings: ``reference/derp.md`` §6.
+``TailnetDerpRegion`` dynamic provider all build on these functions. Field names and meanings:
+docs/upstream/derpmap.md. Every edit is a path edit of ``components.hujson``, so it matches keys
+the way Tailscale reads the policy (case-insensitive struct fields: ``derpMap``/``derpmap``,
+``Regions``/``regions``) and keeps every byte it does not address.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+from components import hujson
+from components.errors import HomeDerpError
+from components.hujson import IntKey
 
 __all__ = [
+    "CUSTOM_REGION_IDS",
+    "NO_MEASURE_NO_HOME",
     "DerpNode",
     "DerpRegion",
     "PolicyTextError",
     "SpliceResult",
     "derp_map_fragment",
+    "drain_region",
+    "find_grant",
     "find_region",
     "fragment_text",
     "home_region",
+    "insert_grant",
     "parse_hujson",
+    "peer_relay_grant",
+    "region_drained",
     "region_to_dict",
+    "remove_grant",
     "remove_region",
+    "restore_region",
     "set_omit_default_regions",
     "splice_region",
 ]
 
+
+#: Region ids Tailscale leaves to custom relays (docs/upstream/derpmap.md#region-ids), inclusive.
+CUSTOM_REGION_IDS = (900, 999)
 
 # --------------------------------------------------------------------------------------------
 # Model
@@ -81,7 +99,7 @@ def home_region(
 
     ``IPv4`` is ``"none"`` when the relay has no A record, so IPv6-only relays are never dialled
     over v4 (tailscale/tailscale#17563); ``IPv6`` is pinned only on request because a home prefix
-    changes (DESIGN.md decisions).
+    changes (docs/architecture.md, "Decisions").
     """
     node = DerpNode(
         name=f"{region_id}a",
@@ -139,12 +157,29 @@ def fragment_text(fragment: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# HuJSON splicing (step 2)
+# Edits of the policy text
 # --------------------------------------------------------------------------------------------
 
+#: The region flag that drains a relay: clients neither measure it nor choose it as home, but
+#: still dial it for a peer homed there (docs/upstream/derpmap.md#nomeasurenohome).
+NO_MEASURE_NO_HOME: Final = "NoMeasureNoHome"
+#: The capability a grant gives to let its sources use a peer relay (docs/upstream/peer-relay.md).
+RELAY_CAPABILITY: Final = "tailscale.com/cap/relay"
 
-class PolicyTextError(ValueError):
-    """The policy text is not HuJSON we can splice safely; nothing was written."""
+_DERP_MAP: Final = ("derpMap",)
+_REGIONS: Final = ("derpMap", "Regions")
+_GRANTS: Final = ("grants",)
+
+
+class PolicyTextError(HomeDerpError):
+    """The policy text is not HuJSON we can edit safely; nothing was written."""
+
+
+def _hujson(call: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return call(*args, **kwargs)
+    except hujson.HuJSONError as exc:
+        raise PolicyTextError(f"policy file: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -159,541 +194,47 @@ class SpliceResult:
     """The region that was there before under the same ID, or None."""
 
 
-# The scanner below is a recursive-descent HuJSON parser (JSON + `//` and `/* */` comments +
-# trailing commas, https://github.com/tailscale/hujson) that keeps the character span of every
-# value, member key and comma. Edits are then plain string splices, so every character we do not
-# mean to change is copied through untouched (issue #4: users keep their comments and layout).
-
-_WS = " \t\n\r"
-_MAX_DEPTH = 256
-_NUMBER_START = "-0123456789"
-
-
-@dataclass
-class _Node:
-    kind: str  # "object" | "array" | "scalar"
-    start: int
-    end: int  # exclusive; for containers one past the closing bracket
-    value: Any = None  # scalars only
-    members: list[_Member] | None = None  # objects only
-    items: list[_Node] | None = None  # arrays only
-    inner_last: int = 0  # containers: end of the last non-blank token before the closing bracket
-    line_comment_ends: frozenset[int] = frozenset()  # root only: where `//` comments end
-
-
-@dataclass
-class _Member:
-    key: str
-    key_start: int
-    before: int  # end of the last non-blank token (comma, comment or "{") before the key
-    value: _Node
-    comma: int | None  # index of the comma after the value, if any
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.sig_end = 0  # end of the last non-whitespace token (comments included)
-        self.line_comment_ends: set[int] = set()  # a newline must follow these positions
-
-    def error(self, what: str, pos: int | None = None) -> PolicyTextError:
-        at = self.pos if pos is None else pos
-        line = self.text.count("\n", 0, at) + 1
-        col = at - (self.text.rfind("\n", 0, at) + 1) + 1
-        return PolicyTextError(
-            f"policy file is not valid HuJSON: {what} at line {line}, column {col}"
-        )
-
-    def skip_trivia(self) -> None:
-        text, n = self.text, len(self.text)
-        while self.pos < n:
-            ch = text[self.pos]
-            if ch in _WS:
-                self.pos += 1
-            elif text.startswith("//", self.pos):
-                nl = text.find("\n", self.pos)
-                self.pos = n if nl < 0 else nl
-                if nl >= 0 and text[nl - 1] == "\r":
-                    self.pos = nl - 1  # a CRLF ends the comment; the CR is whitespace
-                self.sig_end = self.pos
-                self.line_comment_ends.add(self.pos)
-            elif text.startswith("/*", self.pos):
-                close = text.find("*/", self.pos + 2)
-                if close < 0:
-                    raise self.error("unterminated /* comment")
-                self.pos = close + 2
-                self.sig_end = self.pos
-            else:
-                return
-
-    def parse_document(self) -> _Node:
-        if self.text.startswith("\ufeff"):
-            self.pos = self.sig_end = 1
-        self.skip_trivia()
-        if self.pos >= len(self.text):
-            raise self.error("empty document")
-        node = self.parse_value(0)
-        self.skip_trivia()
-        if self.pos != len(self.text):
-            raise self.error(f"unexpected {self.text[self.pos]!r} after the top-level value")
-        node.line_comment_ends = frozenset(self.line_comment_ends)
-        return node
-
-    def parse_value(self, depth: int) -> _Node:
-        if depth > _MAX_DEPTH:
-            raise self.error("nesting too deep")
-        if self.pos >= len(self.text):
-            raise self.error("unexpected end of text, expected a value")
-        ch = self.text[self.pos]
-        if ch == "{":
-            return self.parse_object(depth)
-        if ch == "[":
-            return self.parse_array(depth)
-        start = self.pos
-        if ch == '"':
-            value = self.parse_string()
-            return _Node("scalar", start, self.pos, value=value)
-        if ch in _NUMBER_START:
-            return self.parse_number()
-        for word, val in (("true", True), ("false", False), ("null", None)):
-            if self.text.startswith(word, self.pos):
-                self.pos += len(word)
-                nxt = self.text[self.pos : self.pos + 1]
-                if nxt.isalnum() or nxt == "_":
-                    self.pos = start
-                    raise self.error(f"unknown literal starting {word!r}")
-                self.sig_end = self.pos
-                return _Node("scalar", start, self.pos, value=val)
-        raise self.error(f"unexpected {ch!r}, expected a value")
-
-    def parse_string(self) -> str:
-        text, start = self.text, self.pos
-        i = start + 1
-        n = len(text)
-        while i < n:
-            ch = text[i]
-            if ch == '"':
-                break
-            if ch == "\\":
-                esc = text[i + 1 : i + 2]
-                if esc == "u":
-                    hexd = text[i + 2 : i + 6]
-                    if len(hexd) != 4 or any(c not in "0123456789abcdefABCDEF" for c in hexd):
-                        raise self.error("bad \\u escape in string", i)
-                    i += 6
-                    continue
-                if esc == "" or esc not in '"\\/bfnrt':
-                    raise self.error("bad escape in string", i)
-                i += 2
-                continue
-            if ch < " ":
-                raise self.error("control character in string", i)
-            i += 1
-        else:
-            raise self.error("unterminated string", start)
-        self.pos = self.sig_end = i + 1
-        # The span holds only JSON string syntax now, so the stdlib decodes it exactly.
-        decoded: str = json.loads(text[start : i + 1])
-        return decoded
-
-    def parse_number(self) -> _Node:
-        text, start = self.text, self.pos
-        i = start
-        n = len(text)
-        if text[i] == "-":
-            i += 1
-        if i < n and text[i] == "0":
-            i += 1
-        elif i < n and text[i].isdigit() and text[i].isascii():
-            while i < n and text[i] in "0123456789":
-                i += 1
-        else:
-            raise self.error("bad number", start)
-        if i < n and text[i] == ".":
-            i += 1
-            if not (i < n and text[i] in "0123456789"):
-                raise self.error("bad number", start)
-            while i < n and text[i] in "0123456789":
-                i += 1
-        if i < n and text[i] in "eE":
-            i += 1
-            if i < n and text[i] in "+-":
-                i += 1
-            if not (i < n and text[i] in "0123456789"):
-                raise self.error("bad number", start)
-            while i < n and text[i] in "0123456789":
-                i += 1
-        if i < n and (text[i].isalnum() or text[i] in "._"):
-            raise self.error("bad number", start)
-        self.pos = self.sig_end = i
-        return _Node("scalar", start, i, value=json.loads(text[start:i]))
-
-    def parse_object(self, depth: int) -> _Node:
-        start = self.pos
-        self.pos = self.sig_end = start + 1
-        members: list[_Member] = []
-        while True:
-            self.skip_trivia()
-            if self.pos >= len(self.text):
-                raise self.error("unterminated object", start)
-            ch = self.text[self.pos]
-            if ch == "}":
-                inner_last = self.sig_end
-                self.pos = self.sig_end = self.pos + 1
-                return _Node("object", start, self.pos, members=members, inner_last=inner_last)
-            if members and members[-1].comma is None:
-                raise self.error("expected ',' or '}' in object")
-            if ch != '"':
-                raise self.error(f"unexpected {ch!r}, expected a quoted key or '}}'")
-            before, key_start = self.sig_end, self.pos
-            key = self.parse_string()
-            self.skip_trivia()
-            if self.text[self.pos : self.pos + 1] != ":":
-                raise self.error("expected ':' after object key")
-            self.pos = self.sig_end = self.pos + 1
-            self.skip_trivia()
-            value = self.parse_value(depth + 1)
-            self.skip_trivia()
-            comma = None
-            if self.text[self.pos : self.pos + 1] == ",":
-                comma = self.pos
-                self.pos = self.sig_end = self.pos + 1
-            members.append(_Member(key, key_start, before, value, comma))
-
-    def parse_array(self, depth: int) -> _Node:
-        start = self.pos
-        self.pos = self.sig_end = start + 1
-        items: list[_Node] = []
-        expect_value = True
-        while True:
-            self.skip_trivia()
-            if self.pos >= len(self.text):
-                raise self.error("unterminated array", start)
-            ch = self.text[self.pos]
-            if ch == "]":
-                inner_last = self.sig_end
-                self.pos = self.sig_end = self.pos + 1
-                return _Node("array", start, self.pos, items=items, inner_last=inner_last)
-            if not expect_value:
-                raise self.error("expected ',' or ']' in array")
-            items.append(self.parse_value(depth + 1))
-            self.skip_trivia()
-            expect_value = False
-            if self.text[self.pos : self.pos + 1] == ",":
-                self.pos = self.sig_end = self.pos + 1
-                expect_value = True
-
-
-def _to_python(node: _Node) -> Any:
-    if node.kind == "object":
-        assert node.members is not None
-        # Last duplicate wins, as in Go's encoding/json that reads the standardized policy.
-        return {m.key: _to_python(m.value) for m in node.members}
-    if node.kind == "array":
-        assert node.items is not None
-        return [_to_python(item) for item in node.items]
-    return node.value
-
-
-def _parse(text: str) -> _Node:
-    if not isinstance(text, str):
-        raise PolicyTextError(f"policy file must be text, got {type(text).__name__}")
-    return _Parser(text).parse_document()
-
-
 def parse_hujson(text: str) -> Any:
     """HuJSON text → Python values (comments and trailing commas allowed, JSON otherwise)."""
-    return _to_python(_parse(text))
+    if not isinstance(text, str):
+        raise PolicyTextError(f"policy file must be text, got {type(text).__name__}")
+    return _hujson(hujson.loads, text)
 
 
-# --- splicing ---------------------------------------------------------------------------------
-
-_Edit = tuple[int, int, str]  # (start, end, replacement)
-
-
-def _apply(text: str, edits: list[_Edit]) -> str:
-    # Right to left keeps earlier spans valid; at one position the first-listed edit ends up first.
-    order = sorted(range(len(edits)), key=lambda i: (edits[i][0], i), reverse=True)
-    for i in order:
-        start, end, repl = edits[i]
-        text = text[:start] + repl + text[end:]
-    return text
+def _region_path(region_id: int) -> tuple[str, str, IntKey]:
+    return ("derpMap", "Regions", IntKey(region_id))
 
 
-def _newline(text: str) -> str:
-    return "\r\n" if "\r\n" in text else "\n"
-
-
-def _line_start(text: str, pos: int) -> int:
-    return text.rfind("\n", 0, pos) + 1
-
-
-def _line_indent(text: str, pos: int) -> str:
-    start = _line_start(text, pos)
-    end = start
-    while end < len(text) and text[end] in " \t":
-        end += 1
-    return text[start:end]
-
-
-def _first_on_line(text: str, pos: int) -> bool:
-    return text[_line_start(text, pos) : pos].strip(" \t") == ""
-
-
-def _indent_unit(text: str, root: _Node) -> str:
-    """The document's indentation step, read from the first member that sits on its own line.
-
-    Policies written in the admin console use tabs; hand-written ones often use 2 or 4 spaces.
-    """
-    stack = [root]
-    while stack:
-        node = stack.pop(0)
-        for member in node.members or ():
-            if _first_on_line(text, member.key_start):
-                parent = _line_indent(text, node.start)
-                own = _line_indent(text, member.key_start)
-                if own.startswith(parent) and len(own) > len(parent):
-                    return own[len(parent) :]
-            stack.append(member.value)
-        stack.extend(node.items or ())
-    return "\t"
-
-
-def _render(value: Any, indent: str, unit: str, nl: str) -> str:
-    """Pretty JSON for ``value`` whose first line continues a line indented by ``indent``."""
-    inner = indent + unit
-    if isinstance(value, dict) and value:
-        rows = [
-            f"{inner}{json.dumps(k, ensure_ascii=False)}: {_render(v, inner, unit, nl)}"
-            for k, v in value.items()
-        ]
-        return "{" + nl + ("," + nl).join(rows) + nl + indent + "}"
-    if isinstance(value, list) and value:
-        rows = [inner + _render(v, inner, unit, nl) for v in value]
-        return "[" + nl + ("," + nl).join(rows) + nl + indent + "]"
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-
-
-def _member_text(key: str, value: Any, indent: str | None, unit: str, nl: str) -> str:
-    quoted = json.dumps(key, ensure_ascii=False)
-    if indent is None:
-        return f"{quoted}: {_compact(value)}"
-    return f"{quoted}: {_render(value, indent, unit, nl)}"
-
-
-def _blank_chunks(gap: str, chunk: str) -> int | None:
-    """How many times ``gap`` repeats ``chunk`` exactly (0 for ""), or None."""
-    if gap == "":
-        return 0
-    if chunk and len(gap) % len(chunk) == 0 and gap == chunk * (len(gap) // len(chunk)):
-        return len(gap) // len(chunk)
-    return None
-
-
-def _insert_member(
-    text: str, obj: _Node, key: str, value: Any, unit: str, line_comment_ends: frozenset[int]
-) -> list[_Edit]:
-    """Edits that append ``"key": value`` as the last member of ``obj``.
-
-    Designed as the exact inverse of :func:`_remove_member` so insert-then-remove gives back the
-    original bytes (issue #4): the new member goes right after the last token before ``}``,
-    preceded only by a newline and indentation, and a comma is added after the previous value
-    only when the object had no trailing comma (then it is taken away again on removal).
-    """
-    assert obj.members is not None
-    nl = _newline(text)
-    close = obj.end - 1
-    outer = _line_indent(text, obj.start)
-    if not obj.members:
-        interior = text[obj.start + 1 : close]
-        if interior.strip(_WS) == "":
-            # `{}` grows to a pretty multi-line block; the extra newline is dropped again on
-            # removal exactly when the remaining blank interior is made of such newlines.
-            indent = outer + unit
-            extra = nl + outer if _blank_chunks(interior, nl + outer) is not None else ""
-            member = nl + indent + _member_text(key, value, indent, unit, nl) + extra
-            return [(obj.start + 1, obj.start + 1, member)]
-        # Only comments inside: indent like the last comment line when it is indented deeper.
-        indent = _line_indent(text, obj.inner_last - 1)
-        if not (indent.startswith(outer) and len(indent) > len(outer)):
-            indent = outer + unit
-        member = nl + indent + _member_text(key, value, indent, unit, nl)
-        return [(obj.inner_last, obj.inner_last, member)]
-    last = obj.members[-1]
-    edits: list[_Edit] = []
-    if last.comma is None:
-        edits.append((last.value.end, last.value.end, ","))
-    trailing = "," if last.comma is not None else ""
-    if _first_on_line(text, last.key_start):
-        indent = _line_indent(text, last.key_start)
-        member = nl + indent + _member_text(key, value, indent, unit, nl) + trailing
-    else:
-        # One-line object: stay on the line, unless a `//` comment ends there (it would swallow us).
-        sep = nl if obj.inner_last in line_comment_ends else " "
-        member = sep + _member_text(key, value, None, unit, nl) + trailing
-    edits.append((obj.inner_last, obj.inner_last, member))
-    return edits
-
-
-def _remove_member(
-    text: str, obj: _Node, index: int, line_comment_ends: frozenset[int]
-) -> list[_Edit]:
-    """Edits that take member ``index`` out of ``obj`` (see :func:`_insert_member`)."""
-    assert obj.members is not None
-    nl = _newline(text)
-    members = obj.members
-    member = members[index]
-    end = member.value.end if member.comma is None else member.comma + 1
-    start = member.before
-    if start in line_comment_ends and text[end : end + 1] not in ("\n", "\r"):
-        # Keep the line break that ends a `//` comment, or the comment would swallow what follows.
-        start += 2 if text.startswith("\r\n", start) else 1
-    edits: list[_Edit] = [(start, end, "")]
-    is_last = index == len(members) - 1
-    if is_last and member.comma is None and index > 0:
-        prev = members[index - 1]
-        assert prev.comma is not None
-        edits.append((prev.comma, prev.comma + 1, ""))
-    if len(members) == 1:
-        close = obj.end - 1
-        rest = text[obj.start + 1 : start] + text[end:close]
-        outer = _line_indent(text, obj.start)
-        chunks = _blank_chunks(rest, nl + outer)
-        if chunks:  # blank interior made of newline+indent chunks: drop the one we added
-            edits = [(obj.start + 1, close, rest[len(nl + outer) :])]
-    return edits
-
-
-def _lookup(text: str, obj: _Node, key: str, where: str) -> int | None:
-    assert obj.members is not None
-    found = [i for i, m in enumerate(obj.members) if m.key == key]
-    if len(found) > 1:
-        pos = obj.members[found[1]].key_start
-        line = text.count("\n", 0, pos) + 1
-        raise PolicyTextError(
-            f"policy file has the key {key!r} twice in {where} (again at line {line}); "
-            "fix the policy file so it is unambiguous"
-        )
-    return found[0] if found else None
-
-
-@dataclass(frozen=True)
-class _Located:
-    root: _Node
-    derp_map: _Member | None
-    regions: _Member | None
-    region_index: int | None
-
-
-def _locate(text: str, region_key: str) -> _Located:
-    root = _parse(text)
-    if root.kind != "object":
+def _document(text: str) -> hujson.Document:
+    if not isinstance(text, str):
+        raise PolicyTextError(f"policy file must be text, got {type(text).__name__}")
+    doc: hujson.Document = _hujson(hujson.parse, text)
+    top = _hujson(hujson.find, doc, ())
+    if top is None or top.kind != "object":
         raise PolicyTextError("policy file must be a JSON object at the top level")
-    # Duplicate top-level keys make the policy ambiguous (which `derpMap` is live?).
-    assert root.members is not None
-    seen: set[str] = set()
-    for m in root.members:
-        if m.key in seen:
-            _lookup(text, root, m.key, "the top-level object")
-        seen.add(m.key)
-    dm_index = _lookup(text, root, "derpMap", "the top-level object")
-    if dm_index is None:
-        return _Located(root, None, None, None)
-    derp_map = root.members[dm_index]
-    if derp_map.value.kind != "object":
-        raise PolicyTextError(
-            f'policy file: "derpMap" must be an object, found {_kind(derp_map.value)}'
-        )
-    rg_index = _lookup(text, derp_map.value, "Regions", '"derpMap"')
-    if rg_index is None:
-        return _Located(root, derp_map, None, None)
-    assert derp_map.value.members is not None
-    regions = derp_map.value.members[rg_index]
-    if regions.value.kind != "object":
-        raise PolicyTextError(
-            f'policy file: "derpMap.Regions" must be an object, found {_kind(regions.value)}'
-        )
-    index = _lookup(text, regions.value, region_key, '"derpMap.Regions"')
-    return _Located(root, derp_map, regions, index)
+    _hujson(hujson.check_unique_keys, doc, ())
+    return doc
 
 
-def _kind(node: _Node) -> str:
-    if node.kind == "array":
-        return "an array"
-    if node.value is None:
-        return "null"
-    names = {bool: "a boolean", str: "a string", int: "a number", float: "a number"}
-    return names[type(node.value)]
+def _find(doc: hujson.Document, path: tuple[Any, ...], kind: str) -> hujson.Found | None:
+    return _hujson(hujson.find, doc, path, kind=kind)
 
 
-def _region_key(region: dict[str, Any]) -> str:
+def _region_key(region: dict[str, Any]) -> int:
     region_id = region.get("RegionID") if isinstance(region, dict) else None
     if isinstance(region_id, bool) or not isinstance(region_id, int):
         raise ValueError(f"region must be a dict with an integer RegionID, got {region!r}")
-    return str(region_id)
-
-
-def _region_value(node: _Node, key: int | str) -> dict[str, Any]:
-    if node.kind != "object":
-        raise PolicyTextError(
-            f'policy file: "derpMap.Regions.{key}" must be an object, found {_kind(node)}'
-        )
-    value: dict[str, Any] = _to_python(node)
-    return value
+    return region_id
 
 
 def find_region(policy_text: str, region_id: int) -> dict[str, Any] | None:
     """The region ``derpMap.Regions."<region_id>"`` of a policy text, or None."""
-    found = _locate(policy_text, str(region_id))
-    if found.regions is None or found.region_index is None:
-        return None
-    assert found.regions.value.members is not None
-    return _region_value(found.regions.value.members[found.region_index].value, region_id)
-
-
-def splice_region(
-    policy_text: str, region: dict[str, Any], *, omit_default_regions: bool
-) -> SpliceResult:
-    """Insert or replace exactly ``derpMap.Regions."<RegionID>"``; every other byte is kept.
-
-    ``derpMap`` (with ``OmitDefaultRegions``) and ``Regions`` are created when absent; an existing
-    ``OmitDefaultRegions`` is left alone (other stacks' regions share it). Splicing a region that is
-    already there with the same content returns the text unchanged.
-    """
-    key = _region_key(region)
-    found = _locate(policy_text, key)
-    unit = _indent_unit(policy_text, found.root)
-    ends = found.root.line_comment_ends
-    if found.derp_map is None:
-        block = {"OmitDefaultRegions": omit_default_regions, "Regions": {key: region}}
-        edits = _insert_member(policy_text, found.root, "derpMap", block, unit, ends)
-        return SpliceResult(_apply(policy_text, edits), created_derp_map=True, replaced=None)
-    if found.regions is None:
-        edits = _insert_member(
-            policy_text, found.derp_map.value, "Regions", {key: region}, unit, ends
-        )
-        return SpliceResult(_apply(policy_text, edits), created_derp_map=False, replaced=None)
-    regions = found.regions.value
-    if found.region_index is None:
-        edits = _insert_member(policy_text, regions, key, region, unit, ends)
-        return SpliceResult(_apply(policy_text, edits), created_derp_map=False, replaced=None)
-    assert regions.members is not None
-    old = regions.members[found.region_index]
-    old_value = replaced = _region_value(old.value, key)
-    if old_value == region and _same_types(old_value, region):
-        return SpliceResult(policy_text, created_derp_map=False, replaced=replaced)
-    nl = _newline(policy_text)
-    if _first_on_line(policy_text, old.key_start):
-        new = _render(region, _line_indent(policy_text, old.key_start), unit, nl)
-    else:
-        new = _compact(region)
-    text = _apply(policy_text, [(old.value.start, old.value.end, new)])
-    return SpliceResult(text, created_derp_map=False, replaced=replaced)
+    doc = _document(policy_text)
+    _find(doc, _DERP_MAP, "object")
+    _find(doc, _REGIONS, "object")
+    found = _find(doc, _region_path(region_id), "object")
+    value: dict[str, Any] | None = found.value if found is not None else None
+    return value
 
 
 def _same_types(a: Any, b: Any) -> bool:
@@ -707,6 +248,32 @@ def _same_types(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def splice_region(
+    policy_text: str, region: dict[str, Any], *, omit_default_regions: bool
+) -> SpliceResult:
+    """Insert or replace exactly ``derpMap.Regions."<RegionID>"``; every other byte is kept.
+
+    ``derpMap`` (with ``OmitDefaultRegions``) and ``Regions`` are created when absent; an existing
+    ``OmitDefaultRegions`` is left alone (other stacks' regions share it). Splicing a region that
+    is already there with the same content returns the text unchanged.
+    """
+    region_id = _region_key(region)
+    doc = _document(policy_text)
+    if _find(doc, _DERP_MAP, "object") is None:
+        block = {"OmitDefaultRegions": omit_default_regions, "Regions": {str(region_id): region}}
+        return SpliceResult(_hujson(hujson.set, doc, _DERP_MAP, block), True, None)
+    if _find(doc, _REGIONS, "object") is None:
+        text = _hujson(hujson.set, doc, _REGIONS, {str(region_id): region})
+        return SpliceResult(text, False, None)
+    _hujson(hujson.check_unique_keys, doc, _REGIONS)
+    old = _find(doc, _region_path(region_id), "object")
+    replaced = old.value if old is not None else None
+    if replaced is not None and _same_types(replaced, region):
+        return SpliceResult(policy_text, False, replaced)
+    text = _hujson(hujson.set, doc, _region_path(region_id), region)
+    return SpliceResult(text, False, replaced)
+
+
 def remove_region(policy_text: str, region_id: int, *, remove_empty_derp_map: bool) -> str:
     """Take ``derpMap.Regions."<region_id>"`` out; every other byte is kept.
 
@@ -714,51 +281,168 @@ def remove_region(policy_text: str, region_id: int, *, remove_empty_derp_map: bo
     ``derpMap`` left with nothing but ``OmitDefaultRegions`` and an empty ``Regions`` goes too, so
     splice-then-remove restores the original text exactly. A missing region is not an error.
     """
-    key = str(region_id)
-    found = _locate(policy_text, key)
-    text = policy_text
-    if found.regions is not None and found.region_index is not None:
-        edits = _remove_member(
-            text, found.regions.value, found.region_index, found.root.line_comment_ends
-        )
-        text = _apply(text, edits)
+    doc = _document(policy_text)
+    _find(doc, _DERP_MAP, "object")
+    if _find(doc, _REGIONS, "object") is not None:
+        _hujson(hujson.check_unique_keys, doc, _REGIONS)
+    text: str = _hujson(hujson.remove, doc, _region_path(region_id))
     if not remove_empty_derp_map:
         return text
-    found = _locate(text, key)
-    if found.derp_map is None:
+    doc = _document(text)
+    derp_map = _find(doc, _DERP_MAP, "object")
+    if derp_map is None:
         return text
-    dm = found.derp_map.value
-    assert dm.members is not None
-    if any(m.key not in ("OmitDefaultRegions", "Regions") for m in dm.members):
+    value = derp_map.value
+    if any(not hujson.equal_fold(k, "OmitDefaultRegions") and not hujson.equal_fold(k, "Regions")
+           for k in value):  # fmt: skip
         return text
-    if found.regions is not None and found.regions.value.members:
+    regions = _find(doc, _REGIONS, "object")
+    if regions is not None and regions.size:
         return text
-    assert found.root.members is not None
-    index = found.root.members.index(found.derp_map)
-    return _apply(text, _remove_member(text, found.root, index, found.root.line_comment_ends))
+    return _hujson(hujson.remove, doc, _DERP_MAP)
 
 
 def set_omit_default_regions(policy_text: str, value: bool) -> str:
-    """Set an existing ``derpMap.OmitDefaultRegions`` (only for a derpMap this program created)."""
-    found = _locate(policy_text, "")
-    if found.derp_map is None:
+    """Set ``derpMap.OmitDefaultRegions`` (only for a derpMap this program created)."""
+    doc = _document(policy_text)
+    if _find(doc, _DERP_MAP, "object") is None:
         return policy_text
-    dm = found.derp_map.value
-    index = _lookup(policy_text, dm, "OmitDefaultRegions", '"derpMap"')
-    if index is None:
-        return _apply(
-            policy_text,
-            _insert_member(
-                policy_text,
-                dm,
-                "OmitDefaultRegions",
-                value,
-                _indent_unit(policy_text, found.root),
-                found.root.line_comment_ends,
-            ),
-        )
-    assert dm.members is not None
-    node = dm.members[index].value
-    if node.kind == "scalar" and node.value is value:
+    current = _find(doc, ("derpMap", "OmitDefaultRegions"), "boolean")
+    if current is not None and current.value is value:
         return policy_text
-    return _apply(policy_text, [(node.start, node.end, json.dumps(value))])
+    return _hujson(hujson.set, doc, ("derpMap", "OmitDefaultRegions"), value)
+
+
+def region_drained(region: dict[str, Any] | None) -> bool:
+    """True when a region (as found in a policy) carries ``NoMeasureNoHome: true``."""
+    if not isinstance(region, dict):
+        return False
+    return any(
+        hujson.equal_fold(key, NO_MEASURE_NO_HOME) and value is True
+        for key, value in region.items()
+    )
+
+
+def drain_region(policy_text: str, region_id: int) -> str:
+    """Set ``NoMeasureNoHome: true`` on our region only; unchanged when it is already drained.
+
+    The flag is added as the region's last member, so :func:`restore_region` gives back exactly
+    the bytes before the drain.
+    """
+    doc = _document(policy_text)
+    if _find(doc, _region_path(region_id), "object") is None:
+        return policy_text
+    path = (*_region_path(region_id), NO_MEASURE_NO_HOME)
+    flag = _find(doc, path, "boolean")
+    if flag is not None and flag.value is True:
+        return policy_text
+    return _hujson(hujson.set, doc, path, True)
+
+
+def restore_region(policy_text: str, region_id: int) -> str:
+    """Take the drain flag off our region (the exact inverse of :func:`drain_region`)."""
+    doc = _document(policy_text)
+    if _find(doc, _region_path(region_id), "object") is None:
+        return policy_text
+    return _hujson(hujson.remove, doc, (*_region_path(region_id), NO_MEASURE_NO_HOME))
+
+
+# --- the peer-relay grant ---------------------------------------------------------------------
+
+
+def peer_relay_grant(sources: list[str], relay: str) -> dict[str, Any]:
+    """``{"src": [...], "dst": [relay], "app": {"tailscale.com/cap/relay": []}}`` (KB "Peer
+    relays"; docs/upstream/peer-relay.md#grant)."""
+    return {"src": list(sources), "dst": [relay], "app": {RELAY_CAPABILITY: []}}
+
+
+def _marker_body(region_id: int) -> str:
+    return f"home-derp: peer relay of region {region_id}; edits are overwritten by pulumi up"
+
+
+def grant_marker(region_id: int) -> str:
+    """The comment that marks our grant, so a user's grants are never taken for ours."""
+    return "// " + _marker_body(region_id)
+
+
+def _marker_at(doc: hujson.Document, grants: hujson.Found, index: int, region_id: int) -> int:
+    """Where our marker comment starts before element ``index`` of ``grants``, or -1."""
+    entries = grants.node.entries
+    gap_start = entries[index - 1].end if index else grants.node.start + 1
+    gap = doc.text[gap_start : entries[index].start]
+    for marker in (grant_marker(region_id), f"/* {_marker_body(region_id)} */"):
+        at = gap.find(marker)
+        if at >= 0:
+            return gap_start + at
+    return -1
+
+
+def _our_grant(doc: hujson.Document, region_id: int) -> tuple[hujson.Found, int] | None:
+    """Our marked grant and where its marker starts (the first one, if a copy was pasted)."""
+    grants = _find(doc, _GRANTS, "array")
+    if grants is None:
+        return None
+    for index in range(grants.size):
+        at = _marker_at(doc, grants, index, region_id)
+        if at >= 0:
+            element = _find(doc, (*_GRANTS, index), "object")
+            if element is not None:
+                return element, at
+    return None
+
+
+def find_grant(policy_text: str, region_id: int) -> dict[str, Any] | None:
+    """Our grant as it is in the policy now (possibly edited by hand), or None."""
+    ours = _our_grant(_document(policy_text), region_id)
+    value: dict[str, Any] | None = ours[0].value if ours else None
+    return value
+
+
+def insert_grant(policy_text: str, region_id: int, grant: dict[str, Any]) -> tuple[str, bool]:
+    """Add our grant (or replace our marked one) as the last element of ``grants``.
+
+    Returns the text and whether ``grants`` was created here (then :func:`remove_grant` with
+    ``remove_empty_grants`` takes the whole array out again). The marker comment goes on its own
+    line before the grant (inline ``/* */`` when the grant shares a line); :func:`remove_grant`
+    takes both out byte for byte.
+    """
+    doc = _document(policy_text)
+    ours = _our_grant(doc, region_id)
+    if ours is not None:
+        if _same_types(ours[0].value, grant):
+            return policy_text, False
+        return _hujson(hujson.set, doc, ours[0].path, grant), False
+    created = _find(doc, _GRANTS, "array") is None
+    text: str = _hujson(hujson.append, doc, _GRANTS, grant, create_parents=True)
+    element = _find(_document(text), (*_GRANTS, -1), "object")
+    if element is None or element.entry is None:
+        raise PolicyTextError("policy file: the new grant could not be found again")
+    start = element.entry.start
+    line_start = text.rfind("\n", 0, start) + 1
+    if text[line_start:start].strip(" \t"):
+        return text[:start] + f"/* {_marker_body(region_id)} */ " + text[start:], created
+    newline = "\r\n" if "\r\n" in text else "\n"
+    indent = text[line_start:start]
+    return text[:start] + grant_marker(region_id) + newline + indent + text[start:], created
+
+
+def remove_grant(policy_text: str, region_id: int, *, remove_empty_grants: bool = False) -> str:
+    """Take our marked grant and its marker out; a user's grants are never touched.
+
+    With ``remove_empty_grants`` (only when :func:`insert_grant` created the array) a ``grants``
+    left empty goes too, so insert-then-remove restores the original text exactly.
+    """
+    doc = _document(policy_text)
+    ours = _our_grant(doc, region_id)
+    if ours is None or ours[0].entry is None:
+        return policy_text
+    element, marker_at = ours
+    start = ours[0].entry.start
+    # Without the marker the text is what append gave; removing the element inverts append.
+    unmarked = doc.text[:marker_at] + doc.text[start:]
+    result: str = _hujson(hujson.remove, _document(unmarked), element.path)
+    if remove_empty_grants:
+        left = _find(_document(result), _GRANTS, "array")
+        if left is not None and left.size == 0:
+            result = _hujson(hujson.remove, _document(result), _GRANTS)
+    return result

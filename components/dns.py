@@ -1,7 +1,8 @@
 """Cloudflare records that point the relay's name at the home line.
 
 DNS-only (``proxied=False``): DERP switches protocols inside TLS and cannot pass Cloudflare's HTTP
-proxy (reference/derp.md §1). A short TTL because home IPv6 prefixes change (issue #5).
+proxy (docs/upstream/derper.md#no-proxies). A short TTL because home IPv6 prefixes change
+(docs/architecture.md, "Changing IPv6").
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ class RelayDnsRecords:
 
 def zone_id_for(settings: RelaySettings, opts: pulumi.InvokeOptions) -> pulumi.Input[str]:
     """The configured zone id, or the id of the zone looked up by name."""
-    if settings.zone_id:
-        return settings.zone_id
+    if settings.zone.id:
+        return settings.zone.id
     zone_filter: cloudflare.GetZoneFilterArgsDict = {"match": "all"}
-    if settings.zone:
-        zone_filter["name"] = settings.zone
+    if settings.zone.name:
+        zone_filter["name"] = settings.zone.name
     zone = cloudflare.get_zone_output(filter=zone_filter, opts=opts)
     return zone.zone_id
 
@@ -54,8 +55,8 @@ def create_dns_records(
 ) -> RelayDnsRecords:
     """AAAA always, A only when the relay has a public IPv4."""
     zone_id = zone_id_for(settings, pulumi.InvokeOptions(provider=provider, parent=parent))
-    # With the DDNS updater the record's content belongs to it; `up` must not fight it (issue #5).
-    ignore = ["content"] if settings.ddns else []
+    # With the DDNS updater the record's content belongs to it; `up` must not fight it.
+    ignore = ["content"] if settings.ddns.enabled else []
 
     def record(kind: str, content: str, ignore_changes: list[str]) -> cloudflare.DnsRecord:
         return cloudflare.DnsRecord(
@@ -66,12 +67,13 @@ def create_dns_records(
             content=content,
             ttl=RECORD_TTL,
             proxied=False,
-            comment=record_comment(pulumi.get_stack(), settings.region_id),
+            comment=record_comment(pulumi.get_stack(), settings.region.id),
             opts=pulumi.ResourceOptions(
                 parent=parent, provider=provider, ignore_changes=ignore_changes
             ),
         )
 
-    aaaa = record("AAAA", settings.ipv6, ignore)
-    a = record("A", settings.ipv4, ignore) if settings.ipv4 else None
+    addresses = settings.addresses
+    aaaa = record("AAAA", addresses.ipv6, ignore)
+    a = record("A", addresses.ipv4, ignore) if addresses.ipv4 else None
     return RelayDnsRecords(aaaa=aaaa, a=a)

@@ -1,10 +1,12 @@
-"""Find the relay host's stable global IPv6 address (``home-derp:ipv6: auto``, issue #5).
+"""Find the relay host's stable global IPv6 address (``home-derp:ipv6: auto``).
 
 Home lines change their IPv6 prefix (PPPoE reconnects, router reboots) and hosts carry rotating
 privacy addresses beside the stable one. Publishing the wrong one, or an old one, silently kills
-the relay (reference/derp.md §7). This module reads the host's addresses with
-``ip -j -6 addr show scope global`` — on this machine for a ``unix://`` Docker host, over the
-system OpenSSH client for ``ssh://`` — and picks one by fixed rules.
+the relay (docs/architecture.md, "Changing IPv6"). This module reads the host's addresses with
+``ip -j -6 addr show scope global`` through the relay host's channel (``components.host``: this
+machine for a ``unix://`` Docker host, the system OpenSSH client for ``ssh://``) and picks one by
+fixed rules. :func:`address_class_problem` is also the rule for a static ``home-derp:ipv6``, so
+both paths refuse exactly the same addresses with the same words.
 
 Only :func:`read_host_addresses` has side effects (it runs a read-only command); everything else is
 pure, so the choice is reproducible from a recorded ``ip -j`` output. No Pulumi import: settings
@@ -31,16 +33,30 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
-import os
 import re
-import shlex
-import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
+
+from components.errors import HomeDerpError
+from components.host import DEFAULT_TIMEOUT, HostChannel, HostReadError, can_read_host
+
+__all__ = [
+    "INTERFACE_NAME",
+    "KIND_RANK",
+    "Candidate",
+    "Choice",
+    "HostReadError",
+    "Ipv6DiscoveryError",
+    "Verdict",
+    "address_class_problem",
+    "choose_stable_ipv6",
+    "discover_stable_ipv6",
+    "ip_command",
+    "parse_ip_json",
+    "read_host_addresses",
+    "rejection",
+]
 
 #: ``ip`` reports "forever" lifetimes as this value.
 FOREVER: Final = 0xFFFFFFFF
@@ -62,13 +78,10 @@ KIND_REASON: Final[dict[str, str]] = {
     "dynamic": "dynamic, non-temporary address (DHCPv6 or SLAAC by a network manager)",
 }
 
-#: Env var with extra OpenSSH client options (shell words), appended after our own options.
-SSH_OPTS_ENV: Final = "HOME_DERP_SSH_OPTS"
-
 _GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 # Address classes that are never the relay's public address, checked in this order.
 _REJECTED_NETWORKS: Final[tuple[tuple[ipaddress.IPv6Network, str], ...]] = (
-    (ipaddress.IPv6Network("::ffff:0:0/96"), "IPv4-mapped address"),
+    (ipaddress.IPv6Network("::ffff:0:0/96"), "IPv4-mapped address; set ipv4 instead"),
     (ipaddress.IPv6Network("::/128"), "unspecified address"),
     (ipaddress.IPv6Network("::1/128"), "loopback address"),
     (ipaddress.IPv6Network("fe80::/10"), "link-local address"),
@@ -88,20 +101,20 @@ _VIRTUAL_INTERFACE = re.compile(
     r"^(docker\d*|br-[0-9a-f]{12}|veth.*|virbr\d*|tailscale\d*|wg\d*|zt.*|lxcbr\d*|lxdbr\d*"
     r"|cni\d*|podman\d*|flannel.*|cali.*|tun\d*|tap\d*)$"
 )
-_INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
+#: A Linux interface name (IFNAMSIZ 16 with the NUL); the one rule for home-derp:ipv6Interface.
+INTERFACE_NAME: Final = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
 _IP_COMMAND: Final = ("ip", "-j", "-6", "addr", "show", "scope", "global")
 
 
-class Ipv6DiscoveryError(RuntimeError):
-    """No usable address, or the host's addresses could not be read. The message says why."""
+class Ipv6DiscoveryError(HomeDerpError):
+    """No usable address among those the host reported; the message lists every candidate.
+
+    (A host that cannot be asked at all raises ``components.host.HostReadError`` instead.)
+    """
 
     def __init__(self, message: str, verdicts: Sequence[Verdict] = ()) -> None:
         super().__init__(message)
         self.verdicts = tuple(verdicts)
-
-
-class HostReadError(Ipv6DiscoveryError):
-    """Running ``ip`` on the Docker host failed (ssh unreachable, auth, ``ip`` missing …)."""
 
 
 @dataclass(frozen=True)
@@ -214,12 +227,17 @@ def is_eui64(address: ipaddress.IPv6Address) -> bool:
 
 
 def address_class_problem(address: ipaddress.IPv6Address) -> str | None:
-    """None for a global unicast address a client on the internet can reach."""
+    """None for a global unicast address a client on the internet can reach.
+
+    The one rule for the relay's address class: ``ipv6: auto`` and a static ``ipv6`` both use it.
+    """
     for network, why in _REJECTED_NETWORKS:
         if address in network:
             return why
     if address not in _GLOBAL_UNICAST:
         return "outside the global unicast range 2000::/3"
+    if not address.is_global:
+        return "in an IANA special-purpose range that is not globally routable"
     return None
 
 
@@ -327,109 +345,15 @@ def choose_stable_ipv6(candidates: Sequence[Candidate], interface: str | None = 
 
 def ip_command(interface: str | None) -> list[str]:
     """The read-only command, identical locally and over ssh."""
-    if interface is not None and not _INTERFACE_NAME.match(interface):
+    if interface is not None and not INTERFACE_NAME.match(interface):
         raise ValueError(f"not an interface name: {interface!r}")
     return [*_IP_COMMAND, *(("dev", interface) if interface else ())]
 
 
-@dataclass(frozen=True)
-class SshTarget:
-    """``ssh://[user@]host[:port]`` as the Docker CLI and provider use it."""
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-
-    def display(self) -> str:
-        user = f"{self.user}@" if self.user else ""
-        port = f":{self.port}" if self.port else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{user}{host}{port}"
-
-
-def parse_ssh_host(docker_host: str) -> SshTarget:
-    """Split an ``ssh://`` Docker host; ``ValueError`` names what is wrong."""
-    parts = urlsplit(docker_host)
-    if parts.scheme != "ssh" or not parts.hostname:
-        raise ValueError(f"not an ssh://[user@]host[:port] address: {docker_host!r}")
-    if parts.hostname.startswith("-"):
-        raise ValueError(f"host name may not start with '-': {docker_host!r}")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"bad port in {docker_host!r}: {exc}") from exc
-    return SshTarget(host=parts.hostname, user=parts.username or None, port=port)
-
-
-def ssh_command(
-    target: SshTarget,
-    remote: Sequence[str],
-    *,
-    timeout: float,
-    ssh_options: Sequence[str] = (),
-) -> list[str]:
-    """The OpenSSH client call: batch mode (never prompts), bounded connect, ~/.ssh/config honored.
-
-    Our ``-o`` options come first because ssh keeps the first value it sees for an option.
-    """
-    extra = [*ssh_options, *shlex.split(os.environ.get(SSH_OPTS_ENV, ""))]
-    # Debian puts ip in /usr/sbin or /sbin, which a non-root ssh session's PATH may lack.
-    remote_line = 'PATH="$PATH:/usr/sbin:/sbin" ' + shlex.join(remote)
-    return [
-        "ssh",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"ConnectTimeout={max(1, math.ceil(timeout))}",
-        "-T",
-        *(("-p", str(target.port)) if target.port else ()),
-        *(("-l", target.user) if target.user else ()),
-        *extra,
-        "--",
-        target.host,
-        remote_line,
-    ]
-
-
-def _ssh_failure(target: SshTarget, stderr: str) -> str:
-    """A diagnosis for ssh's exit status 255 from its stderr."""
-    dest = target.display()
-    text = stderr.strip()
-    low = text.lower()
-    if "permission denied" in low or "too many authentication failures" in low:
-        return (
-            f"ssh to {dest} was refused (authentication failed in batch mode, no prompts): "
-            "load the key the Docker ssh:// connection uses into ssh-agent or name it in "
-            f"~/.ssh/config. ssh said: {text}"
-        )
-    if "host key verification failed" in low or "remote host identification" in low:
-        return (
-            f"ssh to {dest}: the host key is unknown or changed; connect once with "
-            f"`ssh {dest}` to check and record it. ssh said: {text}"
-        )
-    if "could not resolve hostname" in low:
-        return f"ssh to {dest}: the host name does not resolve. ssh said: {text}"
-    if any(
-        s in low
-        for s in (
-            "connection refused",
-            "timed out",
-            "no route to host",
-            "network is unreachable",
-            "connection closed",
-            "connection reset",
-        )
-    ):
-        return f"ssh to {dest}: host unreachable (is sshd running and the port open?). {text}"
-    return f"ssh to {dest} failed: {text or 'no message (exit 255)'}"
-
-
 def _ip_failure(where: str, returncode: int, stderr: str) -> str:
-    """A diagnosis for ``ip`` failing (or missing) on the host."""
+    """A diagnosis for ``ip`` failing on the host."""
     text = stderr.strip()
     low = text.lower()
-    if returncode == 127 or "not found" in low or "no such file" in low:
-        return f"`ip` is not installed on {where}: install iproute2 there. ({text})"
     if "-j" in text and ("unknown" in low or "usage" in low):
         return f"`ip` on {where} has no JSON output (-j): needs iproute2 4.14 or newer. ({text})"
     if "does not exist" in low or "cannot find device" in low:
@@ -437,72 +361,42 @@ def _ip_failure(where: str, returncode: int, stderr: str) -> str:
     return f"`ip` on {where} exited with {returncode}: {text}"
 
 
-def _local_ip() -> str:
-    found = shutil.which("ip") or next(
-        (p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip") if os.access(p, os.X_OK)), None
-    )
-    if found is None:
-        raise HostReadError("`ip` is not installed on this machine: install iproute2")
-    return found
-
-
 def read_host_addresses(
     docker_host: str,
     interface: str | None,
-    timeout: float = 10,
+    timeout: float = DEFAULT_TIMEOUT,
     *,
     ssh_options: Sequence[str] = (),
     command_prefix: Sequence[str] = (),
 ) -> str:
     """``ip -j -6 addr show scope global [dev IF]`` output from the Docker host.
 
-    ``unix://`` runs it here, ``ssh://`` on the host through the system ``ssh``. ``ssh_options``
-    are the same extra flags the Docker provider's ``sshOpts`` takes. ``command_prefix`` wraps
-    whatever runs (e.g. ``ip netns exec NS``) — a seam for tests that leaves the command itself
-    unchanged.
+    Runs through the relay host's channel (``components.host``): here for ``unix://``, over the
+    system ``ssh`` for ``ssh://``; ``tcp://`` cannot list host interfaces.
     """
-    scheme = urlsplit(docker_host).scheme if "://" in docker_host else ""
-    command = ip_command(interface)
-    if scheme == "unix":
-        argv = [*command_prefix, _local_ip(), *command[1:]]
-        where = "this machine (the unix:// Docker host)"
-        target: SshTarget | None = None
-    elif scheme == "ssh":
-        try:
-            target = parse_ssh_host(docker_host)
-        except ValueError as exc:
-            raise HostReadError(str(exc)) from exc
-        argv = [
-            *command_prefix,
-            *ssh_command(target, command, timeout=timeout, ssh_options=ssh_options),
-        ]
-        where = f"the Docker host {target.display()}"
-    else:
+    channel = HostChannel(
+        docker_host,
+        timeout=timeout,
+        ssh_options=tuple(ssh_options),
+        command_prefix=tuple(command_prefix),
+    )
+    if not can_read_host(docker_host):
         raise HostReadError(
+            "unsupported",
             f"ipv6=auto reads the Docker host's interfaces with `ip`, which needs dockerHost "
             f"unix:// (this machine) or ssh://user@host (OpenSSH); {docker_host!r} cannot list "
-            "host interfaces — set home-derp:ipv6 to the address instead"
+            "host interfaces — set home-derp:ipv6 to the address instead",
         )
     try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout + 2,  # ssh's own ConnectTimeout should fire first
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        missing = "ssh (install openssh-client)" if target else "ip (install iproute2)"
-        raise HostReadError(f"cannot read addresses: {missing} not found: {exc}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise HostReadError(
-            f"reading addresses from {where} took longer than {timeout + 2:.0f}s and was stopped"
-        ) from exc
-    if target is not None and done.returncode == 255:
-        raise HostReadError(_ssh_failure(target, done.stderr))
+        done = channel.run(ip_command(interface), what="read the host's addresses")
+    except HostReadError as exc:
+        if exc.kind == "missing-command":
+            raise HostReadError(
+                exc.kind, f"`ip` is not installed on {channel.where()}: install iproute2 ({exc})"
+            ) from None
+        raise
     if done.returncode != 0:
-        raise HostReadError(_ip_failure(where, done.returncode, done.stderr))
+        raise Ipv6DiscoveryError(_ip_failure(channel.where(), done.returncode, done.stderr))
     return done.stdout
 
 
@@ -510,7 +404,7 @@ def discover_stable_ipv6(
     docker_host: str,
     interface: str | None = None,
     *,
-    timeout: float = 10,
+    timeout: float = DEFAULT_TIMEOUT,
     ssh_options: Sequence[str] = (),
     command_prefix: Sequence[str] = (),
 ) -> Choice:

@@ -1,8 +1,14 @@
 """HomeDerpRelay: one relay on a home server, from DNS record to a published derpMap region.
 
 Wires the parts and nothing else; each rule lives in the module named after what it governs
-(DESIGN.md). Order matters only at the end: the relay is validated from outside before its region
-is published, so a broken relay never reaches the tailnet's clients (issue #4).
+(docs/architecture.md, "The house"). The order is the product's promise: the relay is deployed,
+then validated from outside, then published — or drained, when a relay that was published stops
+passing — and only then does the gate decide whether `up` is green (docs/architecture.md,
+"From config to publication").
+
+In a health run (``HOME_DERP_HEALTH_RUN``) only validation, publication and the gate are
+registered: the scheduled workflow targets exactly those, so it needs neither the Docker host nor
+Cloudflare to drain a relay that broke (docs/architecture.md, "Health runs").
 """
 
 from __future__ import annotations
@@ -11,17 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_cloudflare as cloudflare
-import pulumi_docker as docker
 
-from components import derpmap
-from components.certificate import create_certificate
-from components.container import create_container
-from components.ddns import DdnsUpdater, DdnsUpdaterArgs
-from components.derpmap import PolicyTextError
-from components.dns import RECORD_TTL, create_dns_records
+from components import derpmap, naming
+from components.errors import HomeDerpError
+from components.gate import RelayHealthGate, RelayHealthGateArgs
+from components.hujson import HuJSONError
 from components.settings import ConfigError, RelaySettings
-from components.tailnet import TailnetDerpRegion, policy_file_with_region
+from components.tailnet import TailnetDerpRegion, drained_policy_text, policy_file_with_region
 from components.validation import RelayValidation, RelayValidationArgs, validation_trigger
 
 TYPE_TOKEN = "homederp:index:HomeDerpRelay"
@@ -34,15 +36,15 @@ VALIDATION_RESOLVERS = ("1.1.1.1", "1.0.0.1")
 def home_derp_region(settings: RelaySettings) -> derpmap.DerpRegion:
     """The relay's derpMap region, from settings."""
     return derpmap.home_region(
-        region_id=settings.region_id,
-        region_code=settings.region_code,
-        region_name=settings.region_name,
+        region_id=settings.region.id,
+        region_code=settings.region.code,
+        region_name=settings.region.name,
         hostname=settings.hostname,
-        derp_port=settings.derp_port,
-        stun_port=settings.stun_port,
-        ipv4=settings.ipv4,
-        ipv6=settings.ipv6,
-        pin_ipv6=settings.pin_ipv6,
+        derp_port=settings.ports.derp,
+        stun_port=settings.ports.stun,
+        ipv4=settings.addresses.ipv4,
+        ipv6=settings.addresses.ipv6 or None,
+        pin_ipv6=settings.addresses.pin_ipv6,
     )
 
 
@@ -51,13 +53,13 @@ def policy_text_for_file_mode(settings: RelaySettings, region: dict[str, Any]) -
 
     Runs before any resource is registered, so a policy we cannot splice deploys nothing.
     """
-    assert settings.policy_file is not None
+    path = settings.policy.file or ""
     try:
-        with open(settings.policy_file, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             text = handle.read()
-        return policy_file_with_region(text, region, settings.omit_default_regions)
-    except (OSError, UnicodeDecodeError, PolicyTextError) as exc:
-        raise ConfigError([f"home-derp:policyFile = {settings.policy_file!r}: {exc}"]) from None
+        return policy_file_with_region(text, region, settings.region.omit_default_regions)
+    except (OSError, UnicodeDecodeError, HuJSONError, HomeDerpError) as exc:
+        raise ConfigError([f"home-derp:policyFile = {path!r}: {exc}"]) from None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,17 @@ class HomeDerpRelayArgs:
 
     settings: RelaySettings
     """The validated stack config (``components.settings.load_settings``)."""
+
+
+@dataclass(frozen=True)
+class _Deployment:
+    """What a normal `up` deploys before validation (absent in a health run)."""
+
+    resources: list[pulumi.Resource]
+    container_id: pulumi.Output[str]
+    certificate_serial: pulumi.Output[str]
+    certificate_not_after: pulumi.Output[str]
+    image: str
 
 
 class HomeDerpRelay(pulumi.ComponentResource):
@@ -83,142 +96,95 @@ class HomeDerpRelay(pulumi.ComponentResource):
     """The region as the policy file spells it."""
     derp_map_fragment: pulumi.Output[str]
     """``{"derpMap": …}`` ready to paste into the tailnet policy file."""
-    certificate_not_after: pulumi.Output[str]
-    """Expiry of the served certificate (RFC 3339)."""
-    certificate_serial: pulumi.Output[str]
-    """Serial of the served certificate."""
-    container_id: pulumi.Output[str]
-    """Docker id of the derper container (changes on every replacement)."""
-    image: pulumi.Output[str]
-    """The pinned derper image the container runs."""
-
+    certificate_not_after: pulumi.Output[str | None]
+    """Expiry of the served certificate (RFC 3339); None in a health run."""
+    certificate_serial: pulumi.Output[str | None]
+    """Serial of the served certificate; None in a health run."""
+    container_id: pulumi.Output[str | None]
+    """Docker id of the derper container (changes on every replacement); None in a health run."""
+    image: pulumi.Output[str | None]
+    """The derper image the container runs (built here, or the pinned one)."""
+    relay_host: pulumi.Output[dict[str, Any] | None]
+    """The relay host's tailscaled as read at this run: version, node name, Tailscale IPs."""
     validation: pulumi.Output[dict[str, Any]]
-    """What the outside check saw: ok, server public key, latencies, certificate days left."""
+    """What the outside check saw: healthy, drained, last healthy check, latencies, certificate."""
 
     def __init__(
         self, name: str, args: HomeDerpRelayArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         settings = args.settings
-        region = home_derp_region(settings)
-        region_dict = derpmap.region_to_dict(region)
+        region = derpmap.region_to_dict(home_derp_region(settings))
         policy_text = (
-            policy_text_for_file_mode(settings, region_dict)
-            if settings.tailnet_policy == "file"
-            else None
+            policy_text_for_file_mode(settings, region) if settings.policy.mode == "file" else None
         )
         super().__init__(TYPE_TOKEN, name, None, opts)
         for warning in settings.warnings:
             pulumi.log.warn(warning, resource=self)
 
-        child = pulumi.ResourceOptions(parent=self)
-        cloudflare_provider = cloudflare.Provider(
-            f"{name}-cloudflare", api_token=settings.cloudflare_api_token, opts=child
+        deployment = None if settings.health_run else self._deploy(name, settings)
+        validation = self._validate(name, settings, deployment)
+        published, drained, publication = self._publish(
+            name, settings, region, policy_text, validation
         )
-        docker_provider = docker.Provider(f"{name}-docker", host=settings.docker_host, opts=child)
-
-        records = create_dns_records(name, settings, cloudflare_provider, self)
-        cert = create_certificate(name, settings, self)
-        relay = create_container(
-            name,
-            settings,
-            provider=docker_provider,
-            full_chain_pem=cert.full_chain_pem,
-            private_key_pem=cert.private_key_pem,
-            parent=self,
+        RelayHealthGate(
+            f"{name}-health-gate",
+            RelayHealthGateArgs(
+                mode=settings.validation.mode,
+                healthy=validation.healthy,
+                diagnosis=validation.diagnosis,
+                certificate_days_left=validation.certificate_days_left,
+                checked_at=validation.checked_at,
+                drained=drained,
+                published=published,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=publication),
         )
-
-        if settings.ddns:
-            # Follows prefix changes between `up`s; the records then ignore content (dns.py).
-            DdnsUpdater(
-                f"{name}-ddns",
-                DdnsUpdaterArgs(
-                    hostname=settings.hostname,
-                    api_token=settings.ddns_api_token or settings.cloudflare_api_token or "",
-                    provider=docker_provider,
-                    interface=settings.ipv6_interface,
-                    host_id=settings.ipv6_host_id,
-                    ipv4_enabled=settings.ipv4 is not None,
-                    ttl=RECORD_TTL,
-                    image=settings.ddns_image,
-                ),
-                opts=child,
-            )
 
         fragment = derpmap.fragment_text(
-            derpmap.derp_map_fragment(region, omit_default_regions=settings.omit_default_regions)
-        )
-
-        # Validate, then publish: a relay that fails from outside never reaches the clients.
-        dns_resources: list[pulumi.Resource] = [records.aaaa]
-        if records.a:
-            dns_resources.append(records.a)
-        validation = RelayValidation(
-            f"{name}-validation",
-            RelayValidationArgs(
-                hostname=settings.hostname,
-                derp_port=settings.derp_port,
-                stun_port=settings.stun_port,
-                expected_addresses=list(settings.addresses),
-                expect_verify_clients=settings.verify_clients,
-                mode=settings.validate,
-                timeout_seconds=settings.validate_timeout,
-                trigger=pulumi.Output.all(relay.container.id, cert.serial).apply(
-                    lambda ids: validation_trigger(
-                        ids[0], ids[1], list(settings.addresses), settings.validate_nonce
-                    )
-                ),
-                resolvers=list(VALIDATION_RESOLVERS),
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*dns_resources, cert.certificate, relay.container]
-            ),
-        )
-        after_validation = pulumi.ResourceOptions(parent=self, depends_on=[validation])
-        if settings.tailnet_policy == "patch":
-            TailnetDerpRegion(
-                f"{name}-tailnet-region",
-                region=region_dict,
-                omit_default_regions=settings.omit_default_regions,
-                adopt_region=settings.adopt_region,
-                opts=after_validation,
+            derpmap.derp_map_fragment(
+                home_derp_region(settings),
+                omit_default_regions=settings.region.omit_default_regions,
             )
-        elif settings.tailnet_policy == "file":
-            import pulumi_tailscale as tailscale  # only this mode pays for the SDK import
-
-            tailscale.Acl(
-                f"{name}-tailnet-policy",
-                acl=policy_text,
-                # The repo's file *is* the policy in this mode (README: tailnetPolicy=file).
-                overwrite_existing_content=True,
-                opts=after_validation,
-            )
-
+        )
         self.hostname = pulumi.Output.from_input(settings.hostname)
-        self.derp_port = pulumi.Output.from_input(settings.derp_port)
-        self.stun_port = pulumi.Output.from_input(settings.stun_port)
-        self.addresses = pulumi.Output.from_input(list(settings.addresses))
-        self.derp_region = pulumi.Output.from_input(region_dict)
+        self.derp_port = pulumi.Output.from_input(settings.ports.derp)
+        self.stun_port = pulumi.Output.from_input(settings.ports.stun)
+        self.addresses = pulumi.Output.from_input(list(settings.addresses.all))
+        self.derp_region = pulumi.Output.from_input(region)
         self.derp_map_fragment = pulumi.Output.from_input(fragment)
-        self.certificate_not_after = cert.not_after
-        self.certificate_serial = cert.serial
-        self.container_id = relay.container.id
-        self.image = pulumi.Output.from_input(settings.image)
+        none: pulumi.Output[str | None] = pulumi.Output.from_input(None)
+        self.certificate_not_after = deployment.certificate_not_after if deployment else none
+        self.certificate_serial = deployment.certificate_serial if deployment else none
+        self.container_id = deployment.container_id if deployment else none
+        self.image = pulumi.Output.from_input(deployment.image if deployment else None)
+        host = settings.relay_host
+        self.relay_host = pulumi.Output.from_input(host.to_output() if host else None)
         self.validation = pulumi.Output.all(
-            validation.ok,
+            validation.healthy,
+            drained,
+            validation.last_healthy_at,
+            validation.checked_at,
             validation.server_public_key,
             validation.stun_latency_ms,
             validation.tls_latency_ms,
             validation.certificate_days_left,
+            validation.admission,
+            validation.coverage,
         ).apply(
             lambda v: {
                 "ok": v[0],
-                "serverPublicKey": v[1],
-                "stunLatencyMs": v[2],
-                "tlsLatencyMs": v[3],
-                "certificateDaysLeft": v[4],
+                "healthy": v[0],
+                "drained": bool(v[1]),
+                "lastHealthyAt": v[2],
+                "checkedAt": v[3],
+                "serverPublicKey": v[4],
+                "stunLatencyMs": v[5],
+                "tlsLatencyMs": v[6],
+                "certificateDaysLeft": v[7],
+                "admission": v[8],
+                "coverage": v[9],
             }
         )
-
         self.register_outputs(
             {
                 "hostname": self.hostname,
@@ -231,6 +197,148 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 "certificate_serial": self.certificate_serial,
                 "container_id": self.container_id,
                 "image": self.image,
+                "relay_host": self.relay_host,
                 "validation": self.validation,
             }
         )
+
+    # -- the parts
+
+    def _deploy(self, name: str, settings: RelaySettings) -> _Deployment:
+        """DNS records, certificate, derper (and the DDNS updater): the relay itself."""
+        import pulumi_cloudflare as cloudflare
+        import pulumi_docker as docker
+
+        from components.certificate import create_certificate
+        from components.container import create_container
+        from components.ddns import DdnsUpdater, DdnsUpdaterArgs
+        from components.dns import RECORD_TTL, create_dns_records
+
+        child = pulumi.ResourceOptions(parent=self)
+        cloudflare_provider = cloudflare.Provider(
+            f"{name}-cloudflare", api_token=settings.cloudflare_api_token, opts=child
+        )
+        docker_provider = docker.Provider(f"{name}-docker", host=settings.docker.host, opts=child)
+        records = create_dns_records(name, settings, cloudflare_provider, self)
+        cert = create_certificate(name, settings, self)
+        relay = create_container(
+            name,
+            settings,
+            provider=docker_provider,
+            full_chain_pem=cert.full_chain_pem,
+            private_key_pem=cert.private_key_pem,
+            certificate_serial=cert.serial,
+            parent=self,
+        )
+        if settings.ddns.enabled:
+            # Follows prefix changes between `up`s; the records then ignore content (dns.py).
+            DdnsUpdater(
+                f"{name}-ddns",
+                DdnsUpdaterArgs(
+                    hostname=settings.hostname,
+                    api_token=settings.ddns.api_token or settings.cloudflare_api_token or "",
+                    provider=docker_provider,
+                    interface=settings.addresses.ipv6_interface,
+                    host_id=settings.addresses.ipv6_host_id,
+                    ipv4_enabled=settings.addresses.ipv4 is not None,
+                    ttl=RECORD_TTL,
+                    image=settings.ddns.image,
+                ),
+                opts=child,
+            )
+        resources: list[pulumi.Resource] = [records.aaaa, cert.certificate, relay.container]
+        if records.a is not None:
+            resources.append(records.a)
+        return _Deployment(
+            resources=resources,
+            container_id=relay.container.id,
+            certificate_serial=cert.serial,
+            certificate_not_after=cert.not_after,
+            image=relay.image_name,
+        )
+
+    def _validate(
+        self, name: str, settings: RelaySettings, deployment: _Deployment | None
+    ) -> RelayValidation:
+        """The outside-in check; it reports, publication and the gate act on its verdict."""
+        addresses = list(settings.addresses.all)
+        if deployment is None:
+            trigger: pulumi.Input[str] = validation_trigger(
+                "health-run", "", addresses, settings.validation.nonce
+            )
+        else:
+            trigger = pulumi.Output.all(
+                deployment.container_id, deployment.certificate_serial
+            ).apply(
+                lambda ids: validation_trigger(ids[0], ids[1], addresses, settings.validation.nonce)
+            )
+        host = settings.relay_host
+        build = settings.derper.build
+        return RelayValidation(
+            f"{name}-validation",
+            RelayValidationArgs(
+                hostname=settings.hostname,
+                derp_port=settings.ports.derp,
+                stun_port=settings.ports.stun,
+                expected_addresses=addresses,
+                expect_verify_clients=settings.derper.verify_clients,
+                mode=settings.validation.mode,
+                timeout_seconds=settings.validation.timeout,
+                trigger=trigger,
+                resolvers=list(VALIDATION_RESOLVERS),
+                docker_host=settings.docker.host,
+                container=naming.container_name(settings.region.id, settings.region.code),
+                tailscale_version=build.tailscale_version if build else None,
+                host_tailscale_version=host.version if host else None,
+                host_peers=sorted(
+                    {p.node_key for p in host.peers} | ({host.node_key} if host.node_key else set())
+                )
+                if host
+                else None,
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=deployment.resources if deployment else []
+            ),
+        )
+
+    def _publish(
+        self,
+        name: str,
+        settings: RelaySettings,
+        region: dict[str, Any],
+        policy_text: str | None,
+        validation: RelayValidation,
+    ) -> tuple[pulumi.Input[bool | None], pulumi.Input[bool | None], list[pulumi.Resource]]:
+        """(published, drained, the resources) — the region follows the verdict."""
+        after_validation = pulumi.ResourceOptions(parent=self, depends_on=[validation])
+        if settings.policy.mode == "patch":
+            published = TailnetDerpRegion(
+                f"{name}-tailnet-region",
+                region=region,
+                healthy=validation.healthy,
+                omit_default_regions=settings.region.omit_default_regions,
+                adopt_region=settings.region.adopt,
+                opts=after_validation,
+            )
+            return published.published, published.drained, [published]
+        if settings.policy.mode == "file" and policy_text is not None:
+            import pulumi_tailscale as tailscale  # only this mode pays for the SDK import
+
+            region_id = settings.region.id
+            text = validation.healthy.apply(
+                lambda healthy: (
+                    policy_text
+                    if healthy is not False
+                    else drained_policy_text(policy_text, region_id)
+                )
+            )
+            acl = tailscale.Acl(
+                f"{name}-tailnet-policy",
+                acl=text,
+                # The repo's file *is* the policy in this mode (README: tailnetPolicy=file).
+                overwrite_existing_content=True,
+                opts=after_validation,
+            )
+            drained = validation.healthy.apply(lambda healthy: healthy is False)
+            return True, drained, [acl]
+        return False, False, [validation]

@@ -1,47 +1,90 @@
 """Stack config → :class:`RelaySettings`: every rule checked here, once, before any resource.
 
-The rules are small pure functions over the raw strings Pulumi stores (``parse_settings``); only
-``load_settings`` touches the outside world (Pulumi config, the environment, the policy file and,
-for ``ipv6: auto``, the Docker host's interfaces). All problems are collected and raised together
-as one :class:`ConfigError`, each naming the key, the bad value and what would be valid, so a user
-fixes the stack file in one go (issue #2).
+Each topic has one small rule function over the raw strings Pulumi stores (``_zone``,
+``_addresses``, ``_derper`` …), all fed by one :class:`Collector` that records every problem instead
+of stopping at the first, so a user fixes the stack file in one pass. ``parse_settings`` is pure:
+the facts only the relay host knows come in through a :class:`HostProbe`, and the facts of the
+environment (credentials present, GitHub runner kind, health run) as plain values.
+``load_settings`` is the one edge: it reads Pulumi config, the environment, and — once per
+program evaluation, ``preview`` too, read-only and bounded — the relay host (docs/architecture.md,
+"Settings").
+
+Every problem names the key, the bad value and what would be valid; :class:`ConfigError` carries
+them all, and nothing is deployed.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import os
 import re
+import tempfile
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 import pulumi
 
-NAMESPACE = "home-derp"
+from components import derpmap, naming, tailscale_api, tailscaled
+from components.errors import HomeDerpError
+from components.host import HostChannel, HostReadError, can_read_host, scheme_of
+from components.ipv6 import (
+    INTERFACE_NAME,
+    Candidate,
+    Ipv6DiscoveryError,
+    address_class_problem,
+    choose_stable_ipv6,
+    parse_ip_json,
+    read_host_addresses,
+    rejection,
+)
+from components.tailscaled import TailscaledError, TailscaledFacts
+from components.validation import MAX_TIMEOUT_SECONDS
+from components.validation import MODES as VALIDATE_MODES
 
-# Pinned default derper image. fredliang/derper is upstream derper unpatched, amd64 + arm64, with
-# tags that follow Tailscale releases (reference/derp.md §1). Pick the tag of the tailscaled on the
-# relay host: -verify-clients rejects every client on version skew (tailscale/tailscale#12617).
-DEFAULT_IMAGE = "fredliang/derper:v1.90.6"
+NAMESPACE: Final = "home-derp"
 
-#: Pinned DDNS updater (favonia/cloudflare-ddns, v1.17.0 checked against its README; issue #5).
-DEFAULT_DDNS_IMAGE = "favonia/cloudflare-ddns:1.17.0"
+#: Env var the health workflow sets: register only what validation and publication need
+#: (docs/architecture.md, "Health runs").
+HEALTH_RUN_ENV: Final = "HOME_DERP_HEALTH_RUN"
 
-ACME_DIRECTORIES = {
+DEFAULT_DOCKER_HOST: Final = "unix:///var/run/docker.sock"
+#: Pinned DDNS updater (favonia/cloudflare-ddns, v1.17.0 checked against its README; ddns.py).
+DEFAULT_DDNS_IMAGE: Final = "favonia/cloudflare-ddns:1.17.0"
+#: The release the project's own tests run; ``tailscaleVersion: auto`` falls back to it only when
+#: the host has no tailscaled and derper does not need one (``verifyClients: false``).
+DEFAULT_TAILSCALE_VERSION: Final = "1.102.5"
+#: Where ``go install`` fetches modules; blocked in some countries (README: "Building derper").
+DEFAULT_GO_PROXY: Final = "https://proxy.golang.org,direct"
+#: Go build stage; ``GOTOOLCHAIN=auto`` fetches a newer Go through the proxy if tailscale needs it.
+DEFAULT_BUILD_IMAGE: Final = "golang:1.26-alpine"
+#: derper is a static binary: nothing but CA certificates is needed at run time.
+DEFAULT_RUNTIME_IMAGE: Final = "scratch"
+#: tailscaled's default WireGuard port (tailscaled --port); a peer relay cannot share it.
+TAILSCALED_DEFAULT_PORT: Final = 41641
+#: Releases that can serve as a peer relay (docs/upstream/peer-relay.md).
+PEER_RELAY_MIN_VERSION: Final = "1.86.0"
+
+ACME_DIRECTORIES: Final = {
     "production": "https://acme-v02.api.letsencrypt.org/directory",
     "staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
 }
 
-DOCKER_SCHEMES = ("unix", "ssh", "tcp")
-NETWORK_MODES = ("host", "bridge")
-VALIDATE_MODES = ("enforce", "warn", "off")
-TAILNET_POLICY_MODES = ("patch", "file", "off")
+DockerScheme = Literal["unix", "ssh", "tcp"]
+NetworkMode = Literal["host", "bridge"]
+ValidateMode = Literal["enforce", "warn", "off"]
+PolicyMode = Literal["patch", "file", "off"]
+Ipv6Mode = Literal["static", "auto"]
+
+DOCKER_SCHEMES: Final[tuple[DockerScheme, ...]] = ("unix", "ssh", "tcp")
+NETWORK_MODES: Final[tuple[NetworkMode, ...]] = ("host", "bridge")
+POLICY_MODES: Final[tuple[PolicyMode, ...]] = ("patch", "file", "off")
 
 #: Every key of the ``home-derp:`` namespace; anything else is a typo and is reported.
-KNOWN_KEYS = (
+KNOWN_KEYS: Final = (
     "hostname",
     "zone",
     "zoneId",
@@ -54,10 +97,15 @@ KNOWN_KEYS = (
     "regionCode",
     "regionName",
     "verifyClients",
+    "tailscaleVersion",
+    "tailscaleSocket",
     "acmeServer",
     "acmeEmail",
     "dockerHost",
     "image",
+    "goProxy",
+    "buildImage",
+    "runtimeImage",
     "networkMode",
     "pinIpv6",
     "omitDefaultRegions",
@@ -70,12 +118,16 @@ KNOWN_KEYS = (
     "ddns",
     "ddnsImage",
     "ddnsApiToken",
+    "peerRelayPort",
+    "peerRelaySources",
 )
+#: Secrets are read with get_secret, never as plain raw strings.
+SECRET_KEYS: Final = ("ddnsApiToken",)
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _REGION_CODE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_INTERFACE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
+_ZONE_ID = re.compile(r"^[0-9a-f]{32}$")
 # docker reference: [registry/]name[:tag][@sha256:<64 hex>]
 _IMAGE = re.compile(
     r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::\d+)?)/)?"
@@ -83,15 +135,17 @@ _IMAGE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
-_DOCUMENTATION_V6 = ipaddress.IPv6Network("2001:db8::/32")
-_ULA = ipaddress.IPv6Network("fc00::/7")
-_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+# Policy selectors a grant's "src" takes (docs/upstream/tailscale-api.md#selectors).
+_SELECTOR = re.compile(
+    r"^(\*|autogroup:[a-z][a-z-]*|tag:[A-Za-z][A-Za-z0-9-]*|group:[A-Za-z0-9][\w.-]*"
+    r"|[^@\s:]+@[^@\s:]*|[A-Za-z][A-Za-z0-9-]*)$"
+)
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
 
 
-class ConfigError(ValueError):
+class ConfigError(HomeDerpError):
     """Stack config is invalid; ``problems`` holds one line per bad key."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -103,15 +157,134 @@ class ConfigError(ValueError):
         )
 
 
-@dataclass(frozen=True)
-class Ipv6Discovery:
-    """What ``ipv6: auto`` found on the relay host (shape returned by ``components.ipv6``)."""
+# ---------------------------------------------------------------------------------------------
+# The settings, by topic
 
-    address: str
-    interface: str | None
-    reason: str
-    host_id: str | None = None
-    """The address's interface identifier when it survives a prefix change (EUI-64 on a /64)."""
+
+@dataclass(frozen=True)
+class Zone:
+    """Where the relay's records live: a Cloudflare zone by name (looked up) or by id."""
+
+    name: str | None
+    id: str | None
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """The public addresses clients use."""
+
+    ipv6: str
+    """The relay host's global IPv6 address (discovered when ``ipv6_mode`` is ``auto``)."""
+    ipv6_mode: Ipv6Mode
+    """``static``: from config; ``auto``: read from the Docker host at every preview/up."""
+    ipv6_interface: str | None
+    """Interface to take the address from (``auto``) and to watch (DDNS)."""
+    ipv6_host_id: str | None
+    """Stable interface identifier of the address (``auto`` found EUI-64), pinned by DDNS."""
+    ipv4: str | None
+    """Public IPv4 of the relay, or None (no A record; derpMap ``IPv4: "none"``)."""
+    pin_ipv6: bool
+    """Write the IPv6 address into the derpMap node."""
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every public address clients will use, IPv6 first (empty when not known)."""
+        return tuple(a for a in (self.ipv6, self.ipv4) if a)
+
+
+@dataclass(frozen=True)
+class Ports:
+    derp: int
+    """TCP port of derper's HTTPS/DERP listener."""
+    stun: int
+    """UDP port of derper's STUN server."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """The relay's derpMap region."""
+
+    id: int
+    code: str
+    name: str
+    omit_default_regions: bool
+    adopt: bool
+    """Take over a same-id region this stack did not create."""
+
+
+@dataclass(frozen=True)
+class Acme:
+    server_url: str
+    email: str | None
+
+
+@dataclass(frozen=True)
+class Docker:
+    host: str
+    """Docker engine URL (unix://, ssh://, tcp://)."""
+    network_mode: NetworkMode
+
+
+@dataclass(frozen=True)
+class DerperBuild:
+    """derper built from upstream source on the Docker host (components/derper/Dockerfile)."""
+
+    tailscale_version: str
+    """The tailscale release derper is built from: the host tailscaled's, ``X.Y.Z``."""
+    go_proxy: str
+    build_image: str
+    runtime_image: str
+
+
+@dataclass(frozen=True)
+class Derper:
+    """What runs as derper and how it verifies clients."""
+
+    build: DerperBuild | None
+    """The source build (None when a pinned ``image`` replaces it)."""
+    image: str
+    """The pinned image, or the name of the built one (``home-derp/derper:vX.Y.Z``)."""
+    verify_clients: bool
+    tailscale_socket: str
+    """Host path of tailscaled's LocalAPI socket; derper gets ``-socket`` and its directory."""
+    init_image: str
+    """Image of the one-shot init container (has ``sh`` and ``chown``): the build image."""
+
+
+@dataclass(frozen=True)
+class Validation:
+    mode: ValidateMode
+    timeout: int
+    nonce: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How the region (and the peer-relay grant) reach the tailnet policy file."""
+
+    mode: PolicyMode
+    file: str | None
+
+
+@dataclass(frozen=True)
+class Ddns:
+    enabled: bool
+    image: str
+    api_token: pulumi.Output[str] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class PeerRelay:
+    """The relay host's tailscaled as a Tailscale Peer Relay (UDP)."""
+
+    port: int
+    """UDP port, 0 = off."""
+    sources: tuple[str, ...]
+    """Policy selectors that may use it (the grant's ``src``)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0
 
 
 @dataclass(frozen=True)
@@ -120,81 +293,56 @@ class RelaySettings:
 
     hostname: str
     """FQDN of the relay: DNS name, certificate name, TLS SNI and derpMap ``HostName``."""
-    zone: str | None
-    """Cloudflare zone name (looked up) — or None when ``zone_id`` is given."""
-    zone_id: str | None
-    """Cloudflare zone id, when given explicitly."""
-    ipv6: str
-    """The relay host's global IPv6 address (discovered when ``ipv6_mode`` is ``auto``)."""
-    ipv6_mode: Literal["static", "auto"]
-    """``static``: from config; ``auto``: read from the Docker host at every preview/up."""
-    ipv6_interface: str | None
-    """Interface to take the address from (``auto``) and to watch (DDNS)."""
-    ipv6_host_id: str | None
-    """Stable interface identifier of the address (``auto`` found EUI-64), pinned by DDNS."""
-    ipv4: str | None
-    """Public IPv4 of the relay, or None (no A record; derpMap ``IPv4: "none"``)."""
-    derp_port: int
-    """TCP port of derper's HTTPS/DERP listener."""
-    stun_port: int
-    """UDP port of derper's STUN server."""
-    region_id: int
-    """derpMap region id (900–999)."""
-    region_code: str
-    """derpMap region code."""
-    region_name: str
-    """derpMap region name."""
-    verify_clients: bool
-    """Run derper with ``-verify-clients`` (needs tailscaled on the host)."""
-    acme_server_url: str
-    """ACME directory URL."""
-    acme_email: str | None
-    """ACME account contact, optional."""
-    docker_host: str
-    """Docker engine URL (unix://, ssh://, tcp://)."""
-    image: str
-    """Pinned derper image reference."""
-    network_mode: Literal["host", "bridge"]
-    """Container networking; ``host`` keeps IPv6 STUN answers right."""
-    pin_ipv6: bool
-    """Write the IPv6 address into the derpMap node."""
-    omit_default_regions: bool
-    """derpMap ``OmitDefaultRegions``."""
-    validate: Literal["enforce", "warn", "off"] = "enforce"
-    """What a failed outside check does on ``up``."""
-    validate_timeout: int = 120
-    """Seconds the validation waits for DNS and the container."""
-    validate_nonce: str = ""
-    """Changing it re-runs validation on the next ``up``."""
-    tailnet_policy: Literal["patch", "file", "off"] = "patch"
-    """How the region reaches the tailnet policy file."""
-    policy_file: str | None = None
-    """HuJSON policy file in the repo (``tailnet_policy == "file"``)."""
-    adopt_region: bool = False
-    """Take over a same-id region this stack did not create."""
-    ddns: bool = False
-    """Run the DDNS updater container beside derper."""
-    ddns_image: str = DEFAULT_DDNS_IMAGE
-    """Pinned DDNS updater image."""
+    zone: Zone
+    addresses: Addresses
+    ports: Ports
+    region: Region
+    acme: Acme
+    docker: Docker
+    derper: Derper
+    validation: Validation
+    policy: Policy
+    ddns: Ddns
+    peer_relay: PeerRelay
+    relay_host: TailscaledFacts | None = None
+    """The host's tailscaled as read at this evaluation (None when it could not be read)."""
+    health_run: bool = False
+    """Register only validation and publication (``HOME_DERP_HEALTH_RUN``)."""
     cloudflare_api_token: pulumi.Output[str] | None = field(default=None, compare=False)
     """Cloudflare token (secret): DNS records and the DNS-01 challenge."""
-    ddns_api_token: pulumi.Output[str] | None = field(default=None, compare=False)
-    """Token for the DDNS updater (secret); defaults to the Cloudflare token."""
     warnings: tuple[str, ...] = ()
     """Legal but risky choices, logged by the component."""
 
-    @property
-    def addresses(self) -> tuple[str, ...]:
-        """Every public address clients will use, IPv6 first."""
-        return (self.ipv6, self.ipv4) if self.ipv4 else (self.ipv6,)
+
+# ---------------------------------------------------------------------------------------------
+# What the rules may ask outside the config (injected; see load_settings for the live one)
+
+
+class HostProbe(Protocol):
+    """Read-only questions to the relay host (``components.host``); each may raise
+    ``HostReadError`` when the host cannot be asked."""
+
+    def addresses(self, interface: str | None) -> Sequence[Candidate]: ...
+
+    def tailscaled(self, socket: str) -> TailscaledFacts: ...
+
+    def socket_exists(self, socket: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Facts of the machine running the program that rules depend on."""
+
+    cloudflare_api_token: pulumi.Output[str] | None = None
+    tailscale_credentials_problem: str | None = None
+    """None when usable Tailscale credentials are configured; else what is missing."""
+    github_hosted_runner: bool = False
+    health_run: bool = False
+    file_exists: Callable[[str], bool] = os.path.isfile
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure rules: each takes the raw string and returns (value, problem | None).
-
-
-def _key(name: str) -> str:
-    return f"{NAMESPACE}:{name}"
+# Pure rules over one value: None when fine, else what is wrong
 
 
 def check_hostname(value: str) -> str | None:
@@ -212,31 +360,19 @@ def check_hostname(value: str) -> str | None:
         )
     if labels[-1].isdigit():
         return "looks like an IP address; a DNS name is needed for the certificate"
-    if labels[0] == "*":
-        return "wildcards are not supported"
     return None
 
 
 def check_ipv6(value: str) -> str | None:
-    """None when ``value`` is a global unicast IPv6 address a client can reach."""
+    """None when ``value`` is a global unicast IPv6 address a client can reach.
+
+    The address class rule is ``components.ipv6.address_class_problem``, shared with discovery.
+    """
     try:
-        addr = ipaddress.IPv6Address(value)
+        address = ipaddress.IPv6Address(value)
     except ValueError:
         return "not an IPv6 address"
-    reasons = (
-        (addr.is_unspecified, "the unspecified address"),
-        (addr.is_loopback, "a loopback address"),
-        (addr.is_link_local, "a link-local address (fe80::/10) that only works on one link"),
-        (addr in _ULA, "a unique local address (fc00::/7), not routed on the internet"),
-        (addr.is_multicast, "a multicast address"),
-        (addr.ipv4_mapped is not None, "an IPv4-mapped address; set ipv4 instead"),
-        (addr in _DOCUMENTATION_V6, "a documentation address (2001:db8::/32)"),
-        (addr not in _GLOBAL_UNICAST or not addr.is_global, "not a global unicast address"),
-    )
-    for bad, why in reasons:
-        if bad:
-            return why
-    return None
+    return address_class_problem(address)
 
 
 def check_ipv4(value: str) -> str | None:
@@ -262,7 +398,7 @@ def check_image(value: str) -> str | None:
     if match["digest"]:
         return None
     if not match["tag"]:
-        return "not pinned; add a tag (e.g. :v1.90.6) or a digest (@sha256:…)"
+        return "not pinned; add a tag (e.g. :v1.102.5) or a digest (@sha256:…)"
     if match["tag"] == "latest":
         return "':latest' is not pinned; use a release tag or a digest"
     return None
@@ -296,6 +432,47 @@ def check_acme_server(value: str) -> tuple[str | None, str | None]:
     return None, "must be production, staging or an https:// ACME directory URL"
 
 
+def check_socket_path(value: str) -> str | None:
+    """None when ``value`` can be tailscaled's socket path on the host."""
+    if not value.startswith("/"):
+        return (
+            "must be an absolute path on the relay host (e.g. /var/run/tailscale/tailscaled.sock)"
+        )
+    if os.path.normpath(value) != value or value.endswith("/"):
+        return "must be a normalized path to the socket file (no '..', '//' or trailing '/')"
+    if os.path.dirname(value) == "/":
+        return "the socket must sit in a directory of its own (derper mounts that directory)"
+    return None
+
+
+def check_go_proxy(value: str) -> str | None:
+    """None for a GOPROXY list (https URLs, ``direct``, ``off``; ``,`` or ``|`` separated)."""
+    for entry in re.split(r"[,|]", value):
+        if entry in ("direct", "off"):
+            continue
+        parsed = urllib.parse.urlsplit(entry)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            return (
+                f"{entry!r} is not a proxy URL, 'direct' or 'off' (e.g. https://goproxy.cn,direct)"
+            )
+    return None
+
+
+def check_selector(value: str) -> str | None:
+    """None for a grant source selector (``*``, ``autogroup:…``, ``tag:…``, a user, an IP …)."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+        return None
+    except ValueError:
+        pass
+    if not _SELECTOR.match(value):
+        return (
+            f"{value!r} is not a policy selector (*, autogroup:member, tag:name, group:name, "
+            "user@example.com, a host alias or an IP/CIDR)"
+        )
+    return None
+
+
 def parse_bool(value: str) -> bool | None:
     """Pulumi stores booleans as strings; None when it is not one."""
     lowered = value.strip().lower()
@@ -319,40 +496,69 @@ def hostname_in_zone(hostname: str, zone: str) -> bool:
     return hostname == zone or hostname.endswith("." + zone)
 
 
-def unknown_keys(keys: list[str]) -> list[str]:
+def key_name(name: str) -> str:
+    """The full config key (``home-derp:<name>``)."""
+    return f"{NAMESPACE}:{name}"
+
+
+def unknown_keys(keys: Sequence[str]) -> list[str]:
     """Problems for keys of our namespace that no rule reads (typos lose settings silently)."""
     problems = []
     for full in keys:
         name = full.split(":", 1)[1]
         if name not in KNOWN_KEYS:
             guess = difflib.get_close_matches(name, KNOWN_KEYS, n=1)
-            hint = f"did you mean {_key(guess[0])}?" if guess else "see Pulumi.yaml for the keys"
+            hint = (
+                f"did you mean {key_name(guess[0])}?" if guess else "see Pulumi.yaml for the keys"
+            )
             problems.append(f"{full}: unknown key — {hint}")
     return problems
 
 
 # ---------------------------------------------------------------------------------------------
+# The collector: typed reads, every problem kept
+
+T = TypeVar("T", bound=str)
 
 
-class _Collector:
+class Collector:
     """Reads raw strings and records every problem instead of stopping at the first."""
 
     def __init__(self, raw: Mapping[str, str | None]) -> None:
         self.raw = raw
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def fail(self, key: str, value: object, why: str) -> None:
         shown = f"{value!r}" if value is not None else "(not set)"
-        self.problems.append(f"{_key(key)} = {shown}: {why}")
+        self.problems.append(f"{key_name(key)} = {shown}: {why}")
 
-    def text(self, key: str, default: str | None = None) -> str | None:
+    def problem(self, text: str) -> None:
+        """A problem that is not about one ``home-derp:`` key (credentials, runner)."""
+        self.problems.append(text)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+    def is_set(self, key: str) -> bool:
         value = self.raw.get(key)
-        if value is None or value.strip() == "":
-            return default
-        return value.strip()
+        return value is not None and value.strip() != ""
+
+    def optional(self, key: str) -> str | None:
+        value = self.raw.get(key)
+        return value.strip() if value is not None and value.strip() else None
+
+    def text(self, key: str, default: str) -> str:
+        return self.optional(key) or default
+
+    def checked(self, key: str, value: str, why: str | None) -> bool:
+        """Record ``why`` for ``key`` if there is one; True when the value is fine."""
+        if why:
+            self.fail(key, value, why)
+        return why is None
 
     def boolean(self, key: str, default: bool) -> bool:
-        value = self.text(key)
+        value = self.optional(key)
         if value is None:
             return default
         parsed = parse_bool(value)
@@ -362,7 +568,7 @@ class _Collector:
         return parsed
 
     def integer(self, key: str, default: int, low: int, high: int, why: str) -> int:
-        value = self.text(key)
+        value = self.optional(key)
         if value is None:
             return default
         parsed = parse_int(value)
@@ -371,237 +577,546 @@ class _Collector:
             return default
         return parsed
 
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, key: str, default: T, choices: Sequence[T]) -> T:
         value = self.text(key, default)
-        assert value is not None
-        if value not in choices:
-            self.fail(key, value, "must be one of " + ", ".join(choices))
-            return default
-        return value
+        for choice in choices:
+            if value == choice:
+                return choice
+        self.fail(key, value, "must be one of " + ", ".join(choices))
+        return default
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        """A list value (Pulumi hands structured config over as JSON text)."""
+        value = self.optional(key)
+        if value is None:
+            return ()
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = [part.strip() for part in value.split(",")]
+        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+            self.fail(key, value, 'must be a list of strings (e.g. ["tag:laptop"])')
+            return ()
+        return tuple(v.strip() for v in parsed)
 
 
-Discover = Callable[[str, "str | None"], Ipv6Discovery]
+# ---------------------------------------------------------------------------------------------
+# Rules by topic
 
 
-def parse_settings(
-    raw: Mapping[str, str | None],
-    *,
-    cloudflare_api_token: pulumi.Output[str] | None,
-    ddns_api_token: pulumi.Output[str] | None = None,
-    discover_ipv6: Discover | None = None,
-    file_exists: Callable[[str], bool] = os.path.isfile,
-    tailscale_credentials: bool = True,
-) -> RelaySettings:
-    """Validate the raw ``home-derp:`` strings; raise :class:`ConfigError` listing all problems."""
-    c = _Collector(raw)
-
-    hostname = (c.text("hostname") or "").lower().rstrip(".")
+def _hostname(c: Collector) -> str:
+    hostname = (c.optional("hostname") or "").lower().rstrip(".")
     if not hostname:
         c.fail("hostname", None, "required: the relay's DNS name, e.g. derp.example.com")
-    elif why := check_hostname(hostname):
-        c.fail("hostname", hostname, why)
+    else:
+        c.checked("hostname", hostname, check_hostname(hostname))
+    return hostname
 
-    zone = (c.text("zone") or "").lower().rstrip(".") or None
-    zone_id = c.text("zoneId")
-    if zone is None and zone_id is None:
+
+def _zone(c: Collector, hostname: str) -> Zone:
+    name = (c.optional("zone") or "").lower().rstrip(".") or None
+    zone_id = c.optional("zoneId")
+    if name is None and zone_id is None:
         c.fail("zone", None, "set home-derp:zone (e.g. example.com) or home-derp:zoneId")
-    if zone is not None:
-        if why := check_hostname(zone):
-            c.fail("zone", zone, why)
-        elif hostname and not hostname_in_zone(hostname, zone):
-            c.fail("hostname", hostname, f"is not inside the zone {zone!r}")
-    if zone_id is not None and not re.fullmatch(r"[0-9a-f]{32}", zone_id):
+    in_zone = name is None or not hostname or hostname_in_zone(hostname, name)
+    if name is not None and c.checked("zone", name, check_hostname(name)) and not in_zone:
+        c.fail("hostname", hostname, f"is not inside the zone {name!r}")
+    if zone_id is not None and not _ZONE_ID.match(zone_id):
         c.fail("zoneId", zone_id, "a Cloudflare zone id is 32 lowercase hex characters")
+    return Zone(name=name, id=zone_id)
 
-    docker_host = c.text("dockerHost", "unix:///var/run/docker.sock")
-    assert docker_host is not None
-    if why := check_docker_host(docker_host):
-        c.fail("dockerHost", docker_host, why)
-        docker_host_ok = False
-    else:
-        docker_host_ok = True
 
-    ipv6_interface = c.text("ipv6Interface")
-    if ipv6_interface is not None and not _INTERFACE.match(ipv6_interface):
-        c.fail("ipv6Interface", ipv6_interface, "not an interface name (e.g. eth0, enp3s0)")
-        ipv6_interface = None
+def _docker(c: Collector, env: Environment) -> tuple[Docker, bool]:
+    """The Docker host; the flag says whether its URL is usable (rules that read it need it)."""
+    host = c.text("dockerHost", DEFAULT_DOCKER_HOST)
+    ok = c.checked("dockerHost", host, check_docker_host(host))
+    if ok and scheme_of(host) == "unix" and env.github_hosted_runner:
+        # A hosted runner has a Docker daemon of its own: derper would be created (and recorded
+        # in state) on a machine that disappears after the job (docs/architecture.md, "CI").
+        c.fail(
+            "dockerHost",
+            host,
+            "this is a GitHub-hosted runner (RUNNER_ENVIRONMENT=github-hosted): a unix:// Docker "
+            "host is the runner's own throwaway daemon, not your relay. Set home-derp:dockerHost "
+            "to ssh://user@<relay host> (README: CI/CD), or run the job on a self-hosted runner "
+            "on the relay host",
+        )
+        ok = False
+    network_mode = c.choice("networkMode", "host", NETWORK_MODES)
+    if network_mode == "bridge":
+        c.warn(
+            "networkMode=bridge: IPv6 STUN answers go through docker-proxy and carry the wrong "
+            "address (tailscale/tailscale#17565); use host networking for an IPv6 relay"
+        )
+    return Docker(host=host, network_mode=network_mode), ok
 
-    ipv6 = c.text("ipv6") or ""
-    ipv6_mode: Literal["static", "auto"] = "static"
-    ipv6_host_id: str | None = None
-    if not ipv6:
+
+def _static_ipv6_on_host(
+    c: Collector, address: str, interface: str | None, probe: HostProbe | None
+) -> None:
+    """A static address the host holds only as temporary or deprecated breaks within a day."""
+    if probe is None:
+        return
+    try:
+        candidates = probe.addresses(interface)
+    except (HostReadError, Ipv6DiscoveryError) as exc:
+        c.warn(f"home-derp:ipv6 = {address!r} could not be checked on the relay host: {exc}")
+        return
+    mine = [cand for cand in candidates if _same_ip(cand.address, address)]
+    if not mine:
+        c.warn(
+            f"home-derp:ipv6 = {address!r} is not an address of the relay host (NAT66 or a "
+            "proxy in front? otherwise the record points elsewhere): check `ip -6 addr`"
+        )
+        return
+    reasons = [why for cand in mine if (why := rejection(cand))]
+    if len(reasons) == len(mine):
+        c.fail(
+            "ipv6",
+            address,
+            f"the relay host holds it as {reasons[0]}; publish its stable address instead, or "
+            "set home-derp:ipv6 auto so the program picks it at every up",
+        )
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+def _auto_ipv6(
+    c: Collector, docker: Docker, docker_ok: bool, interface: str | None, probe: HostProbe | None
+) -> tuple[str, str | None]:
+    """(address, host id) chosen on the host, or ("", None) after recording why not."""
+    if not docker_ok:
+        return "", None  # reported under dockerHost
+    if not can_read_host(docker.host):
+        c.fail(
+            "ipv6",
+            "auto",
+            "auto reads the host's interfaces over unix:// or ssh:// only; with a "
+            "tcp:// dockerHost set the address explicitly",
+        )
+        return "", None
+    if probe is None:
+        c.fail("ipv6", "auto", "address discovery is not available here")
+        return "", None
+    try:
+        found = choose_stable_ipv6(list(probe.addresses(interface)), interface)
+    except (HostReadError, Ipv6DiscoveryError) as exc:
+        c.fail("ipv6", "auto", f"no usable address found: {exc}")
+        return "", None
+    pulumi.log.info(
+        f"home-derp:ipv6=auto chose {found.address} on {found.interface}: "
+        f"{found.kind}: {found.reason}"
+    )
+    return found.address, found.interface_id if found.host_id_survives_prefix_change else None
+
+
+def _addresses(
+    c: Collector, docker: Docker, docker_ok: bool, probe: HostProbe | None, health_run: bool
+) -> Addresses:
+    interface = c.optional("ipv6Interface")
+    if interface is not None and not INTERFACE_NAME.match(interface):
+        c.fail("ipv6Interface", interface, "not an interface name (e.g. eth0, enp3s0)")
+        interface = None
+    raw = c.optional("ipv6") or ""
+    mode: Ipv6Mode = "static"
+    ipv6, host_id = "", None
+    if not raw:
         c.fail("ipv6", None, "required: the relay host's global IPv6 address, or 'auto'")
-    elif ipv6.lower() == "auto":
-        ipv6_mode = "auto"
-        ipv6 = ""
-        if not docker_host_ok:
-            pass  # already reported under dockerHost
-        elif docker_host.startswith("tcp://"):
-            c.fail(
-                "ipv6",
-                "auto",
-                "auto reads the host's interfaces over unix:// or ssh:// only; with a "
-                "tcp:// dockerHost set the address explicitly",
-            )
-        elif discover_ipv6 is None:
-            c.fail("ipv6", "auto", "address discovery is not available here")
-        else:
-            try:
-                found = discover_ipv6(docker_host, ipv6_interface)
-                ipv6, ipv6_host_id = found.address, found.host_id
-                pulumi.log.info(
-                    f"home-derp:ipv6=auto chose {found.address} on "
-                    f"{found.interface or 'the host'}: {found.reason}"
-                )
-            except Exception as exc:  # the discovery error says which candidates failed and why
-                c.fail("ipv6", "auto", f"no usable address found: {exc}")
-    else:
-        ipv6 = ipv6.lower()
-        if why := check_ipv6(ipv6):
-            c.fail("ipv6", ipv6, f"{why}; the relay needs the host's global unicast address")
-        else:
-            ipv6 = str(ipaddress.IPv6Address(ipv6))
-
-    ipv4 = c.text("ipv4")
+    elif raw.lower() == "auto":
+        mode = "auto"
+        ipv6, host_id = _auto_ipv6(c, docker, docker_ok, interface, probe)
+    elif c.checked("ipv6", raw.lower(), _static_ipv6_problem(raw)):
+        ipv6 = str(ipaddress.IPv6Address(raw))
+        if docker_ok and can_read_host(docker.host) and not health_run:
+            _static_ipv6_on_host(c, ipv6, interface, probe)
+    ipv4 = c.optional("ipv4")
     if ipv4 is not None and ipv4.lower() == "none":
         ipv4 = None
-    if ipv4 is not None and (why := check_ipv4(ipv4)):
-        c.fail("ipv4", ipv4, f"{why}; leave it unset for an IPv6-only relay")
+    if ipv4 is not None:
+        why = check_ipv4(ipv4)
+        c.checked("ipv4", ipv4, f"{why}; leave it unset for an IPv6-only relay" if why else None)
+    pin = c.boolean("pinIpv6", False)
+    return Addresses(ipv6, mode, interface, host_id, ipv4, pin)
 
+
+def _static_ipv6_problem(value: str) -> str | None:
+    why = check_ipv6(value)
+    return f"{why}; the relay needs the host's global unicast address" if why else None
+
+
+def _ports(c: Collector) -> Ports:
     port_rule = "must be a port number 1-65535"
     derp_port = c.integer("derpPort", 443, 1, 65535, port_rule)
     if derp_port == 80:
         c.fail(
             "derpPort", "80", "derper serves DERP over TLS; pick a TLS port such as 443 or 12345"
         )
-    stun_port = c.integer("stunPort", 3478, 1, 65535, port_rule)
+    return Ports(derp=derp_port, stun=c.integer("stunPort", 3478, 1, 65535, port_rule))
 
+
+def _region(c: Collector) -> Region:
+    low, high = derpmap.CUSTOM_REGION_IDS
     region_id = c.integer(
-        "regionId", 900, 900, 999, "must be 900-999 (the range reserved for your own relays)"
+        "regionId", low, low, high, f"must be {low}-{high} (the range reserved for your own relays)"
     )
-    region_code = c.text("regionCode", "home")
-    assert region_code is not None
-    if not _REGION_CODE.match(region_code):
+    code = c.text("regionCode", "home")
+    if not _REGION_CODE.match(code):
+        c.fail("regionCode", code, "1-32 lowercase letters, digits and dashes (e.g. homelab)")
+    name = c.text("regionName", "Home")
+    if len(name) > 64 or not name.isprintable():
+        c.fail("regionName", name, "up to 64 printable characters")
+    return Region(
+        id=region_id,
+        code=code,
+        name=name,
+        omit_default_regions=c.boolean("omitDefaultRegions", False),
+        adopt=c.boolean("adoptRegion", False),
+    )
+
+
+def _acme(c: Collector) -> Acme:
+    raw = c.text("acmeServer", "production")
+    url, why = check_acme_server(raw)
+    c.checked("acmeServer", raw, why)
+    email = c.optional("acmeEmail")
+    if email is not None and not _EMAIL.match(email):
+        c.fail("acmeEmail", email, "not an e-mail address (or leave it unset)")
+    return Acme(server_url=url or ACME_DIRECTORIES["production"], email=email)
+
+
+def _read_relay_host(
+    c: Collector, docker: Docker, probe: HostProbe, socket: str, health_run: bool
+) -> tuple[TailscaledFacts | None, TailscaledError | None, bool | None]:
+    """(facts, why they are missing, whether the socket exists) — channel failures recorded."""
+    try:
+        socket_exists = probe.socket_exists(socket)
+        return probe.tailscaled(socket), None, socket_exists
+    except TailscaledError as exc:
+        return None, exc, None
+    except HostReadError as exc:
+        message = f"cannot read the relay host's tailscaled: {exc}"
+        if health_run:
+            c.warn(f"health run: {message}; the relay is judged from outside only")
+        else:
+            c.fail("dockerHost", docker.host, message)
+        return None, None, None
+
+
+def _tailscale_version(
+    c: Collector,
+    facts: TailscaledFacts | None,
+    error: TailscaledError | None,
+    *,
+    verify: bool,
+    building: bool,
+    readable: bool,
+) -> str | None:
+    """The release derper is built from: explicit, or the daemon's (``auto``)."""
+    raw = c.text("tailscaleVersion", "auto")
+    explicit = None
+    if raw.lower() != "auto":
+        explicit = tailscaled.parse_version(raw)
+        if explicit is None:
+            c.fail(
+                "tailscaleVersion",
+                raw,
+                "must be auto or a release X.Y.Z such as 1.102.5 (a moving name like 'latest' or "
+                "a partial '1.90' would build a derper that drifts from tailscaled)",
+            )
+            return None
+    if facts is not None:
+        if explicit is not None and explicit != facts.version and verify:
+            c.fail(
+                "tailscaleVersion",
+                raw,
+                f"the relay host's tailscaled runs {facts.version}; derper must be the same "
+                "release or -verify-clients rejects every client (tailscale/tailscale#12617): "
+                f"set auto or {facts.version}",
+            )
+        return explicit or facts.version
+    if explicit is not None or not building:
+        return explicit
+    if not readable:
         c.fail(
-            "regionCode", region_code, "1-32 lowercase letters, digits and dashes (e.g. homelab)"
+            "tailscaleVersion",
+            "auto",
+            "auto reads the host's tailscaled, which a tcp:// dockerHost cannot: set the "
+            "release explicitly (`tailscale version` on the relay host)",
         )
-    region_name = c.text("regionName", "Home")
-    assert region_name is not None
-    if len(region_name) > 64 or not region_name.isprintable():
-        c.fail("regionName", region_name, "up to 64 printable characters")
+        return None
+    if error is not None and not verify:
+        c.warn(
+            f"tailscaleVersion=auto: {error}; building derper {DEFAULT_TAILSCALE_VERSION} (no "
+            "tailscaled is needed with verifyClients=false)"
+        )
+        return DEFAULT_TAILSCALE_VERSION
+    return None  # the tailscaled problem is reported by _derper
 
-    verify_clients = c.boolean("verifyClients", True)
 
-    acme_raw = c.text("acmeServer", "production")
-    assert acme_raw is not None
-    acme_url, why = check_acme_server(acme_raw)
-    if why:
-        c.fail("acmeServer", acme_raw, why)
-    acme_email = c.text("acmeEmail")
-    if acme_email is not None and not _EMAIL.match(acme_email):
-        c.fail("acmeEmail", acme_email, "not an e-mail address (or leave it unset)")
+def _verification_problems(
+    facts: TailscaledFacts | None,
+    error: TailscaledError | None,
+    socket: str,
+    socket_exists: bool | None,
+) -> list[tuple[str, str, str]]:
+    """(key, value, problem) for every reason derper could not verify clients on this host."""
+    if error is not None:
+        return [("verifyClients", "true", f"derper needs the relay host's tailscaled: {error}")]
+    if facts is None or socket_exists is None:
+        return []
+    problems = []
+    if not socket_exists:
+        problems.append(("tailscaleSocket", socket, tailscaled.missing_socket_problem(socket)))
+    if (problem := tailscaled.state_problem(facts)) is not None:
+        problems.append(("verifyClients", "true", problem))
+    return problems
 
-    image = c.text("image", DEFAULT_IMAGE)
-    assert image is not None
-    if why := check_image(image):
-        c.fail("image", image, why)
 
-    network_mode = c.choice("networkMode", "host", NETWORK_MODES)
-    pin_ipv6 = c.boolean("pinIpv6", False)
-    omit_default_regions = c.boolean("omitDefaultRegions", False)
+def _derper(
+    c: Collector, docker: Docker, docker_ok: bool, probe: HostProbe | None, env: Environment
+) -> tuple[Derper, TailscaledFacts | None]:
+    verify = c.boolean("verifyClients", True)
+    if not verify:
+        c.warn("verifyClients=false: anyone who learns the hostname can relay through it")
+    socket = c.text("tailscaleSocket", tailscaled.DEFAULT_SOCKET)
+    socket_ok = c.checked("tailscaleSocket", socket, check_socket_path(socket))
+    image = c.optional("image")
+    if image is not None:
+        c.checked("image", image, check_image(image))
+    go_proxy = c.text("goProxy", DEFAULT_GO_PROXY)
+    c.checked("goProxy", go_proxy, check_go_proxy(go_proxy))
+    build_image = c.text("buildImage", DEFAULT_BUILD_IMAGE)
+    c.checked("buildImage", build_image, check_image(build_image))
+    runtime_image = c.text("runtimeImage", DEFAULT_RUNTIME_IMAGE)
+    if runtime_image != "scratch":
+        c.checked("runtimeImage", runtime_image, check_image(runtime_image))
 
-    validate = c.choice("validate", "enforce", VALIDATE_MODES)
-    validate_timeout = c.integer(
-        "validateTimeout", 120, 0, 1800, "must be 0-1800 seconds of waiting for the relay"
+    readable = docker_ok and can_read_host(docker.host)
+    facts, error, socket_exists = None, None, None
+    if readable and socket_ok and probe is not None:
+        facts, error, socket_exists = _read_relay_host(c, docker, probe, socket, env.health_run)
+    if verify:
+        for key, value, problem in _verification_problems(facts, error, socket, socket_exists):
+            if env.health_run:  # a health run judges the relay from outside; it must not stop
+                c.warn(f"health run: {key_name(key)}: {problem}")
+            else:
+                c.fail(key, value, problem)
+    if verify and docker_ok and not can_read_host(docker.host):
+        c.warn(
+            "verifyClients=true with a tcp:// dockerHost: the relay host's tailscaled cannot be "
+            "checked before up; validation proves admission afterwards"
+        )
+    version = _tailscale_version(
+        c, facts, error, verify=verify, building=image is None, readable=readable
     )
-    validate_nonce = c.text("validateNonce", "") or ""
+    if image is not None:
+        c.warn(
+            f"image={image}: a pinned image replaces the source build; its derper must be the "
+            "release of the host's tailscaled"
+        )
+        if verify and socket_ok and os.path.basename(socket) != "tailscaled.sock":
+            # The images' entrypoints cannot be given -socket: derper uses its default name.
+            c.fail(
+                "tailscaleSocket",
+                socket,
+                "a pinned image's derper looks for tailscaled.sock in the mounted directory; "
+                "with another socket name leave home-derp:image empty (the built derper gets "
+                "-socket)",
+            )
+        return Derper(None, image, verify, socket, build_image), facts
+    build = None
+    if version is not None:
+        build = DerperBuild(version, go_proxy, build_image, runtime_image)
+    name = naming.derper_image_name(version or DEFAULT_TAILSCALE_VERSION)
+    return Derper(build, name, verify, socket, build_image), facts
 
-    tailnet_policy = c.choice("tailnetPolicy", "patch", TAILNET_POLICY_MODES)
-    policy_file = c.text("policyFile")
-    if tailnet_policy == "file":
-        if policy_file is None:
+
+def _validation(c: Collector) -> Validation:
+    return Validation(
+        mode=c.choice("validate", "enforce", VALIDATE_MODES),
+        timeout=c.integer(
+            "validateTimeout",
+            120,
+            0,
+            MAX_TIMEOUT_SECONDS,
+            f"must be 0-{MAX_TIMEOUT_SECONDS} seconds of waiting for the relay",
+        ),
+        nonce=c.text("validateNonce", ""),
+    )
+
+
+def _policy(c: Collector, env: Environment) -> Policy:
+    mode = c.choice("tailnetPolicy", "patch", POLICY_MODES)
+    path = c.optional("policyFile")
+    if mode == "file":
+        if path is None:
             c.fail("policyFile", None, "required with tailnetPolicy=file: the HuJSON policy path")
-        elif not file_exists(policy_file):
-            c.fail("policyFile", policy_file, "no such file (path is relative to the project)")
-    adopt_region = c.boolean("adoptRegion", False)
+        elif not env.file_exists(path):
+            c.fail("policyFile", path, "no such file (path is relative to the project)")
+    if mode != "off" and env.tailscale_credentials_problem is not None:
+        # Found now, not after DNS, certificate and container were already created.
+        c.problem(
+            f"tailscale credentials: {env.tailscale_credentials_problem}; home-derp:tailnetPolicy"
+            f"={mode} writes the tailnet policy (or set home-derp:tailnetPolicy off)"
+        )
+    return Policy(mode=mode, file=path)
 
-    ddns = c.boolean("ddns", False)
-    ddns_image = c.text("ddnsImage", DEFAULT_DDNS_IMAGE)
-    assert ddns_image is not None
-    if why := check_image(ddns_image):
-        c.fail("ddnsImage", ddns_image, why)
-    if ddns and pin_ipv6:
+
+def _ddns(c: Collector, pin_ipv6: bool) -> Ddns:
+    enabled = c.boolean("ddns", False)
+    image = c.text("ddnsImage", DEFAULT_DDNS_IMAGE)
+    c.checked("ddnsImage", image, check_image(image))
+    if enabled and pin_ipv6:
         c.fail(
             "pinIpv6",
             "true",
             "cannot be combined with ddns=true: the pin would go stale at the next prefix change",
         )
+    return Ddns(enabled=enabled, image=image)
 
-    if cloudflare_api_token is None:
-        c.problems.append(
+
+def _peer_relay(
+    c: Collector, ports: Ports, docker: Docker, docker_ok: bool, facts: TailscaledFacts | None
+) -> PeerRelay:
+    port = c.integer("peerRelayPort", 0, 0, 65535, "must be 0 (off) or a UDP port 1-65535")
+    sources = c.strings("peerRelaySources")
+    for source in sources:
+        c.checked("peerRelaySources", source, check_selector(source))
+    if port == 0:
+        if sources:
+            c.fail(
+                "peerRelaySources",
+                list(sources),
+                "set, but home-derp:peerRelayPort is 0 (off): set the port, or remove the sources",
+            )
+        return PeerRelay(0, ())
+    if port == ports.stun:
+        c.fail(
+            "peerRelayPort", str(port), "is derper's STUN port (home-derp:stunPort); pick another"
+        )
+    if port == TAILSCALED_DEFAULT_PORT:
+        c.fail(
+            "peerRelayPort",
+            str(port),
+            "is tailscaled's own WireGuard port (41641); pick another UDP port, e.g. 40000",
+        )
+    if docker_ok and not can_read_host(docker.host):
+        c.fail(
+            "peerRelayPort",
+            str(port),
+            "the peer relay is set on the host's tailscaled, which a tcp:// dockerHost cannot "
+            "reach: use unix:// or ssh://",
+        )
+    if facts is not None and tailscaled.version_key(facts.version) < tailscaled.version_key(
+        PEER_RELAY_MIN_VERSION
+    ):
+        c.fail(
+            "peerRelayPort",
+            str(port),
+            f"the relay host's tailscaled {facts.version} cannot be a peer relay: it needs "
+            f"tailscaled >= {PEER_RELAY_MIN_VERSION}",
+        )
+    return PeerRelay(port, sources or ("*",))
+
+
+def parse_settings(
+    raw: Mapping[str, str | None],
+    *,
+    env: Environment | None = None,
+    host: HostProbe | None = None,
+    ddns_api_token: pulumi.Output[str] | None = None,
+) -> RelaySettings:
+    """Validate the raw ``home-derp:`` strings; raise :class:`ConfigError` listing all problems."""
+    env = env or Environment()
+    c = Collector(raw)
+    hostname = _hostname(c)
+    zone = _zone(c, hostname)
+    docker, docker_ok = _docker(c, env)
+    addresses = _addresses(c, docker, docker_ok, host, env.health_run)
+    ports = _ports(c)
+    region = _region(c)
+    acme = _acme(c)
+    derper, facts = _derper(c, docker, docker_ok, host, env)
+    validation = _validation(c)
+    policy = _policy(c, env)
+    ddns = _ddns(c, addresses.pin_ipv6)
+    peer_relay = _peer_relay(c, ports, docker, docker_ok, facts)
+    if env.cloudflare_api_token is None and not env.health_run:
+        c.problem(
             "cloudflare:apiToken is not set: run `pulumi config set --secret cloudflare:apiToken` "
             "(a token with Zone:Read and DNS:Edit on the zone) or export CLOUDFLARE_API_TOKEN"
         )
-
-    if tailnet_policy != "off" and not tailscale_credentials:
-        # Found now, not after DNS, certificate and container were already created.
-        c.problems.append(
-            f"tailscale:apiKey is not set, and home-derp:tailnetPolicy={tailnet_policy} writes the "
-            "tailnet policy: run `pulumi config set --secret tailscale:apiKey` (or set "
-            "tailscale:oauthClientId + `--secret tailscale:oauthClientSecret`, scope policy_file; "
-            "or export TAILSCALE_API_KEY), or set home-derp:tailnetPolicy off"
-        )
-
     if c.problems:
         raise ConfigError(c.problems)
-
-    warnings = []
-    if omit_default_regions and ipv4 is None:
-        warnings.append(
-            "omitDefaultRegions=true with no ipv4: IPv4-only clients will have no DERP relay"
-        )
-    if not verify_clients:
-        warnings.append("verifyClients=false: anyone who learns the hostname can relay through it")
-    if network_mode == "bridge":
-        warnings.append(
-            "networkMode=bridge: IPv6 STUN answers go through docker-proxy and carry the wrong "
-            "address (tailscale/tailscale#17565); use host networking for an IPv6 relay"
-        )
-
+    if region.omit_default_regions and addresses.ipv4 is None:
+        c.warn("omitDefaultRegions=true with no ipv4: IPv4-only clients will have no DERP relay")
     return RelaySettings(
         hostname=hostname,
         zone=zone,
-        zone_id=zone_id,
-        ipv6=ipv6,
-        ipv6_mode=ipv6_mode,
-        ipv6_interface=ipv6_interface,
-        ipv6_host_id=ipv6_host_id,
-        ipv4=ipv4,
-        derp_port=derp_port,
-        stun_port=stun_port,
-        region_id=region_id,
-        region_code=region_code,
-        region_name=region_name,
-        verify_clients=verify_clients,
-        acme_server_url=cast(str, acme_url),
-        acme_email=acme_email,
-        docker_host=docker_host,
-        image=image,
-        network_mode=cast(Literal["host", "bridge"], network_mode),
-        pin_ipv6=pin_ipv6,
-        omit_default_regions=omit_default_regions,
-        validate=cast(Literal["enforce", "warn", "off"], validate),
-        validate_timeout=validate_timeout,
-        validate_nonce=validate_nonce,
-        tailnet_policy=cast(Literal["patch", "file", "off"], tailnet_policy),
-        policy_file=policy_file,
-        adopt_region=adopt_region,
-        ddns=ddns,
-        ddns_image=ddns_image,
-        cloudflare_api_token=cloudflare_api_token,
-        ddns_api_token=ddns_api_token or cloudflare_api_token,
-        warnings=tuple(warnings),
+        addresses=addresses,
+        ports=ports,
+        region=region,
+        acme=acme,
+        docker=docker,
+        derper=derper,
+        validation=validation,
+        policy=policy,
+        ddns=Ddns(ddns.enabled, ddns.image, ddns_api_token or env.cloudflare_api_token),
+        peer_relay=peer_relay,
+        relay_host=facts,
+        health_run=env.health_run,
+        cloudflare_api_token=env.cloudflare_api_token,
+        warnings=tuple(c.warnings),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The edge: Pulumi config, the environment, the live relay host
+
+
+class LiveHost:
+    """The relay host asked through its channel, each answer read once per evaluation.
+
+    Over ssh:// the reads share one OpenSSH connection (ControlMaster in a private directory), so
+    four questions cost one handshake (bench/program_eval.py measures it).
+    """
+
+    def __init__(self, docker_host: str) -> None:
+        options: tuple[str, ...] = ()
+        if scheme_of(docker_host) == "ssh":
+            self._control = tempfile.TemporaryDirectory(prefix="home-derp-ssh-")
+            options = (
+                "-o",
+                "ControlMaster=auto",
+                "-o",
+                f"ControlPath={self._control.name}/%C",
+                "-o",
+                "ControlPersist=20",
+            )
+        self.channel = HostChannel(docker_host, ssh_options=options)
+        self._addresses: dict[str | None, Sequence[Candidate]] = {}
+        self._tailscaled: dict[str, TailscaledFacts] = {}
+
+    def addresses(self, interface: str | None) -> Sequence[Candidate]:
+        if interface not in self._addresses:
+            text = read_host_addresses(
+                self.channel.docker_host, interface, ssh_options=self.channel.ssh_options
+            )
+            self._addresses[interface] = parse_ip_json(text)
+        return self._addresses[interface]
+
+    def tailscaled(self, socket: str) -> TailscaledFacts:
+        if socket not in self._tailscaled:
+            self._tailscaled[socket] = tailscaled.read_tailscaled(self.channel, socket)
+        return self._tailscaled[socket]
+
+    def socket_exists(self, socket: str) -> bool:
+        return tailscaled.socket_exists(self.channel, socket)
 
 
 def _configured_keys() -> list[str]:
@@ -621,44 +1136,55 @@ def _secret_from_config_or_env(namespace: str, key: str, env: str) -> pulumi.Out
     return pulumi.Output.secret(from_env) if from_env else None
 
 
-def has_tailscale_credentials() -> bool:
-    """An API key or a complete OAuth client, in stack config or the provider's env variables."""
-    config = pulumi.Config("tailscale")
+def tailscale_config() -> dict[str, Any]:
+    """The ``tailscale:`` provider keys as plain strings (read without printing any of them)."""
+    from pulumi.runtime import config as runtime_config
 
-    def present(key: str, env: str) -> bool:
-        return bool(config.get(key) or os.environ.get(env))
+    values = {}
+    for key in tailscale_api.CONFIG_KEYS:
+        value = runtime_config.get_config(f"tailscale:{key}")
+        if value is not None:
+            values[f"tailscale:{key}"] = value
+    return values
 
-    return present("apiKey", "TAILSCALE_API_KEY") or (
-        present("oauthClientId", "TAILSCALE_OAUTH_CLIENT_ID")
-        and present("oauthClientSecret", "TAILSCALE_OAUTH_CLIENT_SECRET")
+
+def tailscale_credentials_problem(environ: Mapping[str, str]) -> str | None:
+    """None when the Tailscale credentials resolve as the provider resolves them, else why not."""
+    try:
+        tailscale_api.resolve_credentials(tailscale_config(), environ)
+    except tailscale_api.TailscaleApiError as exc:
+        return str(exc)
+    return None
+
+
+def environment(environ: Mapping[str, str]) -> Environment:
+    """The facts of this run: credentials present, runner kind, health run."""
+    return Environment(
+        cloudflare_api_token=_secret_from_config_or_env(
+            "cloudflare", "apiToken", "CLOUDFLARE_API_TOKEN"
+        ),
+        tailscale_credentials_problem=tailscale_credentials_problem(environ),
+        # docs/upstream/github-actions.md#runner-environment
+        github_hosted_runner=environ.get("GITHUB_ACTIONS") == "true"
+        and environ.get("RUNNER_ENVIRONMENT") == "github-hosted",
+        health_run=environ.get(HEALTH_RUN_ENV, "").strip().lower() in _TRUE,
     )
 
 
-def load_settings(discover_ipv6: Discover | None = None) -> RelaySettings:
+def load_settings(host: HostProbe | None = None) -> RelaySettings:
     """Read the current stack's config once and validate it (the program's single entry)."""
     config = pulumi.Config(NAMESPACE)
-    raw = {key: config.get(key) for key in KNOWN_KEYS if key != "ddnsApiToken"}
+    raw = {key: config.get(key) for key in KNOWN_KEYS if key not in SECRET_KEYS}
     problems = unknown_keys(_configured_keys())
-    if discover_ipv6 is None:
-
-        def discover_ipv6(docker_host: str, interface: str | None) -> Ipv6Discovery:
-            from components import ipv6 as ipv6_discovery  # only stacks with ipv6=auto need it
-
-            found = ipv6_discovery.discover_stable_ipv6(docker_host, interface)
-            host_id = found.interface_id if found.host_id_survives_prefix_change else None
-            return Ipv6Discovery(
-                found.address, found.interface, f"{found.kind}: {found.reason}", host_id
-            )
-
+    docker_host = (raw.get("dockerHost") or "").strip() or DEFAULT_DOCKER_HOST
+    if host is None and check_docker_host(docker_host) is None and can_read_host(docker_host):
+        host = LiveHost(docker_host)
     try:
         settings = parse_settings(
             raw,
-            cloudflare_api_token=_secret_from_config_or_env(
-                "cloudflare", "apiToken", "CLOUDFLARE_API_TOKEN"
-            ),
+            env=environment(os.environ),
+            host=host,
             ddns_api_token=config.get_secret("ddnsApiToken"),
-            discover_ipv6=discover_ipv6,
-            tailscale_credentials=has_tailscale_credentials(),
         )
     except ConfigError as exc:
         raise ConfigError(problems + exc.problems) from None

@@ -1,19 +1,27 @@
-"""The relay's region in the tailnet policy file: an ETag-safe patch through the Tailscale API.
+"""The relay in the tailnet policy file: its region (published, drained, restored) and the grant
+that lets the tailnet use the host as a peer relay — ETag-safe patches through the Tailscale API.
 
-``TailnetDerpRegion`` is a Pulumi dynamic resource (issue #4). It edits exactly one region,
-``derpMap.Regions."<id>"``, of the HuJSON policy file and leaves every other byte alone, so the
-users' ACL rules, comments and other stacks' regions survive (``components/derpmap.py``):
+Two Pulumi dynamic resources, each owning one path of the HuJSON policy and nothing else
+(``components/derpmap.py`` does the edits; every other byte of the user's policy stays):
 
-* read ``GET /api/v2/tailnet/{tailnet}/acl`` with ``Accept: application/hujson`` and keep the ETag;
-* splice; ``POST …/acl/validate``; ``POST …/acl`` with ``If-Match: <etag>``;
-* on ``412 Precondition Failed`` (someone saved in between) read again and retry, a bounded number
-  of times, then fail with a message that says so.
+* ``TailnetDerpRegion`` — ``derpMap.Regions."<id>"``. It follows the validation's verdict
+  (``healthy``): a healthy relay is published; a published relay that fails is *drained*
+  (``NoMeasureNoHome: true`` on our region: clients stop measuring it and never make it their home,
+  docs/upstream/derpmap.md#nomeasurenohome); a drained relay that passes again is restored to
+  exactly the bytes it had; a relay that was never published and fails is not written at all.
+* ``TailnetPeerRelayGrant`` — one element of ``grants``, marked by a comment as ours, that gives
+  the peer-relay capability on the relay host to the configured sources.
 
-The provider class is pickled **by module path** into the stack state
-(``components.tailnet.TailnetDerpRegionProvider``): do not move or rename it (DESIGN.md).
-Credentials never enter inputs, outputs or the pickled provider: ``configure()`` reads them from
-the stack config of the Tailscale provider (dynamic providers receive the whole stack config with
-namespaces, pulumi/pulumi#17229 and #17673), or from the environment variables that provider uses.
+Every write is a read-modify-write: ``GET …/acl`` (HuJSON, ETag) → edit → ``POST …/acl/validate``
+→ ``POST …/acl`` with ``If-Match``; on ``412`` (someone saved in between) read again and retry, a
+bounded number of times (docs/upstream/tailscale-api.md#policy-file).
+
+The provider classes are pickled **by module path** into the stack state
+(``components.tailnet.TailnetDerpRegionProvider``, ``…TailnetPeerRelayGrantProvider``): do not
+move or rename them. Credentials never enter inputs, outputs or the pickled provider:
+``configure()`` reads them from the Tailscale provider's stack config (dynamic providers receive
+the whole stack config, pulumi/pulumi#17229, #17673) or the environment variables that provider
+reads (``components/tailscale_api.py``).
 """
 
 from __future__ import annotations
@@ -21,285 +29,174 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import pulumi
 import pulumi.dynamic
 
 from components import derpmap
+from components.errors import HomeDerpError
+from components.tailscale_api import (
+    CONFIG_KEYS,
+    Client,
+    PreconditionFailed,
+    TailscaleApiError,
+    resolve_credentials,
+)
 from components.wire import is_unknown, plain
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "TailnetDerpRegion",
     "TailnetDerpRegionProvider",
+    "TailnetPeerRelayGrant",
+    "TailnetPeerRelayGrantProvider",
     "TailnetPolicyError",
+    "drained_policy_text",
+    "edit_region",
     "policy_file_with_region",
     "withdraw_region",
 ]
 
-DEFAULT_BASE_URL = "https://api.tailscale.com"
-HTTP_TIMEOUT = 30.0
-"""Seconds per API request; the policy API answers in well under a second when healthy."""
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS: Final = 5
 """Read-modify-write rounds before giving up on a policy that keeps changing (HTTP 412)."""
 RETRY_PAUSE = 0.5
 """Seconds between rounds, times the attempt number: gives a concurrent editor time to finish."""
 
-HUJSON = "application/hujson"
-SCOPE_HINT = (
-    "writing the tailnet policy file needs an API access token of a user with the Owner, Admin "
-    "or Network admin role (tailscale:apiKey / TAILSCALE_API_KEY), or an OAuth client with the "
-    "`policy_file` scope (write) (tailscale:oauthClientId + tailscale:oauthClientSecret / "
-    "TAILSCALE_OAUTH_CLIENT_ID + TAILSCALE_OAUTH_CLIENT_SECRET)"
-)
 
-
-class TailnetPolicyError(Exception):
+class TailnetPolicyError(HomeDerpError):
     """A policy-file operation failed; the message is what `pulumi up` shows the user."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure: what each operation does to the policy text
 
 
 def policy_file_with_region(
     policy_text: str, region: dict[str, Any], omit_default_regions: bool
 ) -> str:
-    """The repo's policy text with this relay's region spliced in (``tailnetPolicy: file`` mode).
+    """The repo's policy text with this relay's region spliced in (``tailnetPolicy: file``).
 
     The result goes verbatim to ``tailscale.Acl(acl=...)`` so comments survive. Raises
-    :class:`components.derpmap.PolicyTextError` when the text is not HuJSON we can splice.
+    :class:`components.derpmap.PolicyTextError` when the text is not HuJSON we can edit.
     """
     return derpmap.splice_region(
         policy_text, region, omit_default_regions=omit_default_regions
     ).text
 
 
-# --------------------------------------------------------------------------------------------
-# API client (built per call: nothing here is pickled)
+def drained_policy_text(policy_text: str, region_id: int) -> str:
+    """``file`` mode with a failing relay: the same policy with our region drained."""
+    return derpmap.drain_region(policy_text, region_id)
 
 
 @dataclass(frozen=True)
-class _Auth:
-    base_url: str
-    tailnet: str
-    api_key: str | None
-    oauth_client_id: str | None
-    oauth_client_secret: str | None
+class RegionState:
+    """What our region is in the policy after an edit."""
 
-    @property
-    def source(self) -> str:
-        return "API access token" if self.api_key else "OAuth client"
-
-
-def _first(*values: Any) -> str | None:
-    for value in values:
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
+    published: bool
+    """Our region is in the policy."""
+    drained: bool
+    """… with ``NoMeasureNoHome: true``."""
+    created_derp_map: bool
+    """This stack created ``derpMap`` (then the last one out removes it)."""
+    note: str | None = None
+    """Something the user should know (printed by the provider)."""
 
 
-def resolve_auth(config: Mapping[str, Any], environ: Mapping[str, str]) -> _Auth:
-    """Credentials from stack config first, then the Tailscale provider's environment variables."""
-    api_key = _first(config.get("tailscale:apiKey"), environ.get("TAILSCALE_API_KEY"))
-    client_id = _first(
-        config.get("tailscale:oauthClientId"), environ.get("TAILSCALE_OAUTH_CLIENT_ID")
-    )
-    client_secret = _first(
-        config.get("tailscale:oauthClientSecret"), environ.get("TAILSCALE_OAUTH_CLIENT_SECRET")
-    )
-    tailnet = _first(config.get("tailscale:tailnet"), environ.get("TAILSCALE_TAILNET")) or "-"
-    base_url = (
-        _first(config.get("tailscale:baseUrl"), environ.get("TAILSCALE_BASE_URL"))
-        or DEFAULT_BASE_URL
-    )
-    if api_key is None and not (client_id and client_secret):
+def _refuse_foreign(existing: dict[str, Any] | None, region_id: int, adopt: bool) -> None:
+    if existing is not None and not adopt:
         raise TailnetPolicyError(
-            "no Tailscale credentials: set `pulumi config set --secret tailscale:apiKey <key>` "
-            "or tailscale:oauthClientId + `--secret tailscale:oauthClientSecret` "
-            "(or TAILSCALE_API_KEY / TAILSCALE_OAUTH_CLIENT_ID + TAILSCALE_OAUTH_CLIENT_SECRET); "
-            + SCOPE_HINT
+            f"the tailnet policy already has derpMap region {region_id} and this stack did not "
+            f"create it: {json.dumps(existing)}. Pick another home-derp:regionId, remove that "
+            "region from the policy file, or take it over with "
+            "`pulumi config set home-derp:adoptRegion true`."
         )
-    return _Auth(base_url.rstrip("/"), tailnet, api_key, client_id, client_secret)
 
 
-class _PreconditionFailed(Exception):
-    pass
+def _without_flag(region: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in region.items() if not derpmap.hujson.equal_fold(k, "NoMeasureNoHome")}
 
 
-@dataclass
-class _Response:
-    status: int
-    body: bytes
-    headers: Mapping[str, str]
+def edit_region(
+    text: str,
+    region: dict[str, Any],
+    *,
+    healthy: bool,
+    was: RegionState,
+    adopt: bool,
+    omit_default_regions: bool,
+) -> tuple[str, RegionState]:
+    """The policy text after following the verdict, and the region's new state.
 
-
-def _api_message(body: bytes) -> str:
-    try:
-        parsed = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return body.decode("utf-8", "replace").strip()[:500]
-    if isinstance(parsed, dict) and parsed.get("message"):
-        return str(parsed["message"])
-    return json.dumps(parsed)[:500]
-
-
-class _Client:
-    """Just the policy-file calls, over stdlib urllib (no extra dependency in the provider)."""
-
-    def __init__(self, auth: _Auth, timeout: float = HTTP_TIMEOUT) -> None:
-        self.auth = auth
-        self.timeout = timeout
-        self._token: str | None = None
-
-    def _url(self, suffix: str) -> str:
-        tailnet = urllib.parse.quote(self.auth.tailnet, safe="")
-        return f"{self.auth.base_url}/api/v2/tailnet/{tailnet}/acl{suffix}"
-
-    def _send(self, request: urllib.request.Request) -> _Response:
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                return _Response(resp.status, resp.read(), dict(resp.headers.items()))
-        except urllib.error.HTTPError as err:
-            return _Response(err.code, err.read(), dict(err.headers.items()))
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise TailnetPolicyError(
-                f"cannot reach the Tailscale API at {self.auth.base_url}: {reason}"
-            ) from None
-
-    def _bearer(self) -> str:
-        if self.auth.api_key:
-            return self.auth.api_key
-        if self._token is None:
-            self._token = self._oauth_token()
-        return self._token
-
-    def _oauth_token(self) -> str:
-        # OAuth client credentials grant: https://tailscale.com/kb/1215/oauth-clients
-        form = urllib.parse.urlencode(
-            {
-                "client_id": self.auth.oauth_client_id or "",
-                "client_secret": self.auth.oauth_client_secret or "",
-                "grant_type": "client_credentials",
-            }
-        ).encode()
-        request = urllib.request.Request(
-            f"{self.auth.base_url}/api/v2/oauth/token",
-            data=form,
-            method="POST",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        resp = self._send(request)
-        if resp.status != 200:
-            raise TailnetPolicyError(
-                f"Tailscale OAuth token exchange failed (HTTP {resp.status}: "
-                f"{_api_message(resp.body)}); check tailscale:oauthClientId/oauthClientSecret. "
-                + SCOPE_HINT
+    ``was`` is the state of our last write (nothing published for a new resource).
+    """
+    region_id = int(region["RegionID"])
+    live = derpmap.find_region(text, region_id)
+    if not was.published:
+        _refuse_foreign(live, region_id, adopt)
+    if not healthy:
+        if not was.published:
+            return text, RegionState(False, False, was.created_derp_map)
+        if live is None:
+            return text, RegionState(
+                False,
+                False,
+                was.created_derp_map,
+                note=f"region {region_id} is no longer in the policy (removed by hand?): there "
+                "is nothing to drain; it is published again once the relay is healthy",
             )
-        try:
-            token = json.loads(resp.body)["access_token"]
-        except (ValueError, KeyError, TypeError):
-            raise TailnetPolicyError("Tailscale OAuth token response has no access_token") from None
-        if not isinstance(token, str) or not token:
-            raise TailnetPolicyError("Tailscale OAuth token response has no access_token")
-        return token
-
-    def _request(
-        self,
-        method: str,
-        suffix: str,
-        body: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        also_ok: tuple[int, ...] = (),
-    ) -> _Response:
-        all_headers = {
-            "Authorization": f"Bearer {self._bearer()}",
-            "Accept": HUJSON,
-            **(headers or {}),
-        }
-        data = None
-        if body is not None:
-            data = body.encode("utf-8")
-            all_headers["Content-Type"] = HUJSON
-        request = urllib.request.Request(
-            self._url(suffix), data=data, method=method, headers=all_headers
-        )
-        resp = self._send(request)
-        if resp.status in (401, 403):
-            what = "rejected" if resp.status == 401 else "not allowed"
-            raise TailnetPolicyError(
-                f"Tailscale API {method} {self._url(suffix)}: HTTP {resp.status} ({what}: "
-                f"{_api_message(resp.body)}) with the {self.auth.source} for tailnet "
-                f"{self.auth.tailnet!r}; " + SCOPE_HINT
-            )
-        if resp.status == 412:
-            raise _PreconditionFailed(_api_message(resp.body))
-        if resp.status == 404:
-            raise TailnetPolicyError(
-                f"Tailscale API {method} {self._url(suffix)}: HTTP 404 "
-                f"({_api_message(resp.body)}); check tailscale:tailnet / TAILSCALE_TAILNET "
-                f"(now {self.auth.tailnet!r}; '-' means the credential's own tailnet)"
-            )
-        if not 200 <= resp.status < 300 and resp.status not in also_ok:
-            raise TailnetPolicyError(
-                f"Tailscale API {method} {self._url(suffix)}: HTTP {resp.status}: "
-                f"{_api_message(resp.body)}"
-            )
-        return resp
-
-    def get_policy(self) -> tuple[str, str]:
-        resp = self._request("GET", "")
-        etag = _header(resp.headers, "ETag")
-        if not etag:
-            raise TailnetPolicyError("Tailscale API returned the policy file without an ETag")
-        try:
-            return resp.body.decode("utf-8"), etag
-        except UnicodeDecodeError:
-            raise TailnetPolicyError("the tailnet policy file is not UTF-8") from None
-
-    def validate(self, text: str) -> None:
-        # The API answers 200 even for an invalid policy and puts the reason in `message`
-        # (https://tailscale.com/api#tag/policyfile/POST/tailnet/{tailnet}/acl/validate);
-        # older API docs said 400 with the same body, so read both.
-        resp = self._request("POST", "/validate", text, also_ok=(400,))
-        message = ""
-        if resp.body.strip():
-            try:
-                parsed = json.loads(resp.body)
-            except ValueError:
-                parsed = {}
-            if isinstance(parsed, dict) and parsed.get("message"):
-                message = str(parsed["message"])
-                if parsed.get("data"):
-                    message += f" {json.dumps(parsed['data'])}"
-        if resp.status == 400 and not message:
-            message = _api_message(resp.body) or "HTTP 400"
-        if message:
-            raise TailnetPolicyError(
-                f"Tailscale rejected the policy file with the relay's region: {message}; "
-                "nothing was written"
-            )
-
-    def set_policy(self, text: str, etag: str) -> str:
-        resp = self._request("POST", "", text, {"If-Match": etag})
-        return _header(resp.headers, "ETag") or ""
+        return derpmap.drain_region(text, region_id), RegionState(True, True, was.created_derp_map)
+    if live is not None and derpmap.region_drained(live) and _without_flag(live) == region:
+        # Restore exactly what was there before the drain (the flag was our last member).
+        new_text = derpmap.restore_region(text, region_id)
+        created = was.created_derp_map
+    else:
+        result = derpmap.splice_region(text, region, omit_default_regions=omit_default_regions)
+        new_text, created = result.text, was.created_derp_map or result.created_derp_map
+        if was.created_derp_map and not result.created_derp_map:
+            # We own OmitDefaultRegions only in a derpMap block we created.
+            new_text = derpmap.set_omit_default_regions(new_text, omit_default_regions)
+    return new_text, RegionState(True, False, created)
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
+def withdraw_region(policy_text: str, region_id: int, *, created_derp_map: bool) -> str:
+    """Remove our region; never leave ``OmitDefaultRegions: true`` with no region at all.
 
+    The block belongs to the stack that created it; when that stack went first (home and office
+    sharing one derpMap), the last one out would otherwise leave a tailnet without any DERP
+    region. Then the now-empty block goes too, or, if someone added other keys to it,
+    ``OmitDefaultRegions`` is turned off so Tailscale's own regions come back.
+    """
+    text = derpmap.remove_region(policy_text, region_id, remove_empty_derp_map=created_derp_map)
+    derp_map = _field(derpmap.parse_hujson(text), "derpMap")
+    if (
+        isinstance(derp_map, dict)
+        and _field(derp_map, "OmitDefaultRegions") is True
+        and not _field(derp_map, "Regions")
+    ):
+        text = derpmap.remove_region(text, region_id, remove_empty_derp_map=True)
+        if _field(derpmap.parse_hujson(text), "derpMap") is not None:
+            text = derpmap.set_omit_default_regions(text, False)
+    return text
+
+
+def _field(value: Any, name: str) -> Any:
+    """A struct field of a parsed policy, matched as Go's encoding/json does (any case)."""
+    if not isinstance(value, dict):
+        return None
+    return next((v for k, v in value.items() if derpmap.hujson.equal_fold(k, name)), None)
+
+
+# --------------------------------------------------------------------------------------------
+# The read-modify-write loop
 
 Mutation = Callable[[str], tuple[str, Any]]
 
 
 def read_modify_write(
-    client: _Client,
+    client: Client,
     mutate: Mutation,
     *,
     attempts: int | None = None,
@@ -319,10 +216,10 @@ def read_modify_write(
             raise TailnetPolicyError(f"cannot edit the tailnet policy file: {err}") from None
         if new_text == text:
             return etag, extra
-        client.validate(new_text)
+        client.validate_policy(new_text)
         try:
             new_etag = client.set_policy(new_text, etag)
-        except _PreconditionFailed:
+        except PreconditionFailed:
             if attempt < attempts:
                 time.sleep(pause * attempt)
             continue
@@ -336,66 +233,16 @@ def read_modify_write(
     )
 
 
-def withdraw_region(policy_text: str, region_id: int, *, created_derp_map: bool) -> str:
-    """Remove our region; never leave ``OmitDefaultRegions: true`` with no region at all.
-
-    The block belongs to the stack that created it; when that stack went first (home and office
-    sharing one derpMap), the last one out would otherwise leave a tailnet without any DERP
-    region. Then the now-empty block goes too, or, if someone added other keys to it,
-    ``OmitDefaultRegions`` is turned off so Tailscale's own regions come back.
-    """
-    text = derpmap.remove_region(policy_text, region_id, remove_empty_derp_map=created_derp_map)
-    derp_map = derpmap.parse_hujson(text).get("derpMap")
-    if (
-        isinstance(derp_map, dict)
-        and derp_map.get("OmitDefaultRegions") is True
-        and not derp_map.get("Regions")
-    ):
-        text = derpmap.remove_region(text, region_id, remove_empty_derp_map=True)
-        if "derpMap" in derpmap.parse_hujson(text):
-            text = derpmap.set_omit_default_regions(text, False)
-    return text
-
-
 # --------------------------------------------------------------------------------------------
-# The dynamic provider
-
-INPUTS = ("region", "omit_default_regions", "adopt_region")
+# Shared provider plumbing
 
 
-def _region_id(region: Any) -> int:
-    region_id = region.get("RegionID") if isinstance(region, Mapping) else None
-    if isinstance(region_id, float) and region_id.is_integer():
-        region_id = int(region_id)
-    if isinstance(region_id, bool) or not isinstance(region_id, int):
-        raise TailnetPolicyError(f"region needs an integer RegionID, got {region!r}")
-    return region_id
-
-
-def _check_region(region: Any) -> list[str]:
-    problems: list[str] = []
-    if not isinstance(region, Mapping):
-        return [f"region must be an object like derpmap.region_to_dict() gives, got {region!r}"]
-    rid = plain(region.get("RegionID"))
-    if isinstance(rid, bool) or not isinstance(rid, int) or not 900 <= rid <= 999:
-        problems.append(f"RegionID must be an integer 900–999 (custom regions), got {rid!r}")
-    nodes = region.get("Nodes")
-    if not isinstance(nodes, list) or not nodes:
-        problems.append("Nodes must be a non-empty list")
-    else:
-        for node in nodes:
-            if not isinstance(node, Mapping) or plain(node.get("RegionID")) != rid:
-                # tailscale/tailscale#9526, #17563: a node without its RegionID is ignored.
-                problems.append(f"every node needs RegionID {rid!r}, got {node!r}")
-    return problems
-
-
-class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
-    """CRUD for one derpMap region; see the module docstring for the protocol."""
+class _PolicyProvider(pulumi.dynamic.ResourceProvider):
+    """Credentials from configure(), never pickled; one API client per operation."""
 
     # Nothing secret is captured when the program pickles this object (credentials are read in
     # configure() inside the provider process and dropped by __getstate__), so the blob need not
-    # be a secret (reference/pulumi.md: secret blobs are slow).
+    # be a secret (docs/upstream/pulumi.md#dynamic-providers: secret blobs are slow).
     serialize_as_secret_always = False
 
     def __init__(self) -> None:
@@ -409,19 +256,77 @@ class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
         self._config = {}
 
     def configure(self, req: pulumi.dynamic.ConfigureRequest) -> None:
-        keys = (
-            "tailscale:apiKey",
-            "tailscale:oauthClientId",
-            "tailscale:oauthClientSecret",
-            "tailscale:tailnet",
-            "tailscale:baseUrl",
-        )
+        keys = [f"tailscale:{key}" for key in CONFIG_KEYS]
         self._config = {k: req.config.get(k) for k in keys if req.config.get(k) is not None}
 
-    def _client(self) -> _Client:
-        return _Client(resolve_auth(self._config, os.environ))
+    def _client(self) -> Client:
+        try:
+            return Client(resolve_credentials(self._config, os.environ))
+        except TailscaleApiError as exc:
+            raise TailnetPolicyError(str(exc)) from None
 
-    # -- engine calls
+    def _write(self, mutate: Mutation) -> tuple[Client, str, Any]:
+        client = self._client()
+        try:
+            etag, extra = read_modify_write(client, mutate)
+        except TailscaleApiError as exc:
+            raise TailnetPolicyError(str(exc)) from None
+        return client, etag, extra
+
+
+def _note(message: str) -> None:
+    import sys
+
+    print(f"home-derp tailnet policy: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The region
+
+REGION_INPUTS: Final = ("region", "healthy", "omit_default_regions", "adopt_region")
+
+
+def _region_id(region: Any) -> int:
+    region_id = region.get("RegionID") if isinstance(region, Mapping) else None
+    if isinstance(region_id, float) and region_id.is_integer():
+        region_id = int(region_id)
+    if isinstance(region_id, bool) or not isinstance(region_id, int):
+        raise TailnetPolicyError(f"region needs an integer RegionID, got {region!r}")
+    return region_id
+
+
+def _check_region(region: Any) -> list[str]:
+    low, high = derpmap.CUSTOM_REGION_IDS
+    if not isinstance(region, Mapping):
+        return [f"region must be an object like derpmap.region_to_dict() gives, got {region!r}"]
+    problems: list[str] = []
+    rid = plain(region.get("RegionID"))
+    if isinstance(rid, bool) or not isinstance(rid, int) or not low <= rid <= high:
+        problems.append(f"RegionID must be an integer {low}–{high} (custom regions), got {rid!r}")
+    nodes = region.get("Nodes")
+    if not isinstance(nodes, list) or not nodes:
+        problems.append("Nodes must be a non-empty list")
+    else:
+        for node in nodes:
+            if not isinstance(node, Mapping) or plain(node.get("RegionID")) != rid:
+                # tailscale/tailscale#9526, #17563: a node without its RegionID is ignored.
+                problems.append(f"every node needs RegionID {rid!r}, got {node!r}")
+    return problems
+
+
+def _was(props: Mapping[str, Any]) -> RegionState:
+    # Stacks deployed before drain support have no `published`: their region is in the policy.
+    published = props.get("published")
+    return RegionState(
+        published=True if published is None and props.get("policy_etag") else bool(published),
+        drained=bool(props.get("drained")),
+        created_derp_map=bool(props.get("created_derp_map")),
+    )
+
+
+class TailnetDerpRegionProvider(_PolicyProvider):
+    """CRUD for one derpMap region; see the module docstring for the protocol."""
+
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         failures: list[pulumi.dynamic.CheckFailure] = []
         region = news.get("region")
@@ -432,9 +337,9 @@ class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
     def diff(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.DiffResult:
-        if any(is_unknown(news.get(k)) for k in INPUTS):
+        if any(is_unknown(news.get(k)) for k in REGION_INPUTS):
             return pulumi.dynamic.DiffResult(changes=True)
-        changed = [k for k in INPUTS if plain(olds.get(k)) != plain(news.get(k))]
+        changed = [k for k in REGION_INPUTS if plain(olds.get(k)) != plain(news.get(k))]
         replaces: list[str] = []
         old_region, new_region = olds.get("region"), news.get("region")
         if (
@@ -449,110 +354,106 @@ class TailnetDerpRegionProvider(pulumi.dynamic.ResourceProvider):
             changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces)
         )
 
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        inputs = {k: plain(props.get(k)) for k in INPUTS}
+    def _apply(self, props: Mapping[str, Any], was: RegionState) -> dict[str, Any]:
+        inputs = {k: plain(props.get(k)) for k in REGION_INPUTS}
         region = inputs["region"]
-        region_id = _region_id(region)
-        adopt = bool(inputs["adopt_region"])
-        omit = bool(inputs["omit_default_regions"])
+        # `validate: off` gives no verdict (None): publish as before, never drain.
+        healthy = inputs["healthy"] is not False
 
-        def mutate(text: str) -> tuple[str, bool]:
-            existing = derpmap.find_region(text, region_id)
-            if existing is not None and not adopt:
-                raise TailnetPolicyError(
-                    f"the tailnet policy already has derpMap region {region_id} and this stack "
-                    f"did not create it: {json.dumps(existing)}. Pick another "
-                    "home-derp:regionId, remove that region from the policy file, or take it "
-                    "over with `pulumi config set home-derp:adoptRegion true`."
-                )
-            result = derpmap.splice_region(text, region, omit_default_regions=omit)
-            return result.text, result.created_derp_map
+        def mutate(text: str) -> tuple[str, RegionState]:
+            return edit_region(
+                text,
+                region,
+                healthy=healthy,
+                was=was,
+                adopt=bool(inputs["adopt_region"]),
+                omit_default_regions=bool(inputs["omit_default_regions"]),
+            )
 
-        client = self._client()
-        etag, created = read_modify_write(client, mutate)
-        outs = {
+        client, etag, state = self._write(mutate)
+        if state.note:
+            _note(state.note)
+        if state.drained and not was.drained:
+            _note(f"region {_region_id(region)} DRAINED (NoMeasureNoHome): the relay failed")
+        if was.drained and not state.drained and state.published:
+            _note(f"region {_region_id(region)} restored: the relay is healthy again")
+        return {
             **inputs,
-            "tailnet": client.auth.tailnet,
-            "created_derp_map": bool(created),
+            "tailnet": client.tailnet,
+            "published": state.published,
+            "drained": state.drained,
+            "created_derp_map": state.created_derp_map,
             "policy_etag": etag,
         }
-        return pulumi.dynamic.CreateResult(f"{client.auth.tailnet}/{region_id}", outs)
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        outs = self._apply(props, RegionState(False, False, False))
+        return pulumi.dynamic.CreateResult(f"{outs['tailnet']}/{_region_id(outs['region'])}", outs)
 
     def update(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
-        inputs = {k: plain(news.get(k)) for k in INPUTS}
-        region = inputs["region"]
-        omit = bool(inputs["omit_default_regions"])
-        owned_derp_map = bool(olds.get("created_derp_map"))
-
-        def mutate(text: str) -> tuple[str, bool]:
-            # The region is ours (it is in our state), so overwrite whatever is there now.
-            result = derpmap.splice_region(text, region, omit_default_regions=omit)
-            new_text = result.text
-            if owned_derp_map and not result.created_derp_map:
-                # We own OmitDefaultRegions only in a derpMap block we created.
-                new_text = derpmap.set_omit_default_regions(new_text, omit)
-            return new_text, owned_derp_map or result.created_derp_map
-
-        client = self._client()
-        etag, created = read_modify_write(client, mutate)
-        outs = {
-            **inputs,
-            "tailnet": client.auth.tailnet,
-            "created_derp_map": bool(created),
-            "policy_etag": etag,
-        }
-        return pulumi.dynamic.UpdateResult(outs)
+        return pulumi.dynamic.UpdateResult(self._apply(news, _was(olds)))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        was = _was(props)
+        if not was.published:
+            return  # nothing of ours is in the policy (never published, or removed by hand)
         region_id = _region_id(plain(props.get("region")))
-        created = bool(props.get("created_derp_map"))
 
         def mutate(text: str) -> tuple[str, None]:
-            return withdraw_region(text, region_id, created_derp_map=created), None
+            return withdraw_region(text, region_id, created_derp_map=was.created_derp_map), None
 
-        read_modify_write(self._client(), mutate)
+        self._write(mutate)
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
         region = plain(props.get("region"))
         region_id = _region_id(region) if region else int(id_.rsplit("/", 1)[-1])
+        state = {k: v for k, v in props.items() if k != "__provider"}
+        if not _was(props).published:
+            return pulumi.dynamic.ReadResult(id_, state)
         client = self._client()
-        text, etag = client.get_policy()
         try:
+            text, etag = client.get_policy()
             live = derpmap.find_region(text, region_id)
+        except TailscaleApiError as err:
+            raise TailnetPolicyError(str(err)) from None
         except derpmap.PolicyTextError as err:
             raise TailnetPolicyError(f"cannot read the tailnet policy file: {err}") from None
         if live is None:
             # Gone from the policy: the engine drops it from state and the next `up` re-creates it.
             return pulumi.dynamic.ReadResult(None, {})
-        outs = {
-            **{k: plain(props.get(k)) for k in INPUTS},
-            "region": live,
-            "tailnet": client.auth.tailnet,
-            "created_derp_map": bool(props.get("created_derp_map")),
-            # The ETag of our last write, not the live one: edits elsewhere in the policy (ACL
-            # rules, other stacks) must not show up as drift of this resource on refresh.
-            "policy_etag": props.get("policy_etag") or etag,
-        }
-        return pulumi.dynamic.ReadResult(id_, outs)
-
-
-# --------------------------------------------------------------------------------------------
-# The resource
+        return pulumi.dynamic.ReadResult(
+            id_,
+            {
+                **state,
+                "region": _without_flag(live),
+                "drained": derpmap.region_drained(live),
+                "tailnet": client.tailnet,
+                # The ETag of our last write, not the live one: edits elsewhere in the policy (ACL
+                # rules, other stacks) must not show up as drift of this resource on refresh.
+                "policy_etag": props.get("policy_etag") or etag,
+            },
+        )
 
 
 class TailnetDerpRegion(pulumi.dynamic.Resource, module="homederp", name="TailnetDerpRegion"):
-    """This relay's region in the tailnet policy file (patched, withdrawn on destroy)."""
+    """This relay's region in the tailnet policy file (published, drained, withdrawn)."""
 
     region: pulumi.Output[dict[str, Any]]
     """The region as written to ``derpMap.Regions."<id>"`` (on refresh: as found live)."""
+    healthy: pulumi.Output[bool | None]
+    """The validation's verdict the region followed (None: validation off)."""
     omit_default_regions: pulumi.Output[bool]
     """``OmitDefaultRegions`` used when this resource had to create ``derpMap``."""
     adopt_region: pulumi.Output[bool]
     """Whether an existing region with the same ID could be taken over."""
     tailnet: pulumi.Output[str]
     """The tailnet the credentials addressed (``-`` = the credential's own)."""
+    published: pulumi.Output[bool]
+    """Our region is in the policy."""
+    drained: pulumi.Output[bool]
+    """… drained (``NoMeasureNoHome: true``) because the relay failed."""
     created_derp_map: pulumi.Output[bool]
     """True when this resource created ``derpMap`` (then destroy removes it once empty)."""
     policy_etag: pulumi.Output[str]
@@ -563,16 +464,133 @@ class TailnetDerpRegion(pulumi.dynamic.Resource, module="homederp", name="Tailne
         resource_name: str,
         *,
         region: pulumi.Input[Mapping[str, Any]],
+        healthy: pulumi.Input[bool | None] = True,
         omit_default_regions: pulumi.Input[bool] = False,
         adopt_region: pulumi.Input[bool] = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props: dict[str, Any] = {
             "region": region,
+            "healthy": healthy,
             "omit_default_regions": omit_default_regions,
             "adopt_region": adopt_region,
             "tailnet": None,
+            "published": None,
+            "drained": None,
             "created_derp_map": None,
             "policy_etag": None,
         }
         super().__init__(TailnetDerpRegionProvider(), resource_name, props, opts)
+
+
+# --------------------------------------------------------------------------------------------
+# The peer-relay grant
+
+GRANT_INPUTS: Final = ("region_id", "grant")
+
+
+class TailnetPeerRelayGrantProvider(_PolicyProvider):
+    """CRUD for our marked grant in ``grants``."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
+        failures = []
+        grant = news.get("grant")
+        if not is_unknown(grant) and (
+            not isinstance(grant, Mapping) or not grant.get("src") or not grant.get("dst")
+        ):
+            failures.append(pulumi.dynamic.CheckFailure("grant", "needs src and dst"))
+        return pulumi.dynamic.CheckResult(news, failures)
+
+    def diff(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.DiffResult:
+        if any(is_unknown(news.get(k)) for k in GRANT_INPUTS):
+            return pulumi.dynamic.DiffResult(changes=True)
+        changed = any(plain(olds.get(k)) != plain(news.get(k)) for k in GRANT_INPUTS)
+        replaces = (
+            ["region_id"] if plain(olds.get("region_id")) != plain(news.get("region_id")) else []
+        )
+        return pulumi.dynamic.DiffResult(
+            changes=changed, replaces=replaces, delete_before_replace=bool(replaces)
+        )
+
+    def _apply(self, props: Mapping[str, Any]) -> dict[str, Any]:
+        inputs = {k: plain(props.get(k)) for k in GRANT_INPUTS}
+        region_id, grant = int(inputs["region_id"]), dict(inputs["grant"])
+
+        def mutate(text: str) -> tuple[str, bool]:
+            return derpmap.insert_grant(text, region_id, grant)
+
+        client, etag, created = self._write(mutate)
+        return {
+            **inputs,
+            "tailnet": client.tailnet,
+            "created_grants": bool(created or props.get("created_grants")),
+            "policy_etag": etag,
+        }
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        outs = self._apply(props)
+        return pulumi.dynamic.CreateResult(f"{outs['tailnet']}/grant/{outs['region_id']}", outs)
+
+    def update(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(
+            self._apply({**news, "created_grants": olds.get("created_grants")})
+        )
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        region_id = int(plain(props.get("region_id")))
+        created = bool(props.get("created_grants"))
+
+        def mutate(text: str) -> tuple[str, None]:
+            return derpmap.remove_grant(text, region_id, remove_empty_grants=created), None
+
+        self._write(mutate)
+
+    def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
+        region_id = int(plain(props.get("region_id")) or id_.rsplit("/", 1)[-1])
+        client = self._client()
+        try:
+            text, _ = client.get_policy()
+            live = derpmap.find_grant(text, region_id)
+        except TailscaleApiError as err:
+            raise TailnetPolicyError(str(err)) from None
+        except derpmap.PolicyTextError as err:
+            raise TailnetPolicyError(f"cannot read the tailnet policy file: {err}") from None
+        if live is None:
+            return pulumi.dynamic.ReadResult(None, {})
+        state = {k: v for k, v in props.items() if k != "__provider"}
+        return pulumi.dynamic.ReadResult(id_, {**state, "grant": live})
+
+
+class TailnetPeerRelayGrant(
+    pulumi.dynamic.Resource, module="homederp", name="TailnetPeerRelayGrant"
+):
+    """The grant that lets ``src`` use the relay host as a peer relay (marked as ours)."""
+
+    region_id: pulumi.Output[int]
+    grant: pulumi.Output[dict[str, Any]]
+    """The grant as written (on refresh: as found live, so a hand edit shows as drift)."""
+    tailnet: pulumi.Output[str]
+    created_grants: pulumi.Output[bool]
+    """True when this resource created ``grants`` (then destroy removes it once empty)."""
+    policy_etag: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        region_id: pulumi.Input[int],
+        grant: pulumi.Input[Mapping[str, Any]],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props: dict[str, Any] = {
+            "region_id": region_id,
+            "grant": grant,
+            "tailnet": None,
+            "created_grants": None,
+            "policy_etag": None,
+        }
+        super().__init__(TailnetPeerRelayGrantProvider(), resource_name, props, opts)

@@ -1,30 +1,43 @@
-"""RelayValidation: probe the relay from outside on `pulumi up`; fail `up` if clients cannot use it.
+"""RelayValidation: probe the relay from outside on `pulumi up`; report the verdict.
 
-A Pulumi dynamic resource (issue #4) around the netcheck library (``components.netcheck``). Why
-each choice, with the trap it avoids (``reference/pulumi.md``):
+A Pulumi dynamic resource around the netcheck library (``components.netcheck``). It no longer
+stops `up` itself: its verdict (``healthy``) feeds publication, which drains a published relay
+that fails and restores it when it passes (``components/tailnet.py``), and a gate after
+publication makes `up` fail in ``enforce`` mode (``components/gate.py``) — so the tailnet is put
+right before anything goes red (docs/architecture.md, "Health"). Why each choice, with the trap
+it avoids (docs/upstream/pulumi.md#dynamic-providers):
 
 * Probes run only in ``create``/``update``: `pulumi preview` calls only ``check``/``diff``, which
   stay pure, so PR previews send no traffic.
 * ``diff`` reports a change only when an input changed, ``trigger`` included. ``relay.py`` builds
   the trigger with :func:`validation_trigger` from what changes the relay (container id,
   certificate serial, addresses) plus ``home-derp:validateNonce``, so an unchanged relay is not
-  re-probed and a changed nonce re-runs the probe on demand. An unknown input (e.g. the id of a
-  container being replaced) counts as a change.
+  re-probed and a changed nonce (every health run) re-runs the probe. An unknown input counts as
+  a change.
+* Admission is proven from derper's own log line for the probe's random key, read through the
+  Docker Engine API on ``docker_host`` (``components/netcheck/admission.py``): a closed connection
+  alone looks the same whether tailscaled said "not found" or could not be asked.
+* Coverage: with Tailscale credentials that may list devices, every device the relay host's
+  tailscaled cannot see is named — derper's ``-verify-clients`` would reject it.
 * The provider is pickled by reference as ``components.validation.RelayValidationProvider``:
   that module path is part of the stack state, do not move it. It holds no sockets, clients or
-  secrets (``serialize_as_secret_always = False``); everything is built inside each method.
+  credentials when pickled; ``configure()`` reads the Tailscale provider's config in the provider
+  process, and everything else is built inside each method.
 * Outputs are ``{**inputs, **computed}`` because the engine keeps exactly what ``create``/
   ``update`` return. Nothing here is secret.
 * The provider process has no engine connection, so ``pulumi.log`` there is only a print
-  (pulumi/pulumi#6065, #20409): progress and warn-mode diagnoses go to stderr, which the CLI
-  shows, and the diagnosis is kept in the ``diagnosis`` output.
+  (pulumi/pulumi#6065, #20409): progress and diagnoses go to stderr, which the CLI shows, and the
+  diagnosis is kept in the ``diagnosis`` output.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import math
+import os
+import socket
 import sys
 import time
 import uuid
@@ -35,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pulumi
 import pulumi.dynamic
 
-from components.wire import is_unknown
+from components.wire import is_unknown, plain
 
 if TYPE_CHECKING:
     from components.netcheck import Check, RelayTarget, Report
@@ -43,8 +56,10 @@ if TYPE_CHECKING:
 TYPE_TOKEN: Final = "pulumi-python:dynamic/homederp:RelayValidation"
 MODES: Final = ("enforce", "warn", "off")
 DEFAULT_TIMEOUT_SECONDS: Final = 120
+#: The longest a validation may keep retrying (home-derp:validateTimeout and the provider's check).
+MAX_TIMEOUT_SECONDS: Final = 1800
 
-# One probe has netcheck's own budgets (5 s report, 3 s STUN, reference/derp.md §5); between
+# One probe has netcheck's own budgets (5 s report, 3 s STUN: docs/upstream/netcheck.md); between
 # probes wait 1, 2, 4, 5, 5, … s (never past the deadline) for DNS and the container to come up.
 PROBE_TIMEOUT: Final = 5.0
 STUN_TIMEOUT: Final = 3.0
@@ -62,24 +77,29 @@ INPUT_KEYS: Final = (
     "addresses_override",
     "resolvers",
     "ca_file",
+    "docker_host",
+    "container",
+    "tailscale_version",
+    "host_tailscale_version",
+    "host_peers",
 )
 OUTPUT_KEYS: Final = (
     "ok",
+    "healthy",
     "checks",
     "server_public_key",
     "stun_latency_ms",
     "tls_latency_ms",
     "certificate_days_left",
     "checked_at",
+    "last_healthy_at",
     "attempts",
     "diagnosis",
+    "admission",
+    "coverage",
 )
 # Order-free inputs: a reordered list is not a change.
-_SET_KEYS: Final = frozenset({"expected_addresses", "addresses_override"})
-
-
-class RelayValidationError(Exception):
-    """`home-derp:validate=enforce` and the relay failed: the message is the whole diagnosis."""
+_SET_KEYS: Final = frozenset({"expected_addresses", "addresses_override", "host_peers"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +126,7 @@ def _comparable(key: str, value: Any) -> Any:
         return sorted(_normal_ip(str(v)) for v in value)
     if isinstance(value, tuple):
         return list(value)
-    return value
+    return plain(value)
 
 
 def changed_inputs(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
@@ -133,8 +153,8 @@ def input_failures(news: Mapping[str, Any]) -> list[tuple[str, str]]:
     if mode is not None and mode not in MODES:
         failures.append(("mode", f"{mode!r} is not one of {', '.join(MODES)}"))
     timeout = known("timeout_seconds")
-    if timeout is not None and not _is_int_in(timeout, 0, 86400):
-        failures.append(("timeout_seconds", f"{timeout!r} is not 0-86400 seconds"))
+    if timeout is not None and not _is_int_in(timeout, 0, MAX_TIMEOUT_SECONDS):
+        failures.append(("timeout_seconds", f"{timeout!r} is not 0-{MAX_TIMEOUT_SECONDS} seconds"))
     for key in ("expected_addresses", "addresses_override"):
         values = known(key)
         if values is None:
@@ -199,35 +219,54 @@ def _best(values: list[float | None]) -> float | None:
     return round(min(known), 3) if known else None
 
 
-def computed_outputs(report: Report, *, attempts: int, checked_at: str) -> dict[str, Any]:
+def admission_summary(report: Report) -> dict[str, Any] | None:
+    """The cause derper logged for the probe's random key (first address that has one)."""
+    for check in report.checks:
+        if check.name == "verify_clients" and check.data.get("cause"):
+            return {"cause": check.data["cause"], "detail": check.detail, "ok": check.ok}
+    return None
+
+
+def computed_outputs(
+    report: Report, *, attempts: int, checked_at: str, last_healthy_at: str | None
+) -> dict[str, Any]:
     """The outputs for one final report."""
     passed = [c for c in report.checks if c.ok]
     tls = [c for c in passed if c.name == "tls"]
     days = [int(c.data["days_left"]) for c in tls if isinstance(c.data.get("days_left"), int)]
+    healthy = report.ok
     return {
-        "ok": report.ok,
+        "ok": healthy,
+        "healthy": healthy,
         "checks": [check_summary(c) for c in report.checks],
         "server_public_key": report.server_public_key,
         "stun_latency_ms": _best([c.latency_ms for c in passed if c.name == "stun"]),
         "tls_latency_ms": _best([c.latency_ms for c in tls]),
         "certificate_days_left": min(days) if days else None,
         "checked_at": checked_at,
+        "last_healthy_at": checked_at if healthy else last_healthy_at,
         "attempts": attempts,
-        "diagnosis": None if report.ok else diagnosis(report, attempts=attempts),
+        "diagnosis": None if healthy else diagnosis(report, attempts=attempts),
+        "admission": admission_summary(report),
     }
 
 
-def off_outputs() -> dict[str, Any]:
+def off_outputs(last_healthy_at: str | None = None) -> dict[str, Any]:
+    """``validate: off``: nothing probed, nothing judged (publication treats it as healthy)."""
     return {
         "ok": None,
+        "healthy": None,
         "checks": [],
         "server_public_key": None,
         "stun_latency_ms": None,
         "tls_latency_ms": None,
         "certificate_days_left": None,
         "checked_at": None,
+        "last_healthy_at": last_healthy_at,
         "attempts": 0,
         "diagnosis": None,
+        "admission": None,
+        "coverage": None,
     }
 
 
@@ -251,6 +290,53 @@ def diagnosis(report: Report, *, attempts: int, waited: float | None = None) -> 
     return "\n".join(lines)
 
 
+def coverage(devices: Sequence[Mapping[str, Any]], host_peers: Sequence[str]) -> dict[str, Any]:
+    """Devices of the tailnet that the relay host cannot see (derper would reject them)."""
+    visible = {str(k) for k in host_peers}
+    invisible = sorted(
+        str(d.get("name") or d.get("hostname") or d.get("id") or "?")
+        for d in devices
+        if d.get("nodeKey") and str(d["nodeKey"]) not in visible
+    )
+    return {"checked": True, "devices": len(devices), "invisible": invisible, "reason": None}
+
+
+def coverage_not_checked(reason: str) -> dict[str, Any]:
+    return {"checked": False, "devices": None, "invisible": [], "reason": reason}
+
+
+def has_route(address: str) -> bool:
+    """Whether this machine has a route to ``address`` (a UDP connect sends nothing).
+
+    GitHub-hosted runners have no IPv6 at all: a probe from there cannot tell anything about an
+    IPv6-only relay, and must not drain it (docs/architecture.md, "Health runs").
+    """
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    except ValueError:
+        return True
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((address, 9))
+        except OSError:
+            return False
+    return True
+
+
+def unjudged_outputs(unroutable: Sequence[str], last_healthy_at: str | None) -> dict[str, Any]:
+    """No route from here to any of the relay's addresses: no verdict, nothing drained."""
+    return {
+        **off_outputs(last_healthy_at),
+        "attempts": 0,
+        "diagnosis": (
+            f"this machine has no route to the relay's addresses ({', '.join(unroutable)}), so "
+            "it cannot judge the relay; nothing was drained. Run validation from a machine "
+            "with IPv6 (a GitHub-hosted runner has none: use an exit node with IPv6 or a "
+            "self-hosted runner, README: CI/CD)"
+        ),
+    }
+
+
 def _backoff(attempt: int) -> float:
     return float(min(MAX_BACKOFF, 2 ** (attempt - 1)))
 
@@ -261,29 +347,59 @@ def _note(message: str) -> None:
 
 
 Probe = Callable[..., "Report"]
+Devices = Callable[[], Sequence[Mapping[str, Any]]]
+
+
+def default_probe(props: Mapping[str, Any]) -> Probe:
+    """netcheck's check_relay, with derper's log as admission evidence when we know the host."""
+    from components.netcheck import check_relay
+    from components.netcheck.admission import docker_evidence
+
+    docker_host, container = props.get("docker_host"), props.get("container")
+    if not props.get("expect_verify_clients") or not docker_host or not container:
+        return check_relay
+    evidence = docker_evidence(
+        str(docker_host),
+        str(container),
+        derper_version=props.get("tailscale_version"),
+        tailscaled_version=props.get("host_tailscale_version"),
+    )
+
+    def probe(target: RelayTarget, **kw: Any) -> Report:
+        return check_relay(target, evidence_source=evidence, **kw)
+
+    return probe
 
 
 def run_validation(
     props: Mapping[str, Any],
     *,
     probe: Probe | None = None,
+    devices: Devices | None = None,
+    last_healthy_at: str | None = None,
+    route: Callable[[str], bool] = has_route,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> dict[str, Any]:
     """Probe until the relay passes or ``timeout_seconds`` is spent; return the computed outputs.
 
-    ``enforce`` raises :class:`RelayValidationError` with the last diagnosis; ``warn`` prints it
-    and returns ``ok=False``; ``off`` probes nothing.
+    Never raises for a failing relay: the verdict is the output (``healthy``), and the gate
+    decides what `up` reports. ``off`` probes nothing.
     """
     mode = props.get("mode") or "enforce"
     if mode == "off":
-        return off_outputs()
-    if probe is None:
-        from components.netcheck import check_relay
-
-        probe = check_relay
+        return off_outputs(last_healthy_at)
     target = relay_target(props)
+    expected = list(target.expected_addresses)
+    routable = [a for a in expected if route(a)]
+    if expected and not routable:
+        return unjudged_outputs(expected, last_healthy_at)
+    if not target.addresses and len(routable) < len(expected):
+        # Judge what can be reached from here; DNS is still checked for every address.
+        _note(f"no route from here to {', '.join(set(expected) - set(routable))}: not probed")
+        target = dataclasses.replace(target, addresses=tuple(routable))
+    probe = probe or default_probe(props)
     budget = float(props.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS))
     started = clock()
     deadline = started + budget
@@ -298,18 +414,39 @@ def run_validation(
         failing = ", ".join(sorted({c.name for c in report.failed()})) or "no checks"
         _note(f"attempt {attempts} failed ({failing}); retrying in {pause:.0f}s, {left:.0f}s left")
         sleep(pause)
-    outputs = computed_outputs(report, attempts=attempts, checked_at=now().isoformat())
-    if report.ok:
-        return outputs
-    text = diagnosis(report, attempts=attempts, waited=clock() - started)
-    outputs["diagnosis"] = text
-    if mode == "warn":
-        _note("home-derp:validate=warn, deploying anyway\n" + text)
-        return outputs
-    raise RelayValidationError(
-        text + "\n\nFix the relay and run `pulumi up` again; "
-        "`home-derp:validate=warn` deploys anyway and records the failure in the outputs."
+    outputs = computed_outputs(
+        report, attempts=attempts, checked_at=now().isoformat(), last_healthy_at=last_healthy_at
     )
+    outputs["coverage"] = _coverage(props, devices)
+    if not report.ok:
+        outputs["diagnosis"] = diagnosis(report, attempts=attempts, waited=clock() - started)
+        _note("the relay is NOT healthy\n" + outputs["diagnosis"])
+    invisible = (outputs["coverage"] or {}).get("invisible")
+    if invisible:
+        _note(
+            f"{len(invisible)} device(s) are invisible to the relay host's tailscaled and would be "
+            f"rejected by -verify-clients: {', '.join(invisible)}. Let the relay host see them in "
+            "the tailnet policy (an ACL or grant with the relay host as destination, or put it in "
+            "a group every device may reach)"
+        )
+    return outputs
+
+
+def _coverage(props: Mapping[str, Any], devices: Devices | None) -> dict[str, Any] | None:
+    from components.tailscale_api import TailscaleApiError
+
+    peers = props.get("host_peers")
+    if not props.get("expect_verify_clients") or peers is None:
+        return None
+    if devices is None:
+        return coverage_not_checked("no Tailscale credentials to list the tailnet's devices")
+    try:
+        return coverage(devices(), list(peers))
+    except TailscaleApiError as exc:
+        return coverage_not_checked(
+            f"the tailnet's devices could not be listed ({exc}); an API key or an OAuth client "
+            "with the devices:core:read scope can"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,9 +454,44 @@ def run_validation(
 
 
 class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
-    """CRUD of RelayValidation. Stateless: pickled by reference, holds nothing."""
+    """CRUD of RelayValidation: pickled by reference, holds nothing when pickled."""
 
     serialize_as_secret_always = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._config: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # never pickle configuration (it may hold credentials)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._config = {}
+
+    def configure(self, req: pulumi.dynamic.ConfigureRequest) -> None:
+        from components.tailscale_api import CONFIG_KEYS
+
+        keys = [f"tailscale:{key}" for key in CONFIG_KEYS]
+        self._config = {k: req.config.get(k) for k in keys if req.config.get(k) is not None}
+
+    def _devices(self) -> Devices | None:
+        from components.tailscale_api import Client, TailscaleApiError, resolve_credentials
+
+        try:
+            credentials = resolve_credentials(self._config, os.environ)
+        except TailscaleApiError:
+            return None
+        return Client(credentials).list_devices
+
+    def _run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
+        inputs = {k: props[k] for k in INPUT_KEYS if k in props}
+        previous = olds.get("last_healthy_at")
+        computed = run_validation(
+            plain(props),
+            devices=self._devices(),
+            last_healthy_at=previous if isinstance(previous, str) else None,
+        )
+        return inputs | computed
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         failures = [pulumi.dynamic.CheckFailure(p, r) for p, r in input_failures(news)]
@@ -333,13 +505,12 @@ class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.DiffResult(changes=bool(changed_inputs(olds, news)), replaces=[])
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        outs = _inputs_of(props) | run_validation(props)
-        return pulumi.dynamic.CreateResult(uuid.uuid4().hex, outs)
+        return pulumi.dynamic.CreateResult(uuid.uuid4().hex, self._run(props, {}))
 
     def update(
-        self, _id: str, _olds: dict[str, Any], news: dict[str, Any]
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
-        return pulumi.dynamic.UpdateResult(_inputs_of(news) | run_validation(news))
+        return pulumi.dynamic.UpdateResult(self._run(news, olds))
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
         # A refresh keeps the last result: probing is what `up` (and the trigger) is for.
@@ -347,10 +518,6 @@ class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         return None
-
-
-def _inputs_of(props: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: props[k] for k in INPUT_KEYS if k in props}
 
 
 @dataclass
@@ -364,11 +531,11 @@ class RelayValidationArgs:
     stun_port: pulumi.Input[int]
     """UDP port of derper's STUN server."""
     expected_addresses: pulumi.Input[Sequence[pulumi.Input[str]]]
-    """Addresses DNS must return for ``hostname`` (the published AAAA/A records)."""
+    """Addresses DNS must return for ``hostname`` (empty: accept what DNS says)."""
     expect_verify_clients: pulumi.Input[bool]
     """Whether derper must reject unknown clients (``-verify-clients``)."""
     mode: pulumi.Input[str] = "enforce"
-    """``enforce`` fails `up` on a failed check, ``warn`` records it, ``off`` probes nothing."""
+    """``enforce``/``warn`` probe and report; ``off`` probes nothing (the gate acts on it)."""
     timeout_seconds: pulumi.Input[int] = DEFAULT_TIMEOUT_SECONDS
     """How long to keep retrying while DNS propagates and the container starts."""
     trigger: pulumi.Input[str] = ""
@@ -379,6 +546,16 @@ class RelayValidationArgs:
     """DNS servers (``IP``, ``IP:PORT``, ``[IPv6]:PORT``) instead of the system resolver."""
     ca_file: pulumi.Input[str] | None = None
     """Extra trusted CA bundle, a path on the machine running pulumi (e.g. ACME staging)."""
+    docker_host: pulumi.Input[str] | None = None
+    """The relay's Docker engine: derper's log proves admission."""
+    container: pulumi.Input[str] | None = None
+    """derper's container name on ``docker_host``."""
+    tailscale_version: pulumi.Input[str] | None = None
+    """The release derper was built from (named in a version-skew diagnosis)."""
+    host_tailscale_version: pulumi.Input[str] | None = None
+    """The host tailscaled's release as read at this run."""
+    host_peers: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
+    """Node keys the relay host's tailscaled can see (itself included): the coverage check."""
 
     def to_props(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in INPUT_KEYS}
@@ -388,7 +565,9 @@ class RelayValidation(pulumi.dynamic.Resource, module="homederp", name="RelayVal
     """The relay as a client sees it, checked on `up`; type ``TYPE_TOKEN``."""
 
     ok: pulumi.Output[bool | None]
-    """True when every check passed; False (warn mode only) when one failed; None when off."""
+    """Same as ``healthy`` (kept for existing stacks' outputs)."""
+    healthy: pulumi.Output[bool | None]
+    """True when every check passed; False when one failed; None when validation is off."""
     checks: pulumi.Output[list[dict[str, Any]]]
     """One ``{name, address, ok, warning, detail, hint, latency_ms}`` per check."""
     server_public_key: pulumi.Output[str | None]
@@ -401,10 +580,16 @@ class RelayValidation(pulumi.dynamic.Resource, module="homederp", name="RelayVal
     """Days until the served certificate expires."""
     checked_at: pulumi.Output[str | None]
     """When the last probe ran (ISO 8601, UTC)."""
+    last_healthy_at: pulumi.Output[str | None]
+    """When the relay last passed every check."""
     attempts: pulumi.Output[int]
     """Probes it took (retries while DNS and the container come up)."""
     diagnosis: pulumi.Output[str | None]
-    """The failure report when ``ok`` is False."""
+    """The failure report when ``healthy`` is False."""
+    admission: pulumi.Output[dict[str, Any] | None]
+    """derper's verdict on the probe's random key: ``{cause, detail, ok}``."""
+    coverage: pulumi.Output[dict[str, Any] | None]
+    """``{checked, devices, invisible, reason}``: tailnet devices the relay host cannot see."""
 
     def __init__(
         self,

@@ -1,7 +1,8 @@
 """What the engine hands a dynamic provider, made comparable (shared by validation and tailnet).
 
 Unknown values arrive during preview as ``pulumi.output.Unknown`` or as the wire sentinel string,
-possibly nested; numbers come back from protobuf as floats (reference/pulumi.md).
+possibly nested; numbers come back from protobuf as floats
+(docs/upstream/pulumi.md#dynamic-providers).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Each rule is a plain validate function ``(args, report) -> None`` wrapped in a
 ``PolicyPack`` in ``__main__.py`` does). Props arrive in engine (camelCase) names, numbers as
 floats, nested values as read-only mappings/sequences; an unknown value (preview) raises
 ``UnknownValueError`` on access, which the analyzer reports as "can't run during preview".
-Why each rule exists: DESIGN.md "Decisions already taken" and shared/reference/derp.md.
+Why each rule exists: docs/architecture.md ("Decisions") and the upstream facts in docs/upstream/.
 """
 
 from __future__ import annotations
@@ -20,27 +20,34 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
-from components.derpmap import parse_hujson  # the project's one HuJSON parser (pure)
+from components.derpmap import CUSTOM_REGION_IDS, PolicyTextError, parse_hujson
+from components.hujson import equal_fold
+from components.naming import ROLE_DERPER, ROLE_LABEL
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+IMAGE_BUILD = "docker:index/image:Image"
 ACME_PROVIDER = "pulumi:providers:acme"
 DERP_REGION = "pulumi-python:dynamic/homederp:TailnetDerpRegion"
 TAILSCALE_ACL = "tailscale:index/acl:Acl"
 
-#: Container label the program puts on its containers (components/container.py, ddns.py).
-ROLE_LABEL = "home-derp.role"
-DERPER_ROLE = "derper"
+DERPER_ROLE = ROLE_DERPER  # kept for readers of older rules
 
 ACME_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 #: Stacks whose name contains one of these may use a staging/test ACME directory.
 NON_PRODUCTION_MARKERS = ("test", "dev")
 
-#: derpMap region ids reserved for custom relays (reference/derp.md §6).
-REGION_MIN, REGION_MAX = 900, 999
+#: derpMap region ids reserved for custom relays (docs/upstream/derpmap.md#regions).
+REGION_MIN, REGION_MAX = CUSTOM_REGION_IDS
+#: The one capability derper may keep: binding a port below 1024 (components/container.py).
+ALLOWED_CAPABILITY = "NET_BIND_SERVICE"
+#: Where the program's Dockerfile lives: the only build a derper image may come from.
+DERPER_BUILD_CONTEXT = "components/derper"
 
 Validate = Callable[[ResourceValidationArgs, ReportViolation], None]
 
@@ -89,8 +96,54 @@ def is_derper(props: Mapping[str, Any]) -> bool:
     """The relay container: labelled ``home-derp.role=derper`` (or, unlabelled, derper's env)."""
     role = labels_of(props).get(ROLE_LABEL)
     if role is not None:
-        return role == DERPER_ROLE
+        return role == ROLE_DERPER
     return "DERP_DOMAIN" in env_of(props)
+
+
+def verify_clients_on(props: Mapping[str, Any]) -> str | None:
+    """None when derper verifies clients (flag on its command line, or DERP_VERIFY_CLIENTS=true
+    for a pinned image), else what it runs with."""
+    command = [str(c) for c in _items(props.get("command"))]
+    if any(c in ("-verify-clients", "--verify-clients", "-verify-clients=true") for c in command):
+        return None
+    value = env_of(props).get("DERP_VERIFY_CLIENTS", "")
+    if value.strip().lower() == "true":
+        return None
+    return (
+        f"DERP_VERIFY_CLIENTS={value}"
+        if value
+        else "no -verify-clients flag (DERP_VERIFY_CLIENTS unset)"
+    )
+
+
+def _is_root(user: str) -> bool:
+    name = user.split(":", 1)[0].strip()
+    return name in ("", "0", "root")
+
+
+def hardening_problems(props: Mapping[str, Any]) -> list[str]:
+    """What is missing from derper's least-privilege settings (components/container.py)."""
+    problems = []
+    if props.get("readOnly") is not True:
+        problems.append("the root filesystem is writable (read_only=True)")
+    caps = props.get("capabilities")
+    caps = caps if isinstance(caps, Mapping) else {}
+    drops = [str(c).upper() for c in _items(caps.get("drops"))]
+    adds = [str(c).upper().removeprefix("CAP_") for c in _items(caps.get("adds"))]
+    if "ALL" not in drops:
+        problems.append("not every capability is dropped (capabilities.drops=[ALL])")
+    extra = sorted(set(adds) - {ALLOWED_CAPABILITY})
+    if extra:
+        problems.append(f"capabilities {', '.join(extra)} are added (at most {ALLOWED_CAPABILITY})")
+    options = [str(o).replace("=", ":") for o in _items(props.get("securityOpts"))]
+    if "no-new-privileges:true" not in options and "no-new-privileges" not in options:
+        problems.append("no-new-privileges is not set (security_opts)")
+    user = str(props.get("user") or "")
+    if _is_root(user) and ALLOWED_CAPABILITY not in adds:
+        problems.append(
+            f"it runs as root ({user or 'the image default'}) though no port below 1024 needs it"
+        )
+    return problems
 
 
 def image_pin_problem(reference: str) -> str | None:
@@ -136,7 +189,7 @@ def region_problems(key: str | None, region: Any) -> list[str]:
     if not isinstance(region, Mapping):
         return [f"{label}: not an object"]
     problems = []
-    region_id = as_int(region.get("RegionID"))
+    region_id = as_int(_field(region, "RegionID"))
     if region_id is None:
         problems.append(f"{label}: RegionID missing or not a number")
     elif not REGION_MIN <= region_id <= REGION_MAX:
@@ -146,26 +199,33 @@ def region_problems(key: str | None, region: Any) -> list[str]:
         )
     if key is not None and region_id is not None and key != str(region_id):
         problems.append(f"{label}: key must equal RegionID {region_id}")
-    for index, node in enumerate(_items(region.get("Nodes"))):
-        name = node.get("Name", index) if isinstance(node, Mapping) else index
+    for index, node in enumerate(_items(_field(region, "Nodes"))):
+        name = _field(node, "Name") or index if isinstance(node, Mapping) else index
         if not isinstance(node, Mapping):
             problems.append(f"{label} node {name}: not an object")
             continue
-        if node.get("InsecureForTests") is True:
+        if _field(node, "InsecureForTests") is True:
             problems.append(f"{label} node {name}: InsecureForTests skips TLS checks (tests only)")
-        node_region = as_int(node.get("RegionID"))
+        node_region = as_int(_field(node, "RegionID"))
         if region_id is not None and node_region != region_id:
             # tailscale/tailscale#9526, #17563: a node without its RegionID misroutes.
             problems.append(f"{label} node {name}: RegionID must be set to {region_id}")
     return problems
 
 
+def _field(value: Any, name: str) -> Any:
+    """A struct field of the policy, matched as Go's encoding/json does: in any case."""
+    if not isinstance(value, Mapping):
+        return None
+    return next((v for k, v in value.items() if equal_fold(str(k), name)), None)
+
+
 def derp_map_problems(policy: Any) -> list[str]:
     """Problems of every region in a parsed tailnet policy's ``derpMap``."""
-    derp_map = policy.get("derpMap") if isinstance(policy, Mapping) else None
+    derp_map = _field(policy, "derpMap")
     if derp_map is None:
         return []
-    regions = derp_map.get("Regions") if isinstance(derp_map, Mapping) else None
+    regions = _field(derp_map, "Regions")
     if not isinstance(regions, Mapping):
         return ["derpMap.Regions must be an object keyed by region id"]
     problems: list[str] = []
@@ -242,13 +302,57 @@ def validate_verify_clients(args: ResourceValidationArgs, report: ReportViolatio
     """Without -verify-clients anyone on the internet can relay through the home line."""
     if args.resource_type != CONTAINER or not is_derper(args.props):
         return
-    value = env_of(args.props).get("DERP_VERIFY_CLIENTS", "")
-    if value.strip().lower() != "true":
+    problem = verify_clients_on(args.props)
+    if problem:
+        report(f"derper runs with {problem}; set home-derp:verifyClients true.", None)
+
+
+def validate_derper_hardened(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """derper holds the tailscaled socket and faces the internet: least privilege only."""
+    if args.resource_type != CONTAINER or not is_derper(args.props):
+        return
+    problems = hardening_problems(args.props)
+    if problems:
         report(
-            f"derper runs with DERP_VERIFY_CLIENTS={value or '(unset)'}; "
-            "set home-derp:verifyClients true.",
+            "the derper container is not hardened: " + "; ".join(problems) + ". Leave "
+            "home-derp:image empty to run the built, hardened derper.",
             None,
         )
+
+
+def image_source_problem(source_type: str, props: Mapping[str, Any]) -> str | None:
+    """None when derper's image is built here or pinned by digest, else why not."""
+    if source_type == IMAGE_BUILD:
+        build = props.get("build")
+        context = str(build.get("context") or "") if isinstance(build, Mapping) else ""
+        if context.rstrip("/").endswith(DERPER_BUILD_CONTEXT):
+            return None
+        return f"it is built from {context or 'an unknown context'}, not {DERPER_BUILD_CONTEXT}"
+    if source_type == REMOTE_IMAGE:
+        name = str(props.get("name") or "")
+        if re.search(r"@sha256:[0-9a-f]{64}$", name):
+            return None
+        return f"{name or 'a remote image'} is not pinned by digest (@sha256:…)"
+    return f"it comes from a {source_type}"
+
+
+def validate_image_provenance(args: StackValidationArgs, report: ReportViolation) -> None:
+    """derper's image is built here from upstream source, or pinned by digest: a third-party tag
+    can be rebuilt under you, and that image gets the tailscaled socket."""
+    for resource in args.resources:
+        if resource.resource_type != CONTAINER or not is_derper(resource.props):
+            continue
+        sources = resource.property_dependencies.get("image") or []
+        if not sources:
+            report(
+                "the derper container's image comes from no image resource of this stack "
+                "(it must be built here or pinned by digest).",
+                resource.urn,
+            )
+        for source in sources:
+            problem = image_source_problem(source.resource_type, source.props)
+            if problem:
+                report(f"derper's image is not trustworthy: {problem}.", resource.urn)
 
 
 def make_validate_acme_production(
@@ -284,7 +388,7 @@ def validate_derp_region(args: ResourceValidationArgs, report: ReportViolation) 
             return
         try:
             problems = derp_map_problems(parse_hujson(text))
-        except ValueError as exc:
+        except PolicyTextError as exc:
             problems = [f"policy text is not HuJSON: {exc}"]
     else:
         return
@@ -336,11 +440,27 @@ derp_region_range = ResourceValidationPolicy(
     validate=validate_derp_region,
 )
 
-POLICIES: list[ResourceValidationPolicy] = [
+derper_hardened = ResourceValidationPolicy(
+    name="derper-hardened",
+    description="derper runs read-only, without capabilities, no-new-privileges, not as root.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=validate_derper_hardened,
+)
+
+derper_image_provenance = StackValidationPolicy(
+    name="derper-image-provenance",
+    description="derper's image is built here from upstream source or pinned by digest.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=validate_image_provenance,
+)
+
+POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     dns_not_proxied,
     derper_networking,
     images_pinned,
     verify_clients,
     acme_production,
     derp_region_range,
+    derper_hardened,
+    derper_image_provenance,
 ]

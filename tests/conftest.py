@@ -7,7 +7,7 @@ reset before every test. The mocks and the helpers that run the program live in 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -15,21 +15,26 @@ from tests.mocks import (
     FAKE_TOKEN,
     FAKE_ZONE_ID,
     ROOT,
+    HostFacts,
     Registered,
     RelayMocks,
     evaluate,
     home_config,
+    host_factory,
     install_mocks,
     resolve,
     run_program,
     set_config,
     stack_config,
 )
+from tests.peers.sshd import Sshd
+from tests.peers.sshd import sshd_factory as _sshd_factory
 
 __all__ = [
     "FAKE_TOKEN",
     "FAKE_ZONE_ID",
     "ROOT",
+    "HostFacts",
     "Registered",
     "RelayMocks",
     "evaluate",
@@ -39,6 +44,22 @@ __all__ = [
     "set_config",
     "stack_config",
 ]
+
+
+@pytest.fixture(autouse=True)
+def relay_host(monkeypatch: pytest.MonkeyPatch) -> HostFacts:
+    """The relay host every program evaluation reads: healthy unless a test changes it.
+
+    Only the one I/O edge (``components.settings.LiveHost``) is replaced; host reads themselves
+    are tested against the real tailscale CLI, tailscaled and sshd (tests/test_tailscaled.py).
+    """
+    from components import settings
+
+    facts = HostFacts()
+    monkeypatch.setattr(settings, "LiveHost", host_factory(facts))
+    for name in ("GITHUB_ACTIONS", "RUNNER_ENVIRONMENT", "HOME_DERP_HEALTH_RUN"):
+        monkeypatch.delenv(name, raising=False)
+    return facts
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +75,15 @@ def mocks() -> Iterator[RelayMocks]:
         yield install_mocks()
     finally:
         # Let the root Stack's registration (queued by set_mocks) finish before the loop goes.
+        asyncio.set_event_loop(loop)  # a test's own asyncio.run() leaves no current loop
         pending = asyncio.all_tasks(loop)
         loop.run_until_complete(asyncio.gather(*pending, asyncio.sleep(0), return_exceptions=True))
         asyncio.set_event_loop(None)
         loop.close()
+
+
+@pytest.fixture
+def sshd_factory() -> Iterator[Callable[..., Sshd]]:
+    """Starts real sshd processes on 127.0.0.1 (optionally in a netns); stops them afterwards."""
+    with _sshd_factory() as start:
+        yield start

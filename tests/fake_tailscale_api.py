@@ -17,6 +17,11 @@ on, as documented at https://tailscale.com/api (policyfile and oauth sections):
 * ``POST /api/v2/oauth/token`` (``client_credentials``, form-encoded ``client_id`` and
   ``client_secret``) → an access token carrying the OAuth client's scopes (``policy_file`` for
   read/write, ``policy_file:read`` for read only);
+* ``POST /api/v2/oauth/token-exchange`` (workload identity federation: form-encoded
+  ``client_id`` and ``jwt``; tailscale.com/client/tailscale/v2@v2.12.0 identityfederation.go:95-127)
+  → ``{"access_token", "token_type", "expires_in", "scope"}``, 401 for an unknown client or token;
+* ``GET /api/v2/tailnet/{tailnet}/devices`` → ``{"devices": [...]}`` with ``name``, ``hostname``,
+  ``nodeKey``, ``addresses`` (devices.go:82-114), scope ``devices:core:read`` (or ``devices:core``);
 * tailnet ``-`` means the credential's own tailnet; another name than the configured one → 404.
 
 The policy is parsed with ``json5`` (a HuJSON superset, independent of ``components/derpmap.py``),
@@ -46,6 +51,7 @@ import json5
 HUJSON = "application/hujson"
 WRITE_SCOPE = "policy_file"
 READ_SCOPE = "policy_file:read"
+DEVICES_SCOPE = "devices:core:read"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,9 @@ class FakeTailscaleApi:
     tailnet: str = "example.com"
     api_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)  # key -> scopes
     oauth_clients: dict[str, OAuthClient] = field(default_factory=dict)  # client id -> client
+    federated: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    """Federated identities: client id -> (the ID token it accepts, scopes)."""
+    devices: list[dict[str, Any]] = field(default_factory=list)
     validate_failure_status: int = 200  # the current API says 200; its older docs said 400
     before_write: Callable[[FakeTailscaleApi], None] | None = None
     requests: list[Request] = field(default_factory=list)
@@ -217,7 +226,11 @@ class _Handler(BaseHTTPRequestHandler):
         if scopes is None:
             self._send(401, {"message": "API token invalid"})
             return False
-        ok = needed in scopes or (needed == READ_SCOPE and WRITE_SCOPE in scopes)
+        ok = (
+            needed in scopes
+            or (needed == READ_SCOPE and WRITE_SCOPE in scopes)
+            or (needed == DEVICES_SCOPE and "devices:core" in scopes)
+        )
         if not ok:
             self._send(
                 403, {"message": f"calling actor does not have enough permissions ({needed})"}
@@ -246,6 +259,11 @@ class _Handler(BaseHTTPRequestHandler):
     # -- verbs
     def do_GET(self) -> None:
         self._record(b"")
+        parts = urllib.parse.urlsplit(self.path).path.split("/")
+        if len(parts) == 6 and parts[1:4] == ["api", "v2", "tailnet"] and parts[5] == "devices":
+            if self._authorize(DEVICES_SCOPE) and self._tailnet_ok(urllib.parse.unquote(parts[4])):
+                self._send(200, {"devices": self.state.devices})
+            return
         route = self._route()
         if route is None or route[0] != "acl":
             self._send(404, {"message": "not found"})
@@ -266,6 +284,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path == "/api/v2/oauth/token":
             self._token(body)
+            return
+        if path == "/api/v2/oauth/token-exchange":
+            self._token_exchange(body)
             return
         route = self._route()
         if route is None:
@@ -302,6 +323,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.policy = text
             self.state.writes += 1
         self._send(200, text, HUJSON, {"ETag": etag_of(text)})
+
+    def _token_exchange(self, body: bytes) -> None:
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        client_id = (form.get("client_id") or [""])[0]
+        jwt = (form.get("jwt") or [""])[0]
+        identity = self.state.federated.get(client_id)
+        if identity is None or not secrets.compare_digest(identity[0], jwt):
+            self._send(401, {"message": "invalid federated identity or token"})
+            return
+        token = "tskey-fedtoken-" + secrets.token_hex(8)
+        with self.state._lock:
+            self.state._tokens[token] = identity[1]
+        self._send(
+            200,
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "scope": " ".join(identity[1]),
+            },
+        )
 
     def _token(self, body: bytes) -> None:
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))

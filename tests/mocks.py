@@ -8,6 +8,7 @@ play the providers: they echo inputs and invent the computed outputs a real prov
 from __future__ import annotations
 
 import hashlib
+import json
 import runpy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class Options:
     ignore_changes: tuple[str, ...]
     delete_before_replace: bool
     additional_secret_outputs: tuple[str, ...]
+    property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class RecordingMonitor(MockMonitor):
@@ -68,6 +70,9 @@ class RecordingMonitor(MockMonitor):
             ignore_changes=tuple(request.ignoreChanges),
             delete_before_replace=request.deleteBeforeReplace,
             additional_secret_outputs=tuple(request.additionalSecretOutputs),
+            property_dependencies={
+                key: tuple(deps.urns) for key, deps in request.propertyDependencies.items()
+            },
         )
         return response
 
@@ -80,12 +85,15 @@ class RelayMocks(pulumi.runtime.Mocks):
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     options: dict[str, Options] = field(default_factory=dict)
     certificate_serial: str = "03a1b2c3d4e5f60718293a4b5c6d7e8f9001"
+    validation_healthy: bool | None = True
+    """What the (not executed) RelayValidation reports as its verdict."""
 
     def reset(self) -> None:
         self.resources.clear()
         self.calls.clear()
         self.options.clear()
         self.certificate_serial = "03a1b2c3d4e5f60718293a4b5c6d7e8f9001"
+        self.validation_healthy = True
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         self.resources.append(
@@ -114,6 +122,21 @@ class RelayMocks(pulumi.runtime.Mocks):
                 "certificateSerial": serial,
                 "certificateDomain": "",
                 "certificateUrl": "https://acme.invalid/cert/1",
+            }
+        if typ == "pulumi-python:dynamic/homederp:RelayValidation":
+            healthy = self.validation_healthy if inputs.get("mode") != "off" else None
+            return {
+                "healthy": healthy,
+                "ok": healthy,
+                "checked_at": "2026-12-02T04:00:00+00:00",
+                "certificate_days_left": 80,
+                "diagnosis": None if healthy is not False else "relay derp.example.com failed",
+            }
+        if typ == "docker:index/image:Image":
+            digest = hashlib.sha256(json.dumps(inputs.get("build"), sort_keys=True).encode())
+            return {
+                "repoDigest": f"sha256:{digest.hexdigest()}",
+                "baseImageName": inputs.get("imageName"),
             }
         if typ == "docker:index/remoteImage:RemoteImage":
             digest = hashlib.sha256(str(inputs.get("name")).encode()).hexdigest()
@@ -162,9 +185,12 @@ def install_mocks(stack: str = "home") -> RelayMocks:
 
 
 def _config_string(value: object) -> str:
-    """Config values reach the program as strings; YAML booleans as ``true``/``false``."""
+    """Config values reach the program as strings; YAML booleans as ``true``/``false``, lists
+    and maps as JSON (what the CLI hands over for structured config)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
     return str(value)
 
 
@@ -189,8 +215,8 @@ def stack_config(stack_file: Path) -> dict[str, str]:
     data = yaml.safe_load(stack_file.read_text()) or {}
     out = project_defaults()
     for key, value in (data.get("config") or {}).items():
-        if isinstance(value, dict | list):
-            raise AssertionError(f"{stack_file.name}: {key} is structured; secrets use the CLI")
+        if isinstance(value, dict) and "secure" in value:
+            raise AssertionError(f"{stack_file.name}: {key} holds a secret; secrets use the CLI")
         out[key] = _config_string(value)
     return out
 
@@ -216,6 +242,27 @@ def set_config(config: Mapping[str, str]) -> None:
     """Replace the whole stack config (``cloudflare:apiToken`` marked secret as the CLI does)."""
     secret_keys = [k for k in config if k.endswith(("apiToken", "ApiToken", "Secret", "apiKey"))]
     pulumi.runtime.set_all_config(dict(config), secret_keys)
+
+
+def register(factory: Any) -> list[Registered]:
+    """Run ``factory`` (it constructs resources) as a program would, under the suite's mocks;
+    returns what it registered (inputs as the engine receives them, ``__provider`` included)."""
+    start = len(_MOCKS.resources)
+
+    @pulumi.runtime.test
+    def run() -> None:
+        factory()
+
+    run()
+    return _MOCKS.resources[start:]
+
+
+def dynamic_inputs(factory: Any) -> dict[str, Any]:
+    """Inputs of the one dynamic resource ``factory`` registers (what the engine sends it)."""
+    found = [r for r in register(factory) if r.typ.startswith("pulumi-python:dynamic/")]
+    if len(found) != 1:
+        raise AssertionError(f"expected one dynamic resource, got {[r.typ for r in found]}")
+    return found[0].inputs
 
 
 def run_program() -> dict[str, Any]:
@@ -259,3 +306,104 @@ def evaluate(config: Mapping[str, str]) -> dict[str, tuple[Any, bool]]:
 
     run()
     return resolved
+
+
+# ---------------------------------------------------------------------------------------------
+# The relay host, for program evaluations under mocks
+#
+# The program reads the relay host at every evaluation (components.settings.LiveHost). Tests of
+# the *program* replace that one edge with HostFacts below; the reads themselves are tested against
+# real programs (tests/test_tailscaled.py: a real tailscaled and the real CLI, real sshd).
+
+RELAY_NODE_KEY = "nodekey:" + "ab" * 32
+PEER_NODE_KEYS = ("nodekey:" + "cd" * 32, "nodekey:" + "ef" * 32)
+
+
+@dataclass
+class HostFacts:
+    """What a healthy relay host answers: its addresses, a Running tailscaled, the socket."""
+
+    addresses: list[str] = field(default_factory=lambda: ["2409:8a00:1a2b:3c40::10"])
+    address_flags: dict[str, frozenset[str]] = field(default_factory=dict)
+    version: str = "1.102.5"
+    backend_state: str = "Running"
+    socket_exists: bool = True
+    peers: tuple[str, ...] = PEER_NODE_KEYS
+    error: Exception | None = None
+    """Raised by every read (a host that cannot be asked)."""
+    tailscaled_error: Exception | None = None
+    reads: list[str] = field(default_factory=list)
+
+    def _fail(self, what: str) -> None:
+        self.reads.append(what)
+        if self.error is not None:
+            raise self.error
+
+    def probe(self, docker_host: str) -> HostFacts:
+        """Stands in for ``components.settings.LiveHost(docker_host)``."""
+        self.reads.append(f"connect {docker_host}")
+        return self
+
+    def addresses_of(self, interface: str | None) -> list[Any]:
+        from components.ipv6 import Candidate
+
+        self._fail(f"addresses {interface}")
+        return [
+            Candidate(
+                interface or "eth0",
+                a,
+                64,
+                "global",
+                self.address_flags.get(a, frozenset()),
+            )
+            for a in self.addresses
+        ]
+
+    def tailscaled_facts(self, socket: str) -> Any:
+        from components.tailscaled import Peer, TailscaledFacts
+
+        self._fail(f"tailscaled {socket}")
+        if self.tailscaled_error is not None:
+            raise self.tailscaled_error
+        running = self.backend_state == "Running"
+        return TailscaledFacts(
+            version=self.version,
+            version_long=f"{self.version}-t0123456789-g0123456789",
+            backend_state=self.backend_state,
+            node_key=RELAY_NODE_KEY if running else None,
+            host_name="homeserver",
+            dns_name="homeserver.tail1234.ts.net." if running else "",
+            tailscale_ips=("100.101.102.103", "fd7a:115c:a1e0::1") if running else (),
+            tags=(),
+            tailnet="example.com" if running else None,
+            peers=tuple(
+                Peer(key, f"peer{i}", f"peer{i}.tail1234.ts.net.", (f"100.64.0.{i + 1}",))
+                for i, key in enumerate(self.peers)
+            ),
+        )
+
+
+class HostProbeAdapter:
+    """A HostFacts behind the ``components.settings.HostProbe`` protocol."""
+
+    def __init__(self, facts: HostFacts) -> None:
+        self.facts = facts
+
+    def addresses(self, interface: str | None) -> Any:
+        return self.facts.addresses_of(interface)
+
+    def tailscaled(self, socket: str) -> Any:
+        return self.facts.tailscaled_facts(socket)
+
+    def socket_exists(self, socket: str) -> bool:
+        self.facts._fail(f"socket {socket}")
+        return self.facts.socket_exists
+
+
+def host_factory(facts: HostFacts) -> Any:
+    """A stand-in for the ``components.settings.LiveHost`` class that answers with ``facts``."""
+
+    def live_host(docker_host: str) -> HostProbeAdapter:
+        return HostProbeAdapter(facts.probe(docker_host))
+
+    return live_host

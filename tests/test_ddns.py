@@ -17,7 +17,6 @@ from components.ddns import (
     TYPE_TOKEN,
     DdnsUpdater,
     DdnsUpdaterArgs,
-    container_name,
     ddns_env,
     ip6_provider,
 )
@@ -141,5 +140,7 @@ def test_ip6_provider_interface() -> None:
 
 # Container names are Docker-safe and differ per relay name.
 def test_container_name() -> None:
+    from components.naming import ddns_container_name as container_name
+
     assert container_name("Derp.Example.com") == "home-derp-ddns-derp-example-com"
     assert container_name("a.example.com") != container_name("b.example.com")

@@ -302,7 +302,7 @@ def test_set_omit_default_regions_changes_only_that_value() -> None:
         ('{"derpMap": []}', '"derpMap" must be an object, found an array'),
         ('{"derpMap": null}', '"derpMap" must be an object, found null'),
         ('{"derpMap": {"Regions": "900"}}', '"derpMap.Regions" must be an object, found a string'),
-        ('{"acls": [], "acls": []}', "key 'acls' twice in the top-level object"),
+        ('{"acls": [], "acls": []}', "key 'acls' twice"),
         ('{"derpMap": {}, "derpMap": {}}', "key 'derpMap' twice"),
         ('{"derpMap": {"Regions": {"900": {}, "900": {}}}}', "key '900' twice"),
     ],
@@ -362,7 +362,7 @@ _comment_text = st.text(
     max_size=8,
 )
 _keys = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=0, max_size=6).filter(
-    lambda k: k != "derpMap"
+    lambda k: k.lower() not in ("derpmap", "grants")
 )
 _scalars = st.one_of(
     st.none(),
@@ -428,8 +428,23 @@ def _other_region(region_id: int) -> dict[str, Any]:
     }
 
 
+GRANT = derpmap.peer_relay_grant(["*"], "100.101.102.103")
+_USER_GRANTS = st.lists(
+    st.sampled_from(
+        [
+            {"src": ["autogroup:member"], "dst": ["autogroup:self"], "ip": ["*"]},
+            derpmap.peer_relay_grant(["tag:server"], "100.101.102.103"),  # ours but one selector
+            {"src": ["*"], "dst": ["*"], "app": {"tailscale.com/cap/relay": []}},
+        ]
+    ),
+    max_size=3,
+)
+
+
 @st.composite
-def policies(draw: st.DrawFn, *, with_ours: bool | None = None) -> tuple[str, dict[str, Any]]:
+def policies(
+    draw: st.DrawFn, *, with_ours: bool | None = None, grants: bool = False
+) -> tuple[str, dict[str, Any]]:
     """(HuJSON text, the value it means): random rules, maybe a derpMap with other regions.
 
     Comment markers: "v" inside our region's value (gone after replace and remove), "m" between
@@ -437,6 +452,9 @@ def policies(draw: st.DrawFn, *, with_ours: bool | None = None) -> tuple[str, di
     (always kept, in order).
     """
     body: dict[str, Any] = draw(st.dictionaries(_keys, _values, max_size=4))
+    if grants and draw(st.booleans()):
+        body = {k: v for k, v in body.items() if k.lower() != "grants"}
+        body["grants"] = draw(_USER_GRANTS)
     derp_map: dict[str, Any] | None = None
     ours = draw(st.booleans()) if with_ours is None else with_ours
     if ours or draw(st.booleans()):
@@ -529,7 +547,7 @@ def _expected_after_splice(value: dict[str, Any], omit: bool) -> dict[str, Any]:
     return expected
 
 
-_settings = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_settings = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_settings
@@ -601,3 +619,88 @@ def test_damaged_text_is_refused_or_read_like_json5(
             splice_region(damaged, REGION, omit_default_regions=False)
         return
     assert ours == j5(damaged)
+
+
+# --------------------------------------------------------------------------------------------
+# draining, and the peer-relay grant: properties
+
+
+@_settings
+@given(policies(with_ours=False), st.booleans())
+def test_drain_then_restore_gives_back_the_bytes(
+    case: tuple[str, dict[str, Any]], omit: bool
+) -> None:
+    """For any policy the splicer accepts: drain sets the flag on our region only; restore gives
+    back exactly the published text."""
+    text, value = case
+    published = splice_region(text, REGION, omit_default_regions=omit).text
+    drained = derpmap.drain_region(published, 900)
+    expected = _expected_after_splice(value, omit)
+    expected["derpMap"]["Regions"]["900"] = {**REGION, "NoMeasureNoHome": True}
+    assert j5(drained) == expected
+    assert derpmap.region_drained(derpmap.find_region(drained, 900))
+    assert derpmap.drain_region(drained, 900) == drained  # draining twice changes nothing
+    assert derpmap.restore_region(drained, 900) == published
+
+
+@_settings
+@given(policies(grants=True))
+def test_grant_insert_then_remove_gives_back_the_bytes(case: tuple[str, dict[str, Any]]) -> None:
+    """Our marked grant goes after the user's; removing it restores every byte, and a user grant
+    that differs from ours by one selector (or equals it without our marker) is never taken."""
+    text, value = case
+    inserted, created = derpmap.insert_grant(text, 900, GRANT)
+    grants = j5(inserted)["grants"]
+    assert grants == [*value.get("grants", []), GRANT]
+    assert created == ("grants" not in value)
+    assert derpmap.find_grant(inserted, 900) == GRANT
+    assert derpmap.find_grant(text, 900) is None  # a user grant is never ours
+    assert derpmap.insert_grant(inserted, 900, GRANT) == (inserted, False)
+    assert derpmap.remove_grant(inserted, 900, remove_empty_grants=created) == text
+
+
+# A policy written with lowercase keys (tailscale-client-go-v2 writes `derpMap.regions`) is edited
+# in its own spelling; a second spelling is never added.
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"derpmap": {"regions": {"901": {"RegionID": 901}}}}',
+        '{"DERPMap": {"omitDefaultRegions": true, "REGIONS": {}}}',
+        '{"derpMap": {"Regions": {}}}',
+    ],
+)
+def test_keys_are_matched_as_tailscale_reads_them(text: str) -> None:
+    result = splice_region(text, REGION, omit_default_regions=False)
+    keys = re.findall(r'"(\w+)"\s*:', result.text)
+    assert sum(k.lower() == "derpmap" for k in keys) == 1
+    assert sum(k.lower() == "regions" for k in keys) == 1
+    assert derpmap.find_region(result.text, 900) == REGION
+    assert remove_region(result.text, 900, remove_empty_derp_map=False) == text
+
+
+# Two spellings of one key are refused with both named, never guessed at.
+def test_two_spellings_of_one_key_are_refused() -> None:
+    with pytest.raises(PolicyTextError, match=r"Regions.*regions|regions.*Regions"):
+        splice_region(
+            '{"derpMap": {"Regions": {}, "regions": {}}}', REGION, omit_default_regions=False
+        )
+    with pytest.raises(PolicyTextError, match=r"derpMap.*derpmap|derpmap.*derpMap"):
+        splice_region('{"derpMap": {}, "derpmap": {}}', REGION, omit_default_regions=False)
+
+
+# A grant array on one line gets an inline marker; an empty array and a missing one work too.
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"grants": [{"src": ["*"], "dst": ["*"], "ip": ["*"]}]}',
+        '{"grants": []}',
+        '{\n  "acls": [],\n}\n',
+        '{\r\n\t"grants": [\r\n\t\t{"src": ["a@b.c"], "dst": ["*"], "ip": ["*"]},\r\n\t],\r\n}\r\n',
+    ],
+)
+def test_grant_round_trip_examples(text: str) -> None:
+    inserted, created = derpmap.insert_grant(text, 900, GRANT)
+    assert j5(inserted)["grants"][-1] == GRANT
+    assert derpmap.remove_grant(inserted, 900, remove_empty_grants=created) == text
+    if "\r\n" in text:
+        assert "\n" not in inserted.replace("\r\n", "")

@@ -13,40 +13,35 @@ Traffic stays on loopback and inside the namespaces these tests create.
 
 from __future__ import annotations
 
-import getpass
 import ipaddress
 import itertools
 import json
-import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from components.host import SSH_OPTS_ENV, HostReadError, parse_ssh_host, ssh_command
 from components.ipv6 import (
     KIND_RANK,
-    SSH_OPTS_ENV,
     Candidate,
     Choice,
-    HostReadError,
     Ipv6DiscoveryError,
     choose_stable_ipv6,
     discover_stable_ipv6,
     ip_command,
     parse_ip_json,
-    parse_ssh_host,
     read_host_addresses,
-    ssh_command,
 )
+from tests.peers.ports import free_port
+from tests.peers.sshd import Sshd
 
 SAMPLES = Path(__file__).parent / "ipv6_samples"
 LOCAL = "unix:///var/run/docker.sock"
@@ -332,7 +327,7 @@ def test_interface_selection(netns: Callable[[], Netns]) -> None:
     only_docker = host.discover("docker0")
     assert (only_docker.address, only_docker.interface) == ("2a01:4f8:6::1", "docker0")
     assert {c.interface for c in parse_ip_json(host.read("up0"))} == {"up0"}
-    with pytest.raises(HostReadError, match=r"eth9.*ipv6Interface"):
+    with pytest.raises(Ipv6DiscoveryError, match=r"eth9.*ipv6Interface"):
         host.read("eth9")
 
 
@@ -462,115 +457,6 @@ def test_tcp_docker_host_is_refused() -> None:
 # ---------------------------------------------------------------- ssh:// against a real sshd
 
 
-@dataclass
-class Sshd:
-    """A throwaway sshd: its port, the user, and the client options that trust it."""
-
-    port: int
-    user: str
-    key: Path
-    client_options: list[str]
-    process: subprocess.Popen[bytes]
-
-    @property
-    def docker_host(self) -> str:
-        return f"ssh://{self.user}@127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def hide_ip_prefix(scratch: Path) -> list[str]:
-    """A private mount namespace in which ``ip`` is gone (overlay whiteouts over the bin dirs)."""
-    script = []
-    for n, directory in enumerate(("/usr/bin", "/usr/sbin")):
-        upper, work = scratch / f"upper{n}", scratch / f"work{n}"
-        upper.mkdir()
-        work.mkdir()
-        script.append(
-            f"mount -t overlay overlay -o lowerdir={directory},upperdir={upper},workdir={work} "
-            f"{directory} && rm -f {directory}/ip"
-        )
-    return [
-        "unshare",
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        " && ".join(script) + ' && exec "$@"',
-        "sh",
-    ]
-
-
-@pytest.fixture
-def sshd_factory() -> Iterator[Callable[..., Sshd]]:
-    """Starts real sshd processes on 127.0.0.1 (optionally in a netns); stops them afterwards."""
-    assert os.path.exists(SSHD), "openssh-server is required (apt-get install openssh-server)"
-    assert shutil.which("ssh"), "the OpenSSH client is required"
-    started: list[subprocess.Popen[bytes]] = []
-    scratch_dirs: list[tempfile.TemporaryDirectory[str]] = []
-
-    def start(*, prefix: Sequence[str] = (), hide_ip: bool = False) -> Sshd:
-        scratch = tempfile.TemporaryDirectory(prefix="hd6-sshd-")
-        scratch_dirs.append(scratch)
-        d = Path(scratch.name)
-        for key in ("host_key", "user_key"):
-            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key))
-        (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
-        port, user = free_port(), getpass.getuser()
-        (d / "sshd_config").write_text(
-            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
-            f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
-            "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
-            f"PermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel VERBOSE\n"
-        )
-        host_pub = (d / "host_key.pub").read_text().split()
-        (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-        if os.geteuid() == 0:
-            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privsep dir
-        log = d / "sshd.log"
-        wrapper = hide_ip_prefix(d) if hide_ip else []
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [*prefix, *wrapper, SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        started.append(process)
-        wait_for("sshd to listen", lambda: "Server listening on 127.0.0.1" in log.read_text())
-        options = [
-            "-F",
-            "none",
-            "-i",
-            str(d / "user_key"),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            f"UserKnownHostsFile={d / 'known_hosts'}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ]
-        return Sshd(
-            port=port, user=user, key=d / "user_key", client_options=options, process=process
-        )
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.terminate()
-            process.wait(timeout=10)
-        for scratch in scratch_dirs:
-            scratch.cleanup()
-
-
 # Through the real ssh client and sshd, the host's addresses arrive exactly as a local read sees
 # them (same interfaces and addresses).
 def test_ssh_reads_same_addresses_as_local(sshd_factory: Callable[..., Sshd]) -> None:
@@ -617,7 +503,10 @@ def test_ssh_unreachable_is_quick() -> None:
     started = time.monotonic()
     with pytest.raises(HostReadError, match="unreachable"):
         read_host_addresses(
-            f"ssh://nobody@127.0.0.1:{free_port()}", None, timeout=3, ssh_options=["-F", "none"]
+            f"ssh://nobody@127.0.0.1:{free_port(('127.0.0.1',), socket.SOCK_STREAM)}",
+            None,
+            timeout=3,
+            ssh_options=["-F", "none"],
         )
     assert time.monotonic() - started < 3
 

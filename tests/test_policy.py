@@ -18,9 +18,11 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import (
     EnforcementLevel,
     PolicyCustomTimeouts,
+    PolicyResource,
     PolicyResourceOptions,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
 )
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
@@ -370,12 +372,169 @@ def test_unknown_value_is_not_a_pass() -> None:
         violations(rules.dns_not_proxied, rules.DNS_RECORD, props)
 
 
-# The pack holds six uniquely named rules with the levels the issue asks for.
+# The pack holds eight uniquely named rules with the levels the issue asks for.
 def test_pack_contents() -> None:
     levels = {p.name: p.enforcement_level for p in rules.POLICIES}
-    assert len(levels) == len(rules.POLICIES) == 6
+    assert len(levels) == len(rules.POLICIES) == 8
     advisory = {n for n, level in levels.items() if level is EnforcementLevel.ADVISORY}
     assert advisory == {"derper-verify-clients", "acme-production"}
+
+
+# --- derper hardening ----------------------------------------------------------------------------
+
+
+def hardened(**changes: Any) -> dict[str, Any]:
+    """derper's container as components/container.py registers it for the built image."""
+    props = container()
+    props.pop("envs")
+    props.update(
+        {
+            "command": ["-hostname=derp.example.com", "-verify-clients", "-socket=/x/y.sock"],
+            "user": "65532:65532",
+            "readOnly": True,
+            "capabilities": {"drops": ["ALL"], "adds": []},
+            "securityOpts": ["no-new-privileges:true"],
+        }
+    )
+    props.update(changes)
+    return props
+
+
+# The built derper's settings pass; so does root with only NET_BIND_SERVICE (ports below 1024).
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"user": "0:0", "capabilities": {"drops": ["ALL"], "adds": ["NET_BIND_SERVICE"]}},
+        {"securityOpts": ["no-new-privileges=true"]},
+    ],
+)
+def test_hardened_derper_passes(changes: dict[str, Any]) -> None:
+    assert violations(rules.derper_hardened, rules.CONTAINER, hardened(**changes)) == []
+    assert violations(rules.verify_clients, rules.CONTAINER, hardened(**changes)) == []
+
+
+# Each missing piece of least privilege is named; the rule is mandatory.
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"readOnly": False}, "root filesystem is writable"),
+        ({"capabilities": {"drops": ["NET_RAW"], "adds": []}}, "not every capability is dropped"),
+        ({"capabilities": {"drops": ["ALL"], "adds": ["SYS_ADMIN"]}}, "SYS_ADMIN are added"),
+        ({"securityOpts": []}, "no-new-privileges is not set"),
+        ({"user": ""}, "runs as root (the image default)"),
+        ({"user": "root"}, "runs as root (root)"),
+    ],
+)
+def test_unhardened_derper_is_violation(changes: dict[str, Any], words: str) -> None:
+    found = violations(rules.derper_hardened, rules.CONTAINER, hardened(**changes))
+    assert len(found) == 1 and words in found[0]
+    assert rules.derper_hardened.enforcement_level is EnforcementLevel.MANDATORY
+
+
+# Other containers (the DDNS updater, the init container) are not derper.
+def test_hardening_checks_only_derper() -> None:
+    assert violations(rules.derper_hardened, rules.CONTAINER, container(role="ddns")) == []
+
+
+# --- derper's image provenance (a stack rule: it needs the image the container depends on) --------
+
+
+def stack_violations(
+    resources: list[tuple[str, str, dict[str, Any], dict[str, list[str]]]],
+) -> list[str]:
+    """Messages of the provenance rule for (type, name, props, property dependencies)."""
+    opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+    made = {
+        name: PolicyResource(
+            typ, engine_props(props), f"urn:{name}", name, opts, None, None, [], {}
+        )
+        for typ, name, props, _ in resources
+    }
+    for _, name, _, deps in resources:
+        made[name].property_dependencies = {k: [made[n] for n in v] for k, v in deps.items()}
+    reported: list[str] = []
+    rules.derper_image_provenance.validate(
+        StackValidationArgs(list(made.values())), lambda message, urn=None: reported.append(message)
+    )
+    return reported
+
+
+BUILT = (
+    rules.IMAGE_BUILD,
+    "img",
+    {
+        "imageName": "home-derp/derper:v1.102.5",
+        "build": {"context": "/work/home-derp/components/derper"},
+    },
+    {},
+)
+
+
+# derper built from the project's Dockerfile, or a pinned digest, passes.
+@pytest.mark.parametrize(
+    "source",
+    [
+        BUILT,
+        (rules.REMOTE_IMAGE, "img", {"name": "fredliang/derper@sha256:" + "ab" * 32}, {}),
+    ],
+)
+def test_image_built_here_or_pinned_by_digest_passes(source: Any) -> None:
+    derper_props = hardened()
+    assert (
+        stack_violations([source, (rules.CONTAINER, "d", derper_props, {"image": ["img"]})]) == []
+    )
+
+
+# A tag (rebuilt weekly upstream), another build context, or no image resource is a violation.
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        (
+            (rules.REMOTE_IMAGE, "img", {"name": "fredliang/derper:v1.90.6"}, {}),
+            "not pinned by digest",
+        ),
+        (
+            (rules.IMAGE_BUILD, "img", {"build": {"context": "/tmp/else"}}, {}),
+            "built from /tmp/else",
+        ),
+        (None, "comes from no image resource"),
+    ],
+)
+def test_untrusted_image_is_violation(source: Any, words: str) -> None:
+    deps = {"image": ["img"]} if source else {}
+    resources = [*([source] if source else []), (rules.CONTAINER, "d", hardened(), deps)]
+    found = stack_violations(resources)
+    assert len(found) == 1 and words in found[0]
+
+
+# The stack rule runs through the analyzer protocol too (AnalyzeStack with property dependencies).
+def test_provenance_runs_under_the_analyzer_protocol(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub,
+) -> None:
+    def resource(typ: str, name: str, props: dict[str, Any], deps: dict[str, list[str]]) -> Any:
+        struct = struct_pb2.Struct()
+        struct.update(props)
+        return analyzer_pb2.AnalyzerResource(
+            type=typ,
+            properties=struct,
+            urn=f"urn:pulumi:home::home-derp::{typ}::{name}",
+            name=name,
+            propertyDependencies={
+                k: analyzer_pb2.AnalyzerPropertyDependencies(
+                    urns=[f"urn:pulumi:home::home-derp::{rules.REMOTE_IMAGE}::{n}" for n in v]
+                )
+                for k, v in deps.items()
+            },
+        )
+
+    pinned_tag = resource(rules.REMOTE_IMAGE, "img", {"name": "fredliang/derper:v1.90.6"}, {})
+    derper_res = resource(rules.CONTAINER, "d", hardened(), {"image": ["img"]})
+    response = analyzer.AnalyzeStack(
+        analyzer_pb2.AnalyzeStackRequest(resources=[pinned_tag, derper_res])
+    )
+    names = [d.policyName for d in response.diagnostics]
+    assert names == ["derper-image-provenance"]
 
 
 @pytest.fixture

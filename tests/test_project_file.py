@@ -16,11 +16,11 @@ import pulumi
 import pytest
 import yaml
 
-from components.settings import KNOWN_KEYS, parse_settings
-from tests.mocks import ROOT, project_config_schema, project_defaults
+from components.settings import KNOWN_KEYS, Environment, parse_settings
+from tests.mocks import ROOT, HostFacts, HostProbeAdapter, project_config_schema, project_defaults
 
 STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))
-PYTHON_TYPES = {"string": str, "integer": int, "boolean": bool}
+PYTHON_TYPES = {"string": str, "integer": int, "boolean": bool, "array": list}
 #: Declared nowhere in Pulumi.yaml on purpose: a typed secret without a default would be required.
 UNDECLARED = {"ddnsApiToken"}
 
@@ -65,8 +65,9 @@ def test_stack_files_pass_cli_validation(stack_file: Path) -> None:
 # Pulumi.yaml's defaults mean exactly what settings.py does when a key is absent.
 def test_defaults_match_settings() -> None:
     required = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
-    token = pulumi.Output.secret("t")
-    bare = parse_settings(required, cloudflare_api_token=token)
+    env = Environment(cloudflare_api_token=pulumi.Output.secret("t"))
+    host = HostProbeAdapter(HostFacts(addresses=["2409:8a00::10"]))
+    bare = parse_settings(required, env=env, host=host)
     defaults = {k.split(":", 1)[1]: v for k, v in project_defaults().items()}
-    with_defaults = parse_settings({**defaults, **required}, cloudflare_api_token=token)
+    with_defaults = parse_settings({**defaults, **required}, env=env, host=host)
     assert with_defaults == bare

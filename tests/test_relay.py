@@ -12,6 +12,7 @@ import pytest
 from components.settings import ACME_DIRECTORIES
 from tests.conftest import (
     FAKE_TOKEN,
+    HostFacts,
     Registered,
     RelayMocks,
     evaluate,
@@ -22,6 +23,7 @@ from tests.conftest import (
 
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
+IMAGE = "docker:index/image:Image"
 CERT = "acme:index/certificate:Certificate"
 SECRET_SIG = pulumi.runtime.rpc._special_secret_sig  # how a secret input reaches the engine
 
@@ -92,62 +94,188 @@ def test_certificate_chain_of_resources(mocks: RelayMocks) -> None:
     assert "commonName" not in cert.inputs  # the CSR carries the name and our key
 
 
-# The container runs derper in manual cert mode with every DERP_* variable set explicitly.
-def test_container_env_and_mounts(mocks: RelayMocks) -> None:
+def derper(mocks: RelayMocks) -> Registered:
+    """The derper container (the init container is the other one)."""
+    return next(r for r in mocks.of_type(CONTAINER) if r.name.endswith("-derper"))
+
+
+def init(mocks: RelayMocks) -> Registered:
+    return next(r for r in mocks.of_type(CONTAINER) if r.name.endswith("-init"))
+
+
+# derper is built on the Docker host from upstream source at the host tailscaled's release, and
+# runs hardened with its flags on the command line.
+def test_derper_built_and_hardened(mocks: RelayMocks) -> None:
     evaluate(home_config())
-    container = mocks.one(CONTAINER)
+    image = mocks.one(IMAGE)
+    assert image.inputs["imageName"] == "home-derp/derper:v1.102.5"
+    build = image.inputs["build"]
+    assert build["args"] == {
+        "TAILSCALE_VERSION": "1.102.5",
+        "GOPROXY": "https://proxy.golang.org,direct",
+        "BUILD_IMAGE": "golang:1.26-alpine",
+        "RUNTIME_IMAGE": "scratch",
+    }
+    assert build["context"].endswith("components/derper")
+    assert build["dockerfile"] == build["context"] + "/Dockerfile"
+    assert build["builderVersion"] == "BuilderV1"
+    assert image.inputs["skipPush"] is True and image.inputs["buildOnPreview"] is False
+    container = derper(mocks)
+    assert container.inputs["image"].startswith("sha256:")  # the built image's id
+    assert container.inputs["command"] == [
+        "-hostname=derp.example.com",
+        "-certmode=manual",
+        "-certdir=/certs",
+        "-a=:12345",
+        "-stun=true",
+        "-stun-port=3478",
+        "-http-port=-1",
+        "-c=/var/lib/derper/derper.key",
+        "-verify-clients",
+        "-socket=/var/run/tailscale/tailscaled.sock",
+    ]
+    assert "envs" not in container.inputs
+    assert container.inputs["user"] == "65532:65532"
+    assert container.inputs["readOnly"] is True
+    assert container.inputs["capabilities"] == {"drops": ["ALL"], "adds": []}
+    assert container.inputs["securityOpts"] == ["no-new-privileges:true"]
+    assert container.inputs["name"] == "derper-900-homelab"
+    assert container.inputs["networkMode"] == "host"
+    assert "ports" not in container.inputs
+    assert container.inputs["restart"] == "unless-stopped"
+    volumes = {v["containerPath"]: v for v in container.inputs["volumes"]}
+    assert volumes["/var/lib/derper"]["volumeName"] == "derper-900-homelab-state"
+    assert volumes["/certs"] == {
+        "containerPath": "/certs",
+        "volumeName": "derper-900-homelab-certs",
+        "readOnly": True,
+    }
+    assert volumes["/var/run/tailscale"] == {
+        "containerPath": "/var/run/tailscale",
+        "hostPath": "/var/run/tailscale",
+        "readOnly": True,
+    }
+    assert mocks.one("pulumi:providers:docker").inputs["host"] == "unix:///var/run/docker.sock"
+
+
+# A new tailscale release (the host upgraded tailscaled) builds a new image; the container follows.
+def test_new_tailscale_release_rebuilds_and_replaces(
+    mocks: RelayMocks, relay_host: HostFacts
+) -> None:
+    evaluate(home_config())
+    first_image, first_ref = mocks.one(IMAGE).inputs, derper(mocks).inputs["image"]
+    mocks.reset()
+    relay_host.version = "1.104.7"
+    evaluate(home_config())
+    second = mocks.one(IMAGE).inputs
+    assert second["imageName"] == "home-derp/derper:v1.104.7"
+    assert second["build"]["args"]["TAILSCALE_VERSION"] == "1.104.7"
+    assert first_image["build"]["context"] == second["build"]["context"]
+    assert derper(mocks).inputs["image"] != first_ref  # the container is replaced
+
+
+# The stack settings reach the build: a reachable Go proxy and mirrored base images.
+def test_build_settings_reach_the_build(mocks: RelayMocks) -> None:
+    evaluate(
+        home_config(
+            goProxy="https://goproxy.cn,direct",
+            buildImage="registry.example.cn/library/golang:1.26-alpine",
+        )
+    )
+    args = mocks.one(IMAGE).inputs["build"]["args"]
+    assert args["GOPROXY"] == "https://goproxy.cn,direct"
+    assert args["BUILD_IMAGE"] == "registry.example.cn/library/golang:1.26-alpine"
+    assert init(mocks).inputs["image"].startswith("sha256:")
+    images = {r.inputs["name"] for r in mocks.of_type("docker:index/remoteImage:RemoteImage")}
+    assert images == {"registry.example.cn/library/golang:1.26-alpine"}  # the init image
+
+
+# Below port 1024 derper needs CAP_NET_BIND_SERVICE, which Docker grants only to root: root with
+# that one capability, still read-only and no-new-privileges.
+def test_privileged_port_runs_root_with_one_capability(mocks: RelayMocks) -> None:
+    evaluate(home_config(derpPort="443"))
+    container = derper(mocks)
+    assert container.inputs["user"] == "0:0"
+    assert container.inputs["capabilities"] == {"drops": ["ALL"], "adds": ["NET_BIND_SERVICE"]}
+    assert container.inputs["readOnly"] is True
+    assert "chown -R 0:0" in init(mocks).inputs["command"][-1]
+
+
+# A socket elsewhere (the tailscale container's /tmp/tailscaled.sock): its directory is mounted
+# and derper is pointed at the file by name.
+def test_custom_socket(mocks: RelayMocks) -> None:
+    evaluate(home_config(tailscaleSocket="/srv/tailscale/run/tailscaled-1.sock"))
+    container = derper(mocks)
+    assert "-socket=/var/run/tailscale/tailscaled-1.sock" in container.inputs["command"]
+    volumes = {v["containerPath"]: v for v in container.inputs["volumes"]}
+    assert volumes["/var/run/tailscale"]["hostPath"] == "/srv/tailscale/run"
+
+
+# A pinned image replaces the build: its DERP_* interface, the same hardening and volumes.
+def test_pinned_image(mocks: RelayMocks) -> None:
+    digest = "sha256:" + "ab" * 32
+    evaluate(home_config(image=f"fredliang/derper@{digest}"))
+    assert not mocks.of_type(IMAGE)
+    names = {r.inputs["name"] for r in mocks.of_type("docker:index/remoteImage:RemoteImage")}
+    assert names == {f"fredliang/derper@{digest}", "golang:1.26-alpine"}
+    container = derper(mocks)
+    assert "command" not in container.inputs
     assert env_of(container) == {
         "DERP_DOMAIN": "derp.example.com",
         "DERP_CERT_MODE": "manual",
-        "DERP_CERT_DIR": "/app/certs",
+        "DERP_CERT_DIR": "/certs",
         "DERP_ADDR": ":12345",
         "DERP_STUN": "true",
         "DERP_STUN_PORT": "3478",
         "DERP_HTTP_PORT": "-1",
         "DERP_VERIFY_CLIENTS": "true",
     }
-    assert container.inputs["name"] == "derper-900-homelab"
-    assert container.inputs["networkMode"] == "host"
-    assert "ports" not in container.inputs
-    assert container.inputs["restart"] == "unless-stopped"
-    assert container.inputs["image"].startswith("sha256:")
-    volumes = {v["containerPath"]: v for v in container.inputs["volumes"]}
-    assert volumes["/var/lib/derper"]["volumeName"] == "derper-900-homelab-state"
-    assert volumes["/var/run/tailscale"]["hostPath"] == "/var/run/tailscale"
-    image = mocks.one("docker:index/remoteImage:RemoteImage")
-    assert image.inputs["name"] == "fredliang/derper:v1.90.6"
-    docker_provider = mocks.one("pulumi:providers:docker")
-    assert docker_provider.inputs["host"] == "unix:///var/run/docker.sock"
+    assert container.inputs["readOnly"] is True and container.inputs["user"] == "65532:65532"
 
 
-# Certificate and key are uploaded under derper's manual-mode names; the key 0600 and secret.
-def test_container_uploads(mocks: RelayMocks) -> None:
+# Certificate and key reach the init container (derper's root filesystem is read-only), which
+# hands them and the state volume to derper's user; the key is 0600 and secret.
+def test_certificate_goes_through_the_init_container(mocks: RelayMocks) -> None:
     evaluate(home_config())
-    raw = mocks.one(CONTAINER).inputs["uploads"]
+    assert "uploads" not in derper(mocks).inputs
+    one_shot = init(mocks)
+    raw = one_shot.inputs["uploads"]
     assert is_secret_input(raw)  # the key makes the whole uploads property secret in state
     uploads = {u["file"]: u for u in unwrap(raw)}
-    crt = uploads["/app/certs/derp.example.com.crt"]
-    key = uploads["/app/certs/derp.example.com.key"]
+    crt = uploads["/certs/derp.example.com.crt"]
+    key = uploads["/certs/derp.example.com.key"]
     chain = crt["content"]
     assert chain.index("leaf") < chain.index("issuer")  # full chain: leaf then issuer
     assert chain.count("BEGIN CERTIFICATE") == 2
     assert crt["permissions"] == "0644" and key["permissions"] == "0600"
     assert "PRIVATE KEY" in key["content"]
+    assert one_shot.inputs["command"] == [
+        "sh",
+        "-c",
+        "chown -R 65532:65532 /certs /state && chmod 0600 /certs/*.key",
+    ]
+    assert one_shot.inputs["capabilities"] == {"drops": ["ALL"], "adds": ["CHOWN", "FOWNER"]}
+    assert one_shot.inputs["networkMode"] == "none"
+    assert one_shot.inputs["attach"] is True and one_shot.inputs["mustRun"] is False
+    mounts = {v["containerPath"]: v["volumeName"] for v in one_shot.inputs["volumes"]}
+    assert mounts == {"/certs": "derper-900-homelab-certs", "/state": "derper-900-homelab-state"}
+    urn_of = {name: o.urn for name, o in mocks.options.items()}
+    assert urn_of["relay-900-init"] in mocks.options["relay-900-derper"].dependencies
 
 
-# Without verification the tailscaled socket directory is not mounted and the env says false.
+# Without verification the tailscaled socket directory is not mounted and no flag is passed.
 def test_verify_clients_off(mocks: RelayMocks) -> None:
     evaluate(home_config(verifyClients="false"))
-    container = mocks.one(CONTAINER)
-    assert env_of(container)["DERP_VERIFY_CLIENTS"] == "false"
+    container = derper(mocks)
+    assert "-verify-clients" not in container.inputs["command"]
     paths = [v["containerPath"] for v in container.inputs["volumes"]]
-    assert paths == ["/var/lib/derper"]
+    assert paths == ["/var/lib/derper", "/certs"]
 
 
 # Bridge mode publishes TCP derpPort and UDP stunPort on IPv4 *and* IPv6, explicitly.
 def test_bridge_mode_publishes_both_families(mocks: RelayMocks) -> None:
     evaluate(home_config(networkMode="bridge"))
-    container = mocks.one(CONTAINER)
+    container = derper(mocks)
     assert container.inputs["networkMode"] == "bridge"
     ports = {
         (p["internal"], p["external"], p["ip"], p["protocol"]) for p in container.inputs["ports"]
@@ -166,18 +294,22 @@ def test_ssh_docker_host(mocks: RelayMocks) -> None:
     assert mocks.one("pulumi:providers:docker").inputs["host"] == "ssh://pi@home.lan:2222"
 
 
-# A renewed certificate changes the container's uploads, so `up` replaces the container
-# (derper reads manual certificates only at start).
-def test_new_certificate_changes_container_uploads(mocks: RelayMocks) -> None:
+# A renewed certificate changes the init container's uploads and derper's certificate label, so
+# `up` re-runs the init and replaces derper (derper reads manual certificates only at start).
+def test_new_certificate_replaces_init_and_derper(mocks: RelayMocks) -> None:
     evaluate(home_config())
-    first = unwrap(mocks.one(CONTAINER).inputs["uploads"])
+    first = unwrap(init(mocks).inputs["uploads"])
+    first_labels = derper(mocks).inputs["labels"]
     mocks.reset()
     mocks.certificate_serial = "04ffeeddccbbaa99887766554433221100"
     evaluate(home_config())
-    second = unwrap(mocks.one(CONTAINER).inputs["uploads"])
+    second = unwrap(init(mocks).inputs["uploads"])
     assert first[0]["file"] == second[0]["file"]
     assert first[0]["content"] != second[0]["content"]
     assert "04ffeeddccbbaa" in second[0]["content"]
+    labels = {lab["label"]: lab["value"] for lab in derper(mocks).inputs["labels"]}
+    assert labels["home-derp.certificate-serial"] == "04ffeeddccbbaa99887766554433221100"
+    assert derper(mocks).inputs["labels"] != first_labels
 
 
 # Keys and tokens are secrets everywhere: the Cloudflare provider token, the DNS-01 token.
@@ -211,7 +343,7 @@ def test_component_outputs(mocks: RelayMocks) -> None:
     assert outputs["derp_port"] == (12345, False)
     assert outputs["stun_port"] == (3478, False)
     assert outputs["certificate_not_after"][0] == "2027-02-23T00:00:00Z"
-    assert outputs["image"] == ("fredliang/derper:v1.90.6", False)
+    assert outputs["image"] == ("home-derp/derper:v1.102.5", False)
     for name, (_, secret) in outputs.items():
         assert not secret, f"{name} should not be secret"
 
@@ -395,3 +527,82 @@ def test_record_comment_fits_free_plan(stack: str) -> None:
     comment = record_comment(stack, 900)
     assert len(comment) <= COMMENT_LIMIT
     assert comment.startswith("home-derp relay, region 900")
+
+
+GATE = "pulumi-python:dynamic/homederp:RelayHealthGate"
+
+
+# Validate, publish (or drain), then judge: the region's `healthy` is the validation's verdict and
+# the gate depends on the region, so the tailnet is put right before `up` can go red.
+@pytest.mark.parametrize("verdict", [True, False])
+def test_verdict_feeds_publication_then_the_gate(mocks: RelayMocks, verdict: bool) -> None:
+    mocks.validation_healthy = verdict
+    outputs = evaluate(home_config())
+    assert mocks.one(REGION).inputs["healthy"] is verdict
+    urn_of = {name: o.urn for name, o in mocks.options.items()}
+    gate = mocks.options["relay-900-health-gate"]
+    assert urn_of["relay-900-tailnet-region"] in gate.dependencies
+    inputs = mocks.one(GATE).inputs
+    assert inputs["mode"] == "enforce" and inputs["healthy"] is verdict
+    assert inputs["certificate_days_left"] == 80
+    assert "published" not in inputs  # known only once the region was written (None: dropped)
+    assert outputs["hostname"] == ("derp.example.com", False)
+
+
+# warn keeps the verdict (and drains) but the gate only prints; off sends no probe, so there is no
+# verdict and the region is never drained.
+@pytest.mark.parametrize(("mode", "healthy"), [("warn", False), ("off", None)])
+def test_warn_and_off(mocks: RelayMocks, mode: str, healthy: bool | None) -> None:
+    mocks.validation_healthy = False
+    evaluate(home_config(validate=mode))
+    assert mocks.one(REGION).inputs.get("healthy") is healthy
+    assert mocks.one(GATE).inputs["mode"] == mode
+
+
+# tailnetPolicy=file with a failing relay: the managed policy carries our region drained.
+def test_file_mode_writes_the_drained_region(mocks: RelayMocks, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.hujson"
+    policy.write_text(POLICY_WITH_COMMENTS)
+    mocks.validation_healthy = False
+    evaluate(home_config(tailnetPolicy="file", policyFile=str(policy)))
+    text = mocks.one("tailscale:index/acl:Acl").inputs["acl"]
+    assert '"NoMeasureNoHome": true' in text and text.startswith("// our tailnet policy")
+
+
+# A health run registers only what validation and publication need: no Docker, Cloudflare or ACME
+# (the workflow targets exactly these), and needs no Cloudflare token.
+def test_health_run_registers_only_validation_and_publication(
+    mocks: RelayMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME_DERP_HEALTH_RUN", "1")
+    monkeypatch.delenv("CLOUDFLARE_API_TOKEN", raising=False)
+    outputs = evaluate(home_config(**{"cloudflare:apiToken": None}, validateNonce="health-9-1"))
+    assert {(r.typ, r.name) for r in mocks.resources} == {
+        ("homederp:index:HomeDerpRelay", "relay-900"),
+        (VALIDATION, "relay-900-validation"),
+        (REGION, "relay-900-tailnet-region"),
+        (GATE, "relay-900-health-gate"),
+    }
+    assert "nonce=health-9-1" in mocks.one(VALIDATION).inputs["trigger"]
+    assert outputs["container_id"] == (None, False) and outputs["image"] == (None, False)
+
+
+# The relay host as read at this run is an output (version, node name, Tailscale IPs).
+def test_relay_host_output(mocks: RelayMocks) -> None:
+    set_config(home_config())
+    seen: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    async def run() -> None:
+        relay = run_program()["relay"]
+        seen["host"] = await relay.relay_host.future()
+
+    run()
+    assert seen["host"]["tailscaleVersion"] == "1.102.5"
+    assert seen["host"]["nodeName"] == "homeserver"
+    assert seen["host"]["tailscaleIps"] == ["100.101.102.103", "fd7a:115c:a1e0::1"]
+    validation = mocks.one(VALIDATION).inputs
+    assert validation["docker_host"] == "unix:///var/run/docker.sock"
+    assert validation["container"] == "derper-900-homelab"
+    assert validation["tailscale_version"] == validation["host_tailscale_version"] == "1.102.5"
+    assert len(validation["host_peers"]) == 3  # two peers and the host itself

@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+from pulumi_policy import (
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+)
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 
@@ -69,17 +76,36 @@ def test_stack_passes_policy_pack(
     evaluate_stack(stack_file, mocks)
     opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
     found: list[str] = []
+    by_urn: dict[str, PolicyResource] = {}
     for res in mocks.resources:
         props = unknown_checking_proxy(deserialize_properties(res.inputs))
-        args = ResourceValidationArgs(res.typ, props, f"urn:{res.name}", res.name, opts, None)
+        urn = mocks.options[res.name].urn
+        by_urn[urn] = PolicyResource(res.typ, props, urn, res.name, opts, None, None, [], {})
+        args = ResourceValidationArgs(res.typ, props, urn, res.name, opts, None)
         for policy in rules.POLICIES:
-            policy.validate(args, lambda msg, _urn=None, p=policy.name: found.append(f"{p}: {msg}"))
+            if isinstance(policy, ResourceValidationPolicy):
+                policy.validate(
+                    args, lambda msg, _urn=None, p=policy.name: found.append(f"{p}: {msg}")
+                )
+    for res in mocks.resources:  # property dependencies, as the engine sends AnalyzeStack
+        deps = mocks.options[res.name].property_dependencies
+        resource = by_urn[mocks.options[res.name].urn]
+        resource.property_dependencies = {
+            key: [by_urn[u] for u in urns if u in by_urn] for key, urns in deps.items()
+        }
+    stack = StackValidationArgs(list(by_urn.values()))
+    for policy in rules.POLICIES:
+        if not isinstance(policy, ResourceValidationPolicy):
+            policy.validate(
+                stack, lambda msg, _urn=None, p=policy.name: found.append(f"{p}: {msg}")
+            )
     assert found == []
     checked = {r.typ for r in mocks.resources}
     assert {
         rules.DNS_RECORD,
         rules.CONTAINER,
         rules.REMOTE_IMAGE,
+        rules.IMAGE_BUILD,
         rules.ACME_PROVIDER,
         rules.DERP_REGION,
     } <= checked

@@ -1,0 +1,147 @@
+"""RelayHealthGate: the last step of `pulumi up`, red when the relay is not fit for clients.
+
+Validation only reports and publication only reacts (a failing relay is drained, a healthy one
+restored: ``components/tailnet.py``), so that the tailnet is put right *before* anything fails.
+This gate comes after both and makes the run's outcome honest (docs/architecture.md, "Health"):
+
+* ``enforce``: a failed validation fails `up` with the whole diagnosis, naming what was done to
+  the region (drained, or never published);
+* any mode but ``off``: a certificate with fewer than :data:`RENEWAL_ALARM_DAYS` days left fails
+  `up` too. Renewal happens at 30 days left on every `up` (``certificate.py``), and a weekly deploy
+  would have renewed it long before, so this means renewal has stopped — weeks before the relay
+  dies of an expired certificate, not after;
+* ``warn``: the diagnosis is printed and `up` succeeds;
+* ``off``: no probes ran; nothing to judge.
+
+The provider is pickled by module path (``components.gate.RelayHealthGateProvider``): that path is
+part of the stack state; do not move it.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pulumi
+import pulumi.dynamic
+
+from components.errors import HomeDerpError
+from components.wire import is_unknown, plain
+
+TYPE_TOKEN: Final = "pulumi-python:dynamic/homederp:RelayHealthGate"
+#: Fewer days than this on the served certificate means renewal stopped (see module docstring).
+RENEWAL_ALARM_DAYS: Final = 21
+INPUT_KEYS: Final = (
+    "mode",
+    "healthy",
+    "diagnosis",
+    "certificate_days_left",
+    "checked_at",
+    "drained",
+    "published",
+)
+
+
+class RelayUnhealthyError(HomeDerpError):
+    """The relay failed its checks (enforce mode) or its certificate is not being renewed."""
+
+
+def verdict_problems(inputs: Mapping[str, Any]) -> list[str]:
+    """Why `up` must fail for these inputs (empty when it may succeed)."""
+    mode = inputs.get("mode") or "enforce"
+    if mode == "off":
+        return []
+    problems = []
+    if inputs.get("healthy") is None and inputs.get("diagnosis"):
+        problems.append(str(inputs["diagnosis"]))  # validation ran but could not judge
+    if inputs.get("healthy") is False:
+        diagnosis = inputs.get("diagnosis") or "the relay failed validation"
+        if inputs.get("drained"):
+            effect = "The region was drained (NoMeasureNoHome): clients stop homing on it."
+        elif inputs.get("published"):
+            effect = "The region is published."
+        else:
+            effect = "The region was not published."
+        problems.append(f"{diagnosis}\n\n{effect}")
+    days = inputs.get("certificate_days_left")
+    if isinstance(days, int | float) and not isinstance(days, bool) and days < RENEWAL_ALARM_DAYS:
+        problems.append(
+            f"the relay's certificate expires in {int(days)} days: renewal should have happened at "
+            "30 days left on an earlier `up`, so it has stopped. Run `pulumi up` and read the ACME "
+            "certificate's error (Cloudflare token revoked? DNS-01 blocked?); check that the "
+            "scheduled deploy workflow still runs"
+        )
+    return problems
+
+
+def judge(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Raise for a bad verdict (see :func:`verdict_problems`); otherwise the outputs."""
+    problems = verdict_problems(inputs)
+    mode = inputs.get("mode") or "enforce"
+    if problems and mode == "enforce":
+        raise RelayUnhealthyError(
+            "\n\n".join(problems) + "\n\nFix the relay and run `pulumi up` again; "
+            "`home-derp:validate=warn` deploys anyway and records the failure in the outputs."
+        )
+    if problems:
+        print(
+            "home-derp: home-derp:validate=warn, the relay is NOT healthy:\n"
+            + "\n\n".join(problems),
+            file=sys.stderr,
+            flush=True,
+        )
+    return {**{k: inputs.get(k) for k in INPUT_KEYS}, "passed": not problems}
+
+
+class RelayHealthGateProvider(pulumi.dynamic.ResourceProvider):
+    """Judges on create/update; holds nothing (pickled by reference)."""
+
+    serialize_as_secret_always = False
+
+    def diff(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.DiffResult:
+        if any(is_unknown(news.get(k)) for k in INPUT_KEYS):
+            return pulumi.dynamic.DiffResult(changes=True)
+        changed = any(plain(olds.get(k)) != plain(news.get(k)) for k in INPUT_KEYS)
+        # A gate that failed last time must judge again even if nothing changed.
+        return pulumi.dynamic.DiffResult(changes=changed or olds.get("passed") is not True)
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        return pulumi.dynamic.CreateResult(uuid.uuid4().hex, judge(plain(props)))
+
+    def update(
+        self, _id: str, _olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(judge(plain(news)))
+
+
+@dataclass
+class RelayHealthGateArgs:
+    """Inputs of :class:`RelayHealthGate` (validation's verdict and what publication did)."""
+
+    mode: pulumi.Input[str]
+    healthy: pulumi.Input[bool | None]
+    diagnosis: pulumi.Input[str | None]
+    certificate_days_left: pulumi.Input[int | None]
+    checked_at: pulumi.Input[str | None]
+    """Changes with every validation run, so the gate judges each one."""
+    drained: pulumi.Input[bool | None] = None
+    published: pulumi.Input[bool | None] = None
+
+
+class RelayHealthGate(pulumi.dynamic.Resource, module="homederp", name="RelayHealthGate"):
+    """Fails `up` when the relay is unhealthy (enforce) or its renewal stopped."""
+
+    passed: pulumi.Output[bool]
+    """True when nothing was wrong."""
+
+    def __init__(
+        self, resource_name: str, args: RelayHealthGateArgs, opts: pulumi.ResourceOptions | None
+    ) -> None:
+        props: dict[str, Any] = {k: getattr(args, k) for k in INPUT_KEYS}
+        props["passed"] = None
+        super().__init__(RelayHealthGateProvider(), resource_name, props, opts)
