@@ -1,0 +1,211 @@
+"""What a CI run needs to know about one stack, read from the committed project and stack files.
+
+The workflows (.github/workflows/_pulumi.yml) run this before Pulumi starts::
+
+    venv/bin/python .github/scripts/stack_facts.py STACK >> "$GITHUB_OUTPUT"
+
+and get, as step outputs: the Pulumi CLI version (``requirements.txt``'s ``pulumi==`` pin: the CLI
+and the SDK are released together), where the Docker host is and how to reach it (ping target for
+tailscale/github-action, the ``known_hosts`` name OpenSSH looks up), the validation and tailnet
+policy modes, and the exact URNs a health run targets.
+
+Config values are resolved the way the Pulumi CLI hands them to the program: the project's
+declared defaults (``Pulumi.yaml`` ``config:``), then the stack file's values. tests/
+test_workflows.py proves, for every committed stack, that this agrees with the program's own
+settings and with what the program registers in a health run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "home-derp"
+
+# The resources of one relay, as the program registers them (components/relay.py and the health
+# run contract in docs/architecture.md, "Health runs"): the component ``relay-<regionId>`` is the
+# parent of every other resource; child names are ``relay-<regionId>-<suffix>``.
+COMPONENT_TYPE = "homederp:index:HomeDerpRelay"
+VALIDATION = ("pulumi-python:dynamic/homederp:RelayValidation", "validation")
+TAILNET_REGION = ("pulumi-python:dynamic/homederp:TailnetDerpRegion", "tailnet-region")
+TAILNET_POLICY = ("tailscale:index/acl:Acl", "tailnet-policy")
+HEALTH_GATE = ("pulumi-python:dynamic/homederp:RelayHealthGate", "health-gate")
+
+#: Where the IPv6 route check looks when the relay's address is discovered at run time
+#: (``ipv6: auto``): Cloudflare's public resolver, a stable global address. No packet is sent.
+PUBLIC_IPV6 = "2606:4700:4700::1111"
+
+_PIN = re.compile(r"^pulumi==(?P<version>[0-9]+\.[0-9]+\.[0-9]+)\s*(?:#.*)?$")
+
+
+class FactsError(Exception):
+    """A committed file does not say what CI needs; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class DockerHost:
+    """Where the Docker engine of the relay host is, as a runner reaches it."""
+
+    url: str
+    scheme: str
+    host: str
+    """Host name or address for ssh://, tcp:// (empty for unix://)."""
+    port: int | None
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name OpenSSH looks up in known_hosts: ``host``, or ``[host]:port`` off port 22."""
+        if self.scheme != "ssh" or not self.host:
+            return ""
+        return self.host if self.port in (None, 22) else f"[{self.host}]:{self.port}"
+
+
+def pulumi_version(requirements: str) -> str:
+    """The exact ``pulumi==X.Y.Z`` pin of requirements.txt (the SDK the program runs on)."""
+    pins = [m["version"] for line in requirements.splitlines() if (m := _PIN.match(line.strip()))]
+    if len(pins) != 1:
+        raise FactsError(
+            f"requirements.txt must pin the Pulumi SDK exactly once as pulumi==X.Y.Z (found "
+            f"{pins or 'none'}): the workflows install the CLI of the same release"
+        )
+    return pins[0]
+
+
+def _config_string(value: object) -> str:
+    """Config reaches the program as strings; YAML booleans as ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def resolved_config(project: dict[str, Any], stack_file: dict[str, Any]) -> dict[str, str]:
+    """``home-derp:<key>`` → value: the project's declared defaults, then the stack's values."""
+    out = {
+        f"{NAMESPACE}:{key}": _config_string(spec["default"])
+        for key, spec in (project.get("config") or {}).items()
+        if isinstance(spec, dict) and "default" in spec
+    }
+    for key, value in (stack_file.get("config") or {}).items():
+        if not isinstance(value, dict | list):  # secrets ({secure: …}) are never CI facts
+            out[key] = _config_string(value)
+    return out
+
+
+def docker_host(url: str) -> DockerHost:
+    """Split a ``home-derp:dockerHost`` URL (unix:///path, ssh://user@host[:port], tcp://h:p)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("unix", "ssh", "tcp"):
+        raise FactsError(f"home-derp:dockerHost = {url!r}: expected unix://, ssh:// or tcp://")
+    if parts.scheme == "unix":
+        return DockerHost(url, "unix", "", None)
+    try:
+        port = parts.port
+    except ValueError:
+        raise FactsError(f"home-derp:dockerHost = {url!r}: the port is not a number") from None
+    if not parts.hostname:
+        raise FactsError(f"home-derp:dockerHost = {url!r}: no host")
+    return DockerHost(url, parts.scheme, parts.hostname, port)
+
+
+def ipv6_probe(value: str) -> str:
+    """The address whose route the workflow checks: the relay's own, or a public one for auto."""
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return PUBLIC_IPV6
+    return str(address) if address.version == 6 else PUBLIC_IPV6
+
+
+def urn(stack: str, project: str, parent_type: str, type_: str, name: str) -> str:
+    """A resource's URN as the engine builds it for a child of a component whose parent is the
+    stack: ``urn:pulumi:<stack>::<project>::<parent type>$<type>::<name>`` (pulumi/pulumi
+    pkg/resource/deploy/deployment.go ``generateURN``: the root stack's type is left out, the
+    parent's qualified type is joined with ``$``). The stack part is the bare stack name, also
+    when the CLI is given ``org/project/stack``."""
+    return f"urn:pulumi:{stack.split('/')[-1]}::{project}::{parent_type}${type_}::{name}"
+
+
+def health_targets(stack: str, project: str, region_id: str, tailnet_policy: str) -> list[str]:
+    """The URNs a health run updates, and nothing else: the validation, the policy resource of
+    the stack's tailnetPolicy mode (none with ``off``), the gate. Literal URNs, not globs: the
+    engine fails a run whose literal target neither exists nor is registered (deployment_executor
+    ``checkTargets``), so a renamed resource turns a health run red instead of making it a no-op."""
+    children = [VALIDATION]
+    if tailnet_policy == "patch":
+        children.append(TAILNET_REGION)
+    elif tailnet_policy == "file":
+        children.append(TAILNET_POLICY)
+    children.append(HEALTH_GATE)
+    component = f"relay-{region_id}"
+    return [
+        urn(stack, project, COMPONENT_TYPE, type_, f"{component}-{suffix}")
+        for type_, suffix in children
+    ]
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FactsError(f"{path.name} not found: every stack in .github/stacks.json needs one")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise FactsError(f"{path.name} is not a YAML mapping")
+    return data
+
+
+def facts(root: Path, stack: str) -> dict[str, str]:
+    """Everything the workflow reads about ``stack``, as step outputs (all strings)."""
+    project = _load_yaml(root / "Pulumi.yaml")
+    short = stack.split("/")[-1]
+    config = resolved_config(project, _load_yaml(root / f"Pulumi.{short}.yaml"))
+    docker = docker_host(config.get(f"{NAMESPACE}:dockerHost", "unix:///var/run/docker.sock"))
+    region_id = config.get(f"{NAMESPACE}:regionId", "900")
+    tailnet_policy = config.get(f"{NAMESPACE}:tailnetPolicy", "patch")
+    return {
+        "pulumi-version": pulumi_version((root / "requirements.txt").read_text()),
+        "docker-host": docker.url,
+        "docker-scheme": docker.scheme,
+        "tailnet-host": docker.host,
+        "known-hosts-name": docker.known_hosts_name,
+        "region-id": region_id,
+        "ipv6-probe": ipv6_probe(config.get(f"{NAMESPACE}:ipv6", "auto")),
+        "validate": config.get(f"{NAMESPACE}:validate", "enforce"),
+        "tailnet-policy": tailnet_policy,
+        "health-targets": "\n".join(
+            health_targets(stack, str(project["name"]), region_id, tailnet_policy)
+        ),
+    }
+
+
+def github_output(values: dict[str, str]) -> str:
+    """``$GITHUB_OUTPUT`` syntax; multi-line values use the documented heredoc form."""
+    lines = []
+    for key, value in values.items():
+        if "\n" in value:
+            lines += [f"{key}<<HOME_DERP_EOF", value, "HOME_DERP_EOF"]
+        else:
+            lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: stack_facts.py STACK", file=sys.stderr)
+        return 2
+    try:
+        sys.stdout.write(github_output(facts(ROOT, argv[1])))
+    except FactsError as exc:
+        print(f"::error title=stack {argv[1]}::{exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
