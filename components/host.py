@@ -256,3 +256,8 @@ class HostChannel:
                 f"({done.stderr.strip()})",
             )
         return CommandResult(done.returncode, done.stdout, done.stderr)
+
+
+def this_machine(timeout: float = DEFAULT_TIMEOUT) -> HostChannel:
+    """The machine running the program (``pulumi up``) itself, as a channel."""
+    return HostChannel("unix:///var/run/docker.sock", timeout=timeout)

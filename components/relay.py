@@ -23,7 +23,12 @@ from components.errors import HomeDerpError
 from components.gate import RelayHealthGate, RelayHealthGateArgs
 from components.hujson import HuJSONError
 from components.settings import ConfigError, RelaySettings
-from components.tailnet import TailnetDerpRegion, drained_policy_text, policy_file_with_region
+from components.tailnet import (
+    TailnetDerpRegion,
+    TailnetPeerRelayGrant,
+    drained_policy_text,
+    policy_file_with_region,
+)
 from components.validation import RelayValidation, RelayValidationArgs, validation_trigger
 
 TYPE_TOKEN = "homederp:index:HomeDerpRelay"
@@ -49,7 +54,8 @@ def home_derp_region(settings: RelaySettings) -> derpmap.DerpRegion:
 
 
 def policy_text_for_file_mode(settings: RelaySettings, region: dict[str, Any]) -> str:
-    """``tailnetPolicy: file``: the repo's policy with our region spliced in, comments intact.
+    """``tailnetPolicy: file``: the repo's policy with our region (and peer-relay grant) spliced
+    in, comments intact.
 
     Runs before any resource is registered, so a policy we cannot splice deploys nothing.
     """
@@ -57,7 +63,15 @@ def policy_text_for_file_mode(settings: RelaySettings, region: dict[str, Any]) -
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-        return policy_file_with_region(text, region, settings.region.omit_default_regions)
+        text = policy_file_with_region(text, region, settings.region.omit_default_regions)
+        if settings.peer_relay.enabled and settings.relay_host is not None:
+            from components.peer_relay import grant_destination
+
+            grant = derpmap.peer_relay_grant(
+                list(settings.peer_relay.sources), grant_destination(settings.relay_host)
+            )
+            text = derpmap.insert_grant(text, settings.region.id, grant)[0]
+        return text
     except (OSError, UnicodeDecodeError, HuJSONError, HomeDerpError) as exc:
         raise ConfigError([f"home-derp:policyFile = {path!r}: {exc}"]) from None
 
@@ -122,6 +136,8 @@ class HomeDerpRelay(pulumi.ComponentResource):
             pulumi.log.warn(warning, resource=self)
 
         deployment = None if settings.health_run else self._deploy(name, settings)
+        if deployment is not None and settings.peer_relay.enabled:
+            self._peer_relay(name, settings)
         validation = self._validate(name, settings, deployment)
         published, drained, publication = self._publish(
             name, settings, region, policy_text, validation
@@ -255,6 +271,38 @@ class HomeDerpRelay(pulumi.ComponentResource):
             certificate_serial=cert.serial,
             certificate_not_after=cert.not_after,
             image=relay.image_name,
+        )
+
+    def _peer_relay(self, name: str, settings: RelaySettings) -> None:
+        """The host's tailscaled as a peer relay, then the grant that lets the sources use it."""
+        from components.peer_relay import PeerRelayServer, PeerRelayServerArgs, grant_destination
+        from components.peer_relay import static_endpoints as endpoints_for
+
+        host = settings.relay_host
+        if host is None:
+            return  # settings refused a peer relay whose host cannot be read
+        port = settings.peer_relay.port
+        server = PeerRelayServer(
+            f"{name}-peer-relay",
+            PeerRelayServerArgs(
+                docker_host=settings.docker.host,
+                socket=settings.derper.tailscale_socket,
+                port=port,
+                static_endpoints=endpoints_for(settings.addresses.ipv4, port),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        if settings.policy.mode != "patch":
+            return  # file mode: the grant is in policy_text; off: the user adds it
+        TailnetPeerRelayGrant(
+            f"{name}-peer-relay-grant",
+            region_id=settings.region.id,
+            grant=derpmap.peer_relay_grant(
+                list(settings.peer_relay.sources), grant_destination(host)
+            ),
+            relay_ips=list(host.tailscale_ips),
+            # Published only once the host reports the UDP port bound.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[server]),
         )
 
     def _validate(

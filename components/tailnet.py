@@ -486,7 +486,28 @@ class TailnetDerpRegion(pulumi.dynamic.Resource, module="homederp", name="Tailne
 # --------------------------------------------------------------------------------------------
 # The peer-relay grant
 
-GRANT_INPUTS: Final = ("region_id", "grant")
+GRANT_INPUTS: Final = ("region_id", "grant", "relay_ips")
+
+
+def _confirm_from_this_machine(relay_ips: list[str], sources: list[str]) -> dict[str, Any]:
+    """Whether this machine, as a client, now sees the relay host as a peer relay server."""
+    from components import peer_relay
+    from components.host import CommandResult, HostReadError, this_machine
+
+    channel = this_machine()
+
+    def run_local(command: Any) -> CommandResult:
+        try:
+            return channel.run(command, what="ask this machine's tailscaled")
+        except HostReadError as exc:
+            return CommandResult(127, "", str(exc))
+
+    if not relay_ips:
+        return {
+            "confirmed": None,
+            "detail": "not confirmed: the relay host's Tailscale IPs are unknown",
+        }
+    return peer_relay.confirmation_from_client(run_local, relay_ips, sources)
 
 
 class TailnetPeerRelayGrantProvider(_PolicyProvider):
@@ -522,11 +543,16 @@ class TailnetPeerRelayGrantProvider(_PolicyProvider):
             return derpmap.insert_grant(text, region_id, grant)
 
         client, etag, created = self._write(mutate)
+        confirmation = _confirm_from_this_machine(
+            list(inputs.get("relay_ips") or []), [str(s) for s in grant.get("src") or []]
+        )
+        _note(f"peer relay grant for region {region_id}: {confirmation['detail']}")
         return {
             **inputs,
             "tailnet": client.tailnet,
             "created_grants": bool(created or props.get("created_grants")),
             "policy_etag": etag,
+            "client_confirmation": confirmation,
         }
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
@@ -573,7 +599,11 @@ class TailnetPeerRelayGrant(
     region_id: pulumi.Output[int]
     grant: pulumi.Output[dict[str, Any]]
     """The grant as written (on refresh: as found live, so a hand edit shows as drift)."""
+    relay_ips: pulumi.Output[list[str]]
+    """The relay host's Tailscale IPs (a client confirms it sees one as a peer relay server)."""
     tailnet: pulumi.Output[str]
+    client_confirmation: pulumi.Output[dict[str, Any]]
+    """``{confirmed, detail}``: whether this machine, as a client, sees the relay."""
     created_grants: pulumi.Output[bool]
     """True when this resource created ``grants`` (then destroy removes it once empty)."""
     policy_etag: pulumi.Output[str]
@@ -584,11 +614,14 @@ class TailnetPeerRelayGrant(
         *,
         region_id: pulumi.Input[int],
         grant: pulumi.Input[Mapping[str, Any]],
+        relay_ips: pulumi.Input[list[str]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props: dict[str, Any] = {
             "region_id": region_id,
             "grant": grant,
+            "relay_ips": relay_ips or [],
+            "client_confirmation": None,
             "tailnet": None,
             "created_grants": None,
             "policy_etag": None,

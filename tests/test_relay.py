@@ -606,3 +606,64 @@ def test_relay_host_output(mocks: RelayMocks) -> None:
     assert validation["container"] == "derper-900-homelab"
     assert validation["tailscale_version"] == validation["host_tailscale_version"] == "1.102.5"
     assert len(validation["host_peers"]) == 3  # two peers and the host itself
+
+
+PEER_RELAY = "pulumi-python:dynamic/homederp:PeerRelayServer"
+GRANT = "pulumi-python:dynamic/homederp:TailnetPeerRelayGrant"
+
+
+# peerRelayPort: the host's tailscaled is set as a peer relay, then (after it reports the port
+# bound) the grant lets the sources use it; dst is the host's Tailscale IP, or its tag.
+@pytest.mark.parametrize("tags", [(), ("tag:derp",)])
+def test_peer_relay_wiring(mocks: RelayMocks, relay_host: HostFacts, tags: tuple[str, ...]) -> None:
+    if tags:
+        original = relay_host.tailscaled_facts
+
+        def tagged(socket: str) -> Any:
+            import dataclasses
+
+            return dataclasses.replace(original(socket), tags=tags)
+
+        relay_host.tailscaled_facts = tagged  # type: ignore[method-assign]
+    evaluate(
+        home_config(peerRelayPort="40000", peerRelaySources='["tag:laptop"]', ipv4="203.0.114.7")
+    )
+    server = mocks.one(PEER_RELAY).inputs
+    assert server["port"] == 40000 and server["socket"] == "/var/run/tailscale/tailscaled.sock"
+    assert server["docker_host"] == "unix:///var/run/docker.sock"
+    assert server["static_endpoints"] == ["203.0.114.7:40000"]
+    grant = mocks.one(GRANT).inputs
+    dst = tags[0] if tags else "100.101.102.103"
+    assert grant["grant"] == {
+        "src": ["tag:laptop"],
+        "dst": [dst],
+        "app": {"tailscale.com/cap/relay": []},
+    }
+    assert grant["region_id"] == 900 and grant["relay_ips"] == [
+        "100.101.102.103",
+        "fd7a:115c:a1e0::1",
+    ]
+    urn_of = {name: o.urn for name, o in mocks.options.items()}
+    assert (
+        urn_of["relay-900-peer-relay"] in mocks.options["relay-900-peer-relay-grant"].dependencies
+    )
+
+
+# Without peerRelayPort nothing of it is registered; sources default to every device.
+def test_peer_relay_off_and_default_sources(mocks: RelayMocks) -> None:
+    evaluate(home_config())
+    assert not mocks.of_type(PEER_RELAY) and not mocks.of_type(GRANT)
+    mocks.reset()
+    evaluate(home_config(peerRelayPort="40000"))
+    assert mocks.one(GRANT).inputs["grant"]["src"] == ["*"]
+    assert mocks.one(PEER_RELAY).inputs["static_endpoints"] == []
+
+
+# tailnetPolicy=file: the grant is part of the managed policy text instead of its own resource.
+def test_peer_relay_grant_in_file_mode(mocks: RelayMocks, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.hujson"
+    policy.write_text(POLICY_WITH_COMMENTS)
+    evaluate(home_config(tailnetPolicy="file", policyFile=str(policy), peerRelayPort="40000"))
+    text = mocks.one("tailscale:index/acl:Acl").inputs["acl"]
+    assert "tailscale.com/cap/relay" in text and "home-derp: peer relay of region 900" in text
+    assert not mocks.of_type(GRANT) and mocks.of_type(PEER_RELAY)
