@@ -328,6 +328,8 @@ class HostProbe(Protocol):
 
     def socket_exists(self, socket: str) -> bool: ...
 
+    def runtime_directory_problem(self, socket: str) -> str | None: ...
+
 
 @dataclass(frozen=True)
 class Environment:
@@ -906,6 +908,11 @@ def _derper(
                 c.warn(f"health run: {key_name(key)}: {problem}")
             else:
                 c.fail(key, value, problem)
+    stale = None
+    if verify and facts is not None and probe is not None and not env.health_run:
+        stale = probe.runtime_directory_problem(socket)
+    if stale is not None:
+        c.warn(f"home-derp:tailscaleSocket = {socket!r}: {stale}")
     if verify and docker_ok and not can_read_host(docker.host):
         c.warn(
             "verifyClients=true with a tcp:// dockerHost: the relay host's tailscaled cannot be "
@@ -1117,6 +1124,9 @@ class LiveHost:
 
     def socket_exists(self, socket: str) -> bool:
         return tailscaled.socket_exists(self.channel, socket)
+
+    def runtime_directory_problem(self, socket: str) -> str | None:
+        return tailscaled.read_runtime_directory_problem(self.channel, socket)
 
 
 def _configured_keys() -> list[str]:

@@ -21,6 +21,7 @@ edge. When the daemon is not running, the CLI exits 1 with "failed to connect to
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -295,6 +296,51 @@ def _run_cli(channel: HostChannel, socket: str, args: Sequence[str], what: str) 
             f"{channel.where()}: {result.stderr.strip() or result.stdout.strip()}",
         )
     return result.stdout
+
+
+#: The systemd properties that decide whether tailscaled's socket directory survives a restart.
+SYSTEMD_SHOW: Final = (
+    "systemctl",
+    "show",
+    "tailscaled.service",
+    "--property=RuntimeDirectory",
+    "--property=RuntimeDirectoryPreserve",
+)
+
+
+def runtime_directory_problem(systemctl_show: str, socket: str) -> str | None:
+    """Why derper's mount of the socket's directory goes stale at a tailscaled restart, or None.
+
+    With systemd's default ``RuntimeDirectoryPreserve=no`` the unit's ``RuntimeDirectory``
+    (``/run/tailscale`` for the upstream unit, cmd/tailscaled/tailscaled.service:14-15) is deleted
+    at every stop and created anew, and a bind mount keeps the deleted directory
+    (docs/upstream/localapi.md#runtime-directory).
+    """
+    props = dict(line.split("=", 1) for line in systemctl_show.splitlines() if "=" in line)
+    directories = props.get("RuntimeDirectory", "").split()
+    if props.get("RuntimeDirectoryPreserve", "no") != "no" or not directories:
+        return None
+    parent = os.path.dirname(socket)
+    runtime = [f"{root}/{d}" for d in directories for root in ("/run", "/var/run")]
+    if parent not in runtime:
+        return None
+    return (
+        f"tailscaled's unit recreates {parent} at every restart (RuntimeDirectory with "
+        "RuntimeDirectoryPreserve=no), so derper's mount of it goes stale and every client is "
+        "rejected until the derper container restarts. Keep the directory: `sudo systemctl edit "
+        "tailscaled` and add '[Service]' and 'RuntimeDirectoryPreserve=yes'"
+    )
+
+
+def read_runtime_directory_problem(channel: HostChannel, socket: str) -> str | None:
+    """:func:`runtime_directory_problem` on the host; None when systemd is not there to ask."""
+    try:
+        result = channel.run(SYSTEMD_SHOW, what="ask systemd about tailscaled")
+    except HostReadError:
+        return None
+    if result.returncode != 0:
+        return None
+    return runtime_directory_problem(result.stdout, socket)
 
 
 def socket_exists(channel: HostChannel, socket: str) -> bool:

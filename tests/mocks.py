@@ -329,6 +329,8 @@ class HostFacts:
     backend_state: str = "Running"
     socket_exists: bool = True
     peers: tuple[str, ...] = PEER_NODE_KEYS
+    systemd_show: str = "RuntimeDirectory=tailscale\nRuntimeDirectoryPreserve=yes\n"
+    """What ``systemctl show tailscaled`` prints for the unit's runtime directory."""
     error: Exception | None = None
     """Raised by every read (a host that cannot be asked)."""
     tailscaled_error: Exception | None = None
@@ -398,6 +400,11 @@ class HostProbeAdapter:
     def socket_exists(self, socket: str) -> bool:
         self.facts._fail(f"socket {socket}")
         return self.facts.socket_exists
+
+    def runtime_directory_problem(self, socket: str) -> str | None:
+        from components.tailscaled import runtime_directory_problem
+
+        return runtime_directory_problem(self.facts.systemd_show, socket)
 
 
 def host_factory(facts: HostFacts) -> Any:

@@ -718,3 +718,15 @@ def test_global_ipv6_accepted(address: str) -> None:
 
 
 REGION = "pulumi-python:dynamic/homederp:TailnetDerpRegion"
+
+
+# The socket's directory recreated at every tailscaled restart is a warning with the fix.
+def test_stale_runtime_directory_warns() -> None:
+    facts = HostFacts(addresses=["2409:8a00::10"])
+    facts.systemd_show = "RuntimeDirectory=tailscale\nRuntimeDirectoryPreserve=no\n"
+    settings = parse_settings(
+        {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"},
+        env=Environment(cloudflare_api_token=TOKEN),
+        host=probe(facts),
+    )
+    assert any("RuntimeDirectoryPreserve=yes" in w for w in settings.warnings)

@@ -298,3 +298,27 @@ def test_grant_destination_and_membership() -> None:
     assert peer_relay.member_of(["group:family"], status) is None  # cannot tell from here
     untagged = {"Self": {"TailscaleIPs": ["100.64.0.8"], "UserID": 5}, "User": status["User"]}
     assert peer_relay.member_of(["alice@example.com"], untagged) is True
+
+
+# The upstream unit with systemd's default: the socket's directory is recreated at every restart,
+# so derper's mount would go stale — named with the drop-in that fixes it; preserved: fine.
+def test_runtime_directory_problem() -> None:
+    default = "RuntimeDirectory=tailscale\nRuntimeDirectoryPreserve=no\n"
+    problem = tailscaled.runtime_directory_problem(default, "/var/run/tailscale/tailscaled.sock")
+    assert problem is not None and "RuntimeDirectoryPreserve=yes" in problem
+    assert tailscaled.runtime_directory_problem(default, "/run/tailscale/tailscaled.sock")
+    kept = "RuntimeDirectory=tailscale\nRuntimeDirectoryPreserve=yes\n"
+    assert tailscaled.runtime_directory_problem(kept, "/var/run/tailscale/tailscaled.sock") is None
+    assert tailscaled.runtime_directory_problem(default, "/srv/ts/tailscaled.sock") is None
+    assert tailscaled.runtime_directory_problem("", "/var/run/tailscale/tailscaled.sock") is None
+
+
+# On this machine's real systemd (when it has one) the read works without root and gives a
+# verdict or None; a host without systemd is simply not asked.
+def test_runtime_directory_read_on_a_host_without_the_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (
+        tailscaled.read_runtime_directory_problem(
+            HostChannel(LOCAL), "/var/run/tailscale/tailscaled.sock"
+        )
+        is None
+    )  # no tailscaled unit on this machine: RuntimeDirectory is empty
