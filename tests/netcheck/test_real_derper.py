@@ -1,0 +1,104 @@
+"""The checker against the real derper (tailscale.com/cmd/derper v1.102.5, tests/tools).
+
+The faithful peers (tests.peers.derp_server, stun_server) carry the fault catalogue; these tests
+prove the checker reads the real server the same way, and that the admission seam (derp.py)
+receives derper's own words about the probe's random client key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import cast
+
+from components.netcheck import RelayTarget, check_relay
+from components.netcheck.derp import Admission, AdmissionCause, AdmissionEvidence, EvidenceSource
+from tests.peers.certs import Pki
+from tests.peers.daemons import wait_until
+from tests.peers.derper import Derper, cause_of, rejection_for, start_derper
+from tests.peers.ports import free_port
+
+HOST = "::1"
+
+
+def _derper(tmp_path: Path, pki: Pki, verify_socket: Path | None = None) -> Derper:
+    files = pki.files("good")
+    return start_derper(
+        tmp_path,
+        hostname="derp.test",
+        cert_file=files.cert_file,
+        key_file=files.key_file,
+        derp_port=free_port((HOST,), socket.SOCK_STREAM),
+        stun_port=free_port((HOST,)),
+        listen_ip=HOST,  # loopback only: -a [::1]:PORT, and STUN binds the same IP
+        verify_socket=verify_socket,
+    )
+
+
+def log_evidence(d: Derper, wait: float = 2.0) -> EvidenceSource:
+    """An EvidenceSource reading this derper's log: its rejection line for the probe's key."""
+
+    async def source(address: str, admission: Admission) -> AdmissionEvidence | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while (found := rejection_for(d.log(), admission.client_key)) is None:
+            if loop.time() > deadline:
+                return AdmissionEvidence("unconfirmed")
+            await asyncio.sleep(0.05)
+        line = f"derp: {found.addr}: client nodekey:{found.client} rejected: {found.reason}"
+        return AdmissionEvidence(cast(AdmissionCause, cause_of(found.reason)), line)
+
+    return source
+
+
+def _target(d: Derper, pki: Pki, expect: bool | None) -> RelayTarget:
+    return RelayTarget(
+        "derp.test",
+        d.derp_port,
+        d.stun_port,
+        (HOST,),
+        ca_file=pki.ca_file,
+        expect_verify_clients=expect,
+    )
+
+
+# An open real derper passes every check: its TLS, endpoints, 101 + FrameServerKey, the
+# admission of a random key (FrameServerInfo decrypted) and its STUN, with derper's own key.
+def test_every_check_passes_against_real_derper(tmp_path: Path, pki: Pki) -> None:
+    d = _derper(tmp_path, pki)
+    try:
+        report = check_relay(_target(d, pki, False), timeout=5, stun_timeout=1)
+    finally:
+        d.stop()
+    assert report.ok, report.format_text()
+    assert [c.name for c in report.checks] == ["tls", "https", "derp", "verify_clients", "stun"]
+    assert report.server_public_key == d.public_key
+    assert report.check("https").data["reconnects"] == 0  # derper keeps connections alive
+
+
+# -verify-clients with no tailscaled behind it. For its first 5 s a derper keeps retrying the
+# missing socket, assuming tailscaled is still starting (tailscale.com@v1.102.5/safesocket/
+# safesocket.go:36-58): a probe right after the start, like `pulumi up`'s, runs out of budget on
+# verify_clients, yet keeps the key it offered, and derper later logs that very key. Past those
+# 5 s the rejection is immediate ("ON"), and only derper's log says why: the seam gets that line.
+def test_evidence_source_from_real_derper_log(tmp_path: Path, pki: Pki) -> None:
+    d = _derper(tmp_path, pki, verify_socket=tmp_path / "no-tailscaled.sock")
+    try:
+        early = check_relay(_target(d, pki, True), timeout=1.5, stun_timeout=0.5)
+        stalled = early.check("verify_clients")
+        assert not stalled.ok and "report budget" in stalled.detail, early.format_text()
+        first_key = str(stalled.data["client_key"])
+        wait_until("derper to log the stalled key", lambda: rejection_for(d.log(), first_key), 8)
+        report = check_relay(
+            _target(d, pki, True), timeout=3, stun_timeout=0.5, evidence_source=log_evidence(d)
+        )
+    finally:
+        d.stop()
+    check = report.check("verify_clients")
+    # derper rejects every client when it cannot ask tailscaled: the evidence makes that a failure.
+    assert not check.ok and check.data["verify_clients"] is True, report.format_text()
+    assert "derper cannot reach tailscaled" in check.detail
+    assert check.data["client_key"] != first_key  # a fresh key per probe
+    assert check.data["cause"] == "tailscaled_unreachable"
+    assert f"client nodekey:{check.data['client_key']} rejected" in str(check.data["log_line"])
