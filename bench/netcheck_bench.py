@@ -1,4 +1,4 @@
-"""Benchmark of components/netcheck (issue #3). Prints figures; not a test.
+"""Benchmark of components/netcheck. Prints figures; not a test.
 
     venv/bin/python bench/netcheck_bench.py
 

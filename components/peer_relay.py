@@ -40,7 +40,7 @@ from components.wire import is_unknown, plain
 TYPE_TOKEN: Final = "pulumi-python:dynamic/homederp:PeerRelayServer"
 #: Seconds to wait for tailscaled to bind the port after the pref is set.
 BIND_TIMEOUT: Final = 15.0
-#: Seconds a client waits to see the relay among its candidate servers (issue: at most 60).
+#: Seconds a client waits to see the relay among its candidate servers (bounded: at most 60).
 CLIENT_CONFIRM_TIMEOUT: Final = 60.0
 INPUT_KEYS: Final = ("docker_host", "socket", "port", "static_endpoints")
 

@@ -293,7 +293,8 @@ def evaluate(config: Mapping[str, str]) -> dict[str, tuple[Any, bool]]:
     """Run the program to completion with ``config``; returns ``{output: (value, is_secret)}``.
 
     Registrations are asserted on the mocks *after* this returns: the runtime waits for every
-    pending registration before ``@pulumi.runtime.test`` finishes (reference/pulumi.md).
+    pending registration before ``@pulumi.runtime.test`` finishes
+    (pulumi/runtime/mocks.py ``test`` → pulumi/runtime/stack.py ``wait_for_rpcs``).
     """
     set_config(config)
     resolved: dict[str, tuple[Any, bool]] = {}

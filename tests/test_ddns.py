@@ -1,4 +1,4 @@
-"""The DDNS updater container (issue #5) as the Docker provider would receive it, under mocks.
+"""The DDNS updater container as the Docker provider would receive it, under mocks.
 
 Uses the suite's autouse ``mocks`` fixture from ``tests/conftest.py`` (one process-wide
 ``set_mocks``).

@@ -1,4 +1,4 @@
-"""``ipv6: auto`` discovery (issue #5) against real pieces.
+"""``ipv6: auto`` discovery against real pieces.
 
 * Real interfaces: network namespaces and veth pairs made by the tests, addresses added with
   ``ip`` or created by the kernel itself (SLAAC from a router advertisement the test sends, privacy

@@ -434,7 +434,7 @@ POLICY_WITH_COMMENTS = """// our tailnet policy, kept in git
 
 
 # Validate, then publish: validation waits for DNS, certificate and container; the region waits
-# for validation, so a relay that fails from outside is never published (issue #4).
+# for validation, so a relay that fails from outside is never published.
 def test_validation_before_publication(mocks: RelayMocks) -> None:
     evaluate(home_config())
     validation = mocks.options["relay-900-validation"]
@@ -470,7 +470,7 @@ def test_validation_inputs(mocks: RelayMocks) -> None:
 
 
 # The provider is pickled by module path (components.validation / components.tailnet): those
-# paths are part of the stack state (DESIGN.md), so a move would break existing stacks.
+# paths are part of the stack state (docs/upstream/pulumi.md#dynamic-provider-pickling), so a move would break existing stacks.
 def test_dynamic_providers_pickled_by_reference(mocks: RelayMocks) -> None:
     import base64
 

@@ -1,5 +1,5 @@
 """Every committed stack file (Pulumi.<stack>.yaml) evaluates under mocks and passes the policy
-pack, and the CI stack list names exactly those stacks (issue #6: a broken example never lands)."""
+pack, and the CI stack list names exactly those stacks (a broken example never lands)."""
 
 from __future__ import annotations
 

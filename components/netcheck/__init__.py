@@ -1,4 +1,4 @@
-"""Validate a Tailscale DERP relay from outside, the way real clients use it (issue #3).
+"""Validate a Tailscale DERP relay from outside, the way real clients use it.
 
 A leaf library: no Pulumi import and nothing else of the project, so the CLI
 (``python -m components.netcheck``), the validation dynamic provider and the tests share it.

@@ -139,7 +139,7 @@ async def probe_relay(
     derp_map: dict[str, Any] | None = None,
     evidence_source: EvidenceSource | None = None,
 ) -> Report:
-    """Every check of issue #3 against ``target``; never takes longer than ``timeout`` (+ε).
+    """Every check of the report against ``target``; never takes longer than ``timeout`` (+ε).
 
     ``evidence_source`` is the seam for reading derper's own verdict on the probe's random
     client key (derp.py, module doc); it runs within the report deadline.

@@ -1,4 +1,4 @@
-"""Servers that close the connection after a response (issue 12, item 6).
+"""Servers that close the connection after a response.
 
 Go's Transport sends a request again on a new connection when a *reused* connection closes
 before the answer starts, and never reuses one whose response said ``Connection: close``

@@ -1,4 +1,4 @@
-"""IPv6 STUN from a host whose kernel prefers a temporary (privacy) address (issue 12, item 6).
+"""IPv6 STUN from a host whose kernel prefers a temporary (privacy) address.
 
 The relay host (tests.peers.privacy_host) publishes its stable address, but a STUN server bound
 to the wildcard — derper's default ``-a :PORT`` — answers from whatever source the kernel
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +93,10 @@ def test_use_tempaddr_1_makes_the_wildcard_server_pass(host: PrivacyHost) -> Non
     sysctl = f"net.ipv6.conf.{host.relay.interface}.use_tempaddr"
     host.relay.sh("sysctl", "-qw", f"{sysctl}=1")
     try:
+        # The kernel may keep a cached route's source for a moment after the sysctl.
+        deadline = time.monotonic() + 3
+        while host.source_towards_client() != host.stable and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert host.source_towards_client() == host.stable
         with stun_server([host.relay.run(wildcard_socket)]) as server:
             check = probe_from_client(host, server.port)

@@ -83,7 +83,7 @@ def test_system_store_does_not_trust_private_root(bg: BackgroundLoop, pki: Pki) 
 
 
 # derper on a custom port without -certmode manual serves plain HTTP; the hint says so, and the
-# checks that need TLS show as skipped instead of vanishing (issue 13).
+# checks that need TLS show as skipped instead of vanishing.
 def test_plain_http_on_the_port(bg: BackgroundLoop, pki: Pki) -> None:
     check, report = _tls(bg, pki, "none")
     assert check.data["kind"] == "plain-http"

@@ -2,7 +2,7 @@
 
 Every variant a relay can serve: good, expiring soon, expired, for the wrong name, self-signed.
 Files follow derper's manual mode: ``<name>.crt`` = leaf + chain (+ derper's Ed25519 "meta cert",
-reference/derp.md §2) and ``<name>.key``.
+docs/upstream/derper.md#tls-serving) and ``<name>.key``.
 """
 
 from __future__ import annotations

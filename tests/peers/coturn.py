@@ -1,6 +1,6 @@
 """coturn (``turnserver``) as a real, independent STUN server on 127.0.0.1 and ::1.
 
-A missing binary is a failure, never a skip: ``.ci/run`` installs coturn (DESIGN.md, peers).
+A missing binary is a failure, never a skip: ``tests/run`` installs coturn (docs/testing.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A userspace UDP/TCP delay relay: this kernel has no ``tc netem`` (DESIGN.md, peers).
+"""A userspace UDP/TCP delay relay: this kernel has no ``tc netem`` (docs/testing.md).
 
 Every datagram or TCP chunk is forwarded after ``rtt_ms / 2`` in each direction, so a peer
 behind it is ``rtt_ms`` away. Ordering is kept (a FIFO per direction). Runs on a BackgroundLoop.

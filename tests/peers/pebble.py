@@ -7,7 +7,7 @@ the ACME endpoint itself, starts ``pebble -strict=false`` with ``PEBBLE_VA_ALWAY
 yields where to find it. Pebble makes a new root (and intermediate) every start:
 :func:`pebble_root_pem` fetches the root from the management API (``/roots/0``).
 
-A missing binary is a failure, never a skip (DESIGN.md, "Real peers available").
+A missing binary is a failure, never a skip (docs/testing.md).
 """
 
 from __future__ import annotations
