@@ -889,7 +889,7 @@ def _derper(
     socket_ok = c.checked("tailscaleSocket", socket, check_socket_path(socket))
     image = c.optional("image")
     if image is not None:
-        c.checked("image", image, check_image(image))
+        c.checked("image", image, check_image(image) or _derper_image_pin_problem(image))
     go_proxy = c.text("goProxy", DEFAULT_GO_PROXY)
     c.checked("goProxy", go_proxy, check_go_proxy(go_proxy))
     build_image = c.text("buildImage", DEFAULT_BUILD_IMAGE)
@@ -941,6 +941,16 @@ def _derper(
         build = DerperBuild(version, go_proxy, build_image, runtime_image)
     name = naming.derper_image_name(version or DEFAULT_TAILSCALE_VERSION)
     return Derper(build, name, verify, socket, build_image), facts
+
+
+def _derper_image_pin_problem(image: str) -> str | None:
+    if naming.pinned_by_digest(image):
+        return None
+    return (
+        "derper's image is handed the tailscaled socket, so a tag that can be rebuilt under you "
+        "is not enough: pin it by digest (name:tag@sha256:…; `docker buildx imagetools inspect "
+        "name:tag` shows it), or leave home-derp:image empty to build derper from source here"
+    )
 
 
 def _validation(c: Collector) -> Validation:

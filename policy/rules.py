@@ -26,7 +26,7 @@ from pulumi_policy import (
 
 from components.derpmap import CUSTOM_REGION_IDS, PolicyTextError, parse_hujson
 from components.hujson import equal_fold
-from components.naming import ROLE_DERPER, ROLE_LABEL
+from components.naming import ROLE_DERPER, ROLE_LABEL, pinned_by_digest
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
@@ -330,7 +330,7 @@ def image_source_problem(source_type: str, props: Mapping[str, Any]) -> str | No
         return f"it is built from {context or 'an unknown context'}, not {DERPER_BUILD_CONTEXT}"
     if source_type == REMOTE_IMAGE:
         name = str(props.get("name") or "")
-        if re.search(r"@sha256:[0-9a-f]{64}$", name):
+        if pinned_by_digest(name):
             return None
         return f"{name or 'a remote image'} is not pinned by digest (@sha256:…)"
     return f"it comes from a {source_type}"

@@ -92,6 +92,8 @@ BAD_CONFIGS: list[tuple[str, dict[str, str | None], str, str]] = [
         "absolute",
     ),
     ("image latest", {"image": "fredliang/derper:latest"}, "home-derp:image", "latest"),
+    # A tag can be rebuilt under the relay, and the image gets the tailscaled socket.
+    ("image tag only", {"image": "fredliang/derper:v1.102.5"}, "home-derp:image", "by digest"),
     (
         "tailscaleVersion latest",
         {"tailscaleVersion": "latest"},
@@ -142,7 +144,10 @@ BAD_CONFIGS: list[tuple[str, dict[str, str | None], str, str]] = [
     ),
     (
         "pinned image with another socket name",
-        {"image": "fredliang/derper:v1.102.5", "tailscaleSocket": "/tmp/tailscaled-x.sock"},
+        {
+            "image": "fredliang/derper:v1.102.5@sha256:" + "a" * 64,
+            "tailscaleSocket": "/tmp/tailscaled-x.sock",
+        },
         "home-derp:tailscaleSocket",
         "-socket",
     ),
