@@ -225,14 +225,20 @@ class HomeDerpRelay(pulumi.ComponentResource):
         import pulumi_cloudflare as cloudflare
         import pulumi_docker as docker
 
+        from components import cloudflare_api
         from components.certificate import create_certificate
         from components.container import create_container
         from components.ddns import DdnsUpdater, DdnsUpdaterArgs
         from components.dns import RECORD_TTL, create_dns_records
 
         child = pulumi.ResourceOptions(parent=self)
+        # An explicit provider does not read cloudflare:baseUrl itself; pass it so the provider
+        # and the record lookup (dns.py) always talk to the same API.
         cloudflare_provider = cloudflare.Provider(
-            f"{name}-cloudflare", api_token=settings.cloudflare_api_token, opts=child
+            f"{name}-cloudflare",
+            api_token=settings.cloudflare_api_token,
+            base_url=cloudflare_api.runtime_config().get(cloudflare_api.BASE_URL_CONFIG),
+            opts=child,
         )
         docker_provider = docker.Provider(f"{name}-docker", host=settings.docker.host, opts=child)
         records = create_dns_records(name, settings, cloudflare_provider, self)

@@ -27,6 +27,7 @@ from tests.mocks import (
     set_config,
     stack_config,
 )
+from tests.peers.cloudflare_api import CloudflarePeer
 from tests.peers.sshd import Sshd
 from tests.peers.sshd import sshd_factory as _sshd_factory
 
@@ -60,6 +61,23 @@ def relay_host(monkeypatch: pytest.MonkeyPatch) -> HostFacts:
     for name in ("GITHUB_ACTIONS", "RUNNER_ENVIRONMENT", "HOME_DERP_HEALTH_RUN"):
         monkeypatch.delenv(name, raising=False)
     return facts
+
+
+@pytest.fixture(scope="session")
+def cloudflare_api() -> Iterator[CloudflarePeer]:
+    """The Cloudflare API every program evaluation asks (components/dns.py looks the relay's
+    records up for adoption): the faithful peer on loopback, so no test reaches Cloudflare."""
+    peer = CloudflarePeer()
+    peer.add_zone("example.com", FAKE_ZONE_ID)
+    peer.add_token(FAKE_TOKEN)
+    with peer.serve() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def cloudflare_base_url(cloudflare_api: CloudflarePeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CLOUDFLARE_BASE_URL`` (the provider's variable) points every lookup at the peer."""
+    monkeypatch.setenv("CLOUDFLARE_BASE_URL", cloudflare_api.base_url)
 
 
 @pytest.fixture(autouse=True)
