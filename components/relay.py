@@ -76,6 +76,44 @@ def policy_text_for_file_mode(settings: RelaySettings, region: dict[str, Any]) -
         raise ConfigError([f"home-derp:policyFile = {path!r}: {exc}"]) from None
 
 
+def derp_map_fragment_text(settings: RelaySettings) -> str:
+    """The paste-ready ``{"derpMap": …}`` of ``tailnetPolicy: off``."""
+    return derpmap.fragment_text(
+        derpmap.derp_map_fragment(
+            home_derp_region(settings), omit_default_regions=settings.region.omit_default_regions
+        )
+    )
+
+
+#: The ``validation`` stack output: its keys, in order, and the validation output behind each.
+#: ``drained`` comes from publication, not from the validation.
+VALIDATION_OUTPUT_FIELDS = (
+    ("healthy", "healthy"),
+    ("lastHealthyAt", "last_healthy_at"),
+    ("checkedAt", "checked_at"),
+    ("serverPublicKey", "server_public_key"),
+    ("stunLatencyMs", "stun_latency_ms"),
+    ("tlsLatencyMs", "tls_latency_ms"),
+    ("certificateDaysLeft", "certificate_days_left"),
+    ("admission", "admission"),
+    ("coverage", "coverage"),
+)
+
+
+def validation_output(
+    validation: RelayValidation, drained: pulumi.Input[bool | None]
+) -> pulumi.Output[dict[str, Any]]:
+    """What the outside check saw, and what publication made of it (``drained``)."""
+    values = [getattr(validation, attr) for _, attr in VALIDATION_OUTPUT_FIELDS]
+
+    def shape(v: list[Any]) -> dict[str, Any]:
+        out = {key: value for (key, _), value in zip(VALIDATION_OUTPUT_FIELDS, v[1:], strict=True)}
+        # ``ok`` is the name older stacks and scripts read; ``healthy`` says the same.
+        return {"ok": out["healthy"], "drained": bool(v[0]), **out}
+
+    return pulumi.Output.all(drained, *values).apply(shape)
+
+
 @dataclass(frozen=True)
 class HomeDerpRelayArgs:
     """Inputs of :class:`HomeDerpRelay`."""
@@ -120,6 +158,8 @@ class HomeDerpRelay(pulumi.ComponentResource):
     """The derper image the container runs (built here, or the pinned one)."""
     relay_host: pulumi.Output[dict[str, Any] | None]
     """The relay host's tailscaled as read at this run: version, node name, Tailscale IPs."""
+    peer_relay: pulumi.Output[dict[str, Any] | None]
+    """With ``peerRelayPort``: the port, whether it is bound, the grant, the client's view."""
     validation: pulumi.Output[dict[str, Any]]
     """What the outside check saw: healthy, drained, last healthy check, latencies, certificate."""
 
@@ -136,71 +176,32 @@ class HomeDerpRelay(pulumi.ComponentResource):
             pulumi.log.warn(warning, resource=self)
 
         deployment = None if settings.health_run else self._deploy(name, settings)
-        if deployment is not None and settings.peer_relay.enabled:
+        peer_relay = (
             self._peer_relay(name, settings)
+            if deployment is not None and settings.peer_relay.enabled
+            else None
+        )
         validation = self._validate(name, settings, deployment)
         published, drained, publication = self._publish(
             name, settings, region, policy_text, validation
         )
-        RelayHealthGate(
-            f"{name}-health-gate",
-            RelayHealthGateArgs(
-                mode=settings.validation.mode,
-                healthy=validation.healthy,
-                diagnosis=validation.diagnosis,
-                certificate_days_left=validation.certificate_days_left,
-                checked_at=validation.checked_at,
-                drained=drained,
-                published=published,
-            ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=publication),
-        )
+        self._gate(name, settings, validation, published, drained, publication)
 
-        fragment = derpmap.fragment_text(
-            derpmap.derp_map_fragment(
-                home_derp_region(settings),
-                omit_default_regions=settings.region.omit_default_regions,
-            )
-        )
+        none: pulumi.Output[Any] = pulumi.Output.from_input(None)
         self.hostname = pulumi.Output.from_input(settings.hostname)
         self.derp_port = pulumi.Output.from_input(settings.ports.derp)
         self.stun_port = pulumi.Output.from_input(settings.ports.stun)
         self.addresses = pulumi.Output.from_input(list(settings.addresses.all))
         self.derp_region = pulumi.Output.from_input(region)
-        self.derp_map_fragment = pulumi.Output.from_input(fragment)
-        none: pulumi.Output[str | None] = pulumi.Output.from_input(None)
+        self.derp_map_fragment = pulumi.Output.from_input(derp_map_fragment_text(settings))
         self.certificate_not_after = deployment.certificate_not_after if deployment else none
         self.certificate_serial = deployment.certificate_serial if deployment else none
         self.container_id = deployment.container_id if deployment else none
         self.image = pulumi.Output.from_input(deployment.image if deployment else None)
         host = settings.relay_host
         self.relay_host = pulumi.Output.from_input(host.to_output() if host else None)
-        self.validation = pulumi.Output.all(
-            validation.healthy,
-            drained,
-            validation.last_healthy_at,
-            validation.checked_at,
-            validation.server_public_key,
-            validation.stun_latency_ms,
-            validation.tls_latency_ms,
-            validation.certificate_days_left,
-            validation.admission,
-            validation.coverage,
-        ).apply(
-            lambda v: {
-                "ok": v[0],
-                "healthy": v[0],
-                "drained": bool(v[1]),
-                "lastHealthyAt": v[2],
-                "checkedAt": v[3],
-                "serverPublicKey": v[4],
-                "stunLatencyMs": v[5],
-                "tlsLatencyMs": v[6],
-                "certificateDaysLeft": v[7],
-                "admission": v[8],
-                "coverage": v[9],
-            }
-        )
+        self.peer_relay = peer_relay if peer_relay is not None else none
+        self.validation = validation_output(validation, drained)
         self.register_outputs(
             {
                 "hostname": self.hostname,
@@ -214,6 +215,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 "container_id": self.container_id,
                 "image": self.image,
                 "relay_host": self.relay_host,
+                "peer_relay": self.peer_relay,
                 "validation": self.validation,
             }
         )
@@ -279,14 +281,17 @@ class HomeDerpRelay(pulumi.ComponentResource):
             image=relay.image_name,
         )
 
-    def _peer_relay(self, name: str, settings: RelaySettings) -> None:
-        """The host's tailscaled as a peer relay, then the grant that lets the sources use it."""
+    def _peer_relay(
+        self, name: str, settings: RelaySettings
+    ) -> pulumi.Output[dict[str, Any]] | None:
+        """The host's tailscaled as a peer relay, then the grant that lets the sources use it;
+        returns the ``peerRelay`` output."""
         from components.peer_relay import PeerRelayServer, PeerRelayServerArgs, grant_destination
         from components.peer_relay import static_endpoints as endpoints_for
 
         host = settings.relay_host
         if host is None:
-            return  # settings refused a peer relay whose host cannot be read
+            return None  # settings refused a peer relay whose host cannot be read
         port = settings.peer_relay.port
         server = PeerRelayServer(
             f"{name}-peer-relay",
@@ -298,17 +303,28 @@ class HomeDerpRelay(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        if settings.policy.mode != "patch":
-            return  # file mode: the grant is in policy_text; off: the user adds it
-        TailnetPeerRelayGrant(
-            f"{name}-peer-relay-grant",
-            region_id=settings.region.id,
-            grant=derpmap.peer_relay_grant(
-                list(settings.peer_relay.sources), grant_destination(host)
-            ),
-            relay_ips=list(host.tailscale_ips),
-            # Published only once the host reports the UDP port bound.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[server]),
+        grant = derpmap.peer_relay_grant(list(settings.peer_relay.sources), grant_destination(host))
+        confirmation: pulumi.Input[dict[str, Any] | None] = None
+        if settings.policy.mode == "patch":  # file mode: the grant is in policy_text
+            written = TailnetPeerRelayGrant(
+                f"{name}-peer-relay-grant",
+                region_id=settings.region.id,
+                grant=grant,
+                relay_ips=list(host.tailscale_ips),
+                # Published only once the host reports the UDP port bound.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[server]),
+            )
+            confirmation = written.client_confirmation
+        mode = settings.policy.mode
+        return pulumi.Output.all(server.bound, confirmation).apply(
+            lambda v: {
+                "port": port,
+                "bound": v[0],
+                "grant": grant,
+                # off: the grant is not written; add it to the policy by hand.
+                "grantIn": {"patch": "tailnet policy", "file": "policyFile"}.get(mode, "nowhere"),
+                "clientConfirmation": v[1],
+            }
         )
 
     def _validate(
@@ -396,3 +412,27 @@ class HomeDerpRelay(pulumi.ComponentResource):
             drained = validation.healthy.apply(lambda healthy: healthy is False)
             return True, drained, [acl]
         return False, False, [validation]
+
+    def _gate(
+        self,
+        name: str,
+        settings: RelaySettings,
+        validation: RelayValidation,
+        published: pulumi.Input[bool | None],
+        drained: pulumi.Input[bool | None],
+        publication: list[pulumi.Resource],
+    ) -> RelayHealthGate:
+        """Last: `up` goes red on a bad verdict, after the tailnet was put right (gate.py)."""
+        return RelayHealthGate(
+            f"{name}-health-gate",
+            RelayHealthGateArgs(
+                mode=settings.validation.mode,
+                healthy=validation.healthy,
+                diagnosis=validation.diagnosis,
+                certificate_days_left=validation.certificate_days_left,
+                checked_at=validation.checked_at,
+                drained=drained,
+                published=published,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=publication),
+        )

@@ -132,6 +132,10 @@ class RelayMocks(pulumi.runtime.Mocks):
                 "certificate_days_left": 80,
                 "diagnosis": None if healthy is not False else "relay derp.example.com failed",
             }
+        if typ == "pulumi-python:dynamic/homederp:PeerRelayServer":
+            return {"bound": True}
+        if typ == "pulumi-python:dynamic/homederp:TailnetPeerRelayGrant":
+            return {"client_confirmation": {"confirmed": False, "reason": "not a tailnet node"}}
         if typ == "docker:index/image:Image":
             digest = hashlib.sha256(json.dumps(inputs.get("build"), sort_keys=True).encode())
             return {
@@ -286,6 +290,9 @@ RELAY_OUTPUTS = (
     "certificate_serial",
     "container_id",
     "image",
+    "relay_host",
+    "peer_relay",
+    "validation",
 )
 
 

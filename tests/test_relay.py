@@ -470,7 +470,8 @@ def test_validation_inputs(mocks: RelayMocks) -> None:
 
 
 # The provider is pickled by module path (components.validation / components.tailnet): those
-# paths are part of the stack state (docs/upstream/pulumi.md#dynamic-provider-pickling), so a move would break existing stacks.
+# paths are part of the stack state (docs/upstream/pulumi.md#dynamic-provider-pickling), so a
+# move would break existing stacks.
 def test_dynamic_providers_pickled_by_reference(mocks: RelayMocks) -> None:
     import base64
 
@@ -647,6 +648,44 @@ def test_peer_relay_wiring(mocks: RelayMocks, relay_host: HostFacts, tags: tuple
     assert (
         urn_of["relay-900-peer-relay"] in mocks.options["relay-900-peer-relay-grant"].dependencies
     )
+
+
+# The validation output carries the verdict, what publication made of it, and the old ``ok``.
+@pytest.mark.parametrize("healthy", [True, False])
+def test_validation_output(mocks: RelayMocks, healthy: bool) -> None:
+    mocks.validation_healthy = healthy
+    validation, _ = evaluate(home_config(validate="warn"))["validation"]
+    assert list(validation) == [
+        "ok",
+        "drained",
+        "healthy",
+        "lastHealthyAt",
+        "checkedAt",
+        "serverPublicKey",
+        "stunLatencyMs",
+        "tlsLatencyMs",
+        "certificateDaysLeft",
+        "admission",
+        "coverage",
+    ]
+    assert validation["ok"] is healthy and validation["healthy"] is healthy
+    assert validation["checkedAt"] == "2026-12-02T04:00:00+00:00"
+    assert validation["certificateDaysLeft"] == 80
+
+
+# The peerRelay output says what was set, where the grant went and what a client confirmed.
+def test_peer_relay_output(mocks: RelayMocks) -> None:
+    outputs = evaluate(home_config(peerRelayPort="40000"))
+    peer_relay, _ = outputs["peer_relay"]
+    assert peer_relay == {
+        "port": 40000,
+        "bound": True,
+        "grant": {"src": ["*"], "dst": ["100.101.102.103"], "app": {"tailscale.com/cap/relay": []}},
+        "grantIn": "tailnet policy",
+        "clientConfirmation": {"confirmed": False, "reason": "not a tailnet node"},
+    }
+    mocks.reset()
+    assert evaluate(home_config())["peer_relay"] == (None, False)
 
 
 # Without peerRelayPort nothing of it is registered; sources default to every device.
