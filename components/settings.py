@@ -689,9 +689,21 @@ def _same_ip(a: str, b: str) -> bool:
 
 
 def _auto_ipv6(
-    c: Collector, docker: Docker, docker_ok: bool, interface: str | None, probe: HostProbe | None
+    c: Collector,
+    docker: Docker,
+    docker_ok: bool,
+    interface: str | None,
+    probe: HostProbe | None,
+    health_run: bool,
 ) -> tuple[str, str | None]:
-    """(address, host id) chosen on the host, or ("", None) after recording why not."""
+    """(address, host id) chosen on the host, or ("", None) after recording why not.
+
+    A health run that cannot read the host goes on without an address: validation then probes
+    what DNS publishes, and a relay that cannot be judged is drained rather than left published
+    (docs/architecture.md, "Health runs"). A pinned IPv6 is left out of the region meanwhile.
+    """
+    if health_run and (not docker_ok or probe is None or not can_read_host(docker.host)):
+        return "", None
     if not docker_ok:
         return "", None  # reported under dockerHost
     if not can_read_host(docker.host):
@@ -708,6 +720,9 @@ def _auto_ipv6(
     try:
         found = choose_stable_ipv6(list(probe.addresses(interface)), interface)
     except (HostReadError, Ipv6DiscoveryError) as exc:
+        if health_run:
+            c.warn(f"health run: home-derp:ipv6 = 'auto': {exc}; validating what DNS publishes")
+            return "", None
         c.fail("ipv6", "auto", f"no usable address found: {exc}")
         return "", None
     pulumi.log.info(
@@ -731,7 +746,7 @@ def _addresses(
         c.fail("ipv6", None, "required: the relay host's global IPv6 address, or 'auto'")
     elif raw.lower() == "auto":
         mode = "auto"
-        ipv6, host_id = _auto_ipv6(c, docker, docker_ok, interface, probe)
+        ipv6, host_id = _auto_ipv6(c, docker, docker_ok, interface, probe, health_run)
     elif c.checked("ipv6", raw.lower(), _static_ipv6_problem(raw)):
         ipv6 = str(ipaddress.IPv6Address(raw))
         if docker_ok and can_read_host(docker.host) and not health_run:

@@ -216,7 +216,8 @@ def read_modify_write(
             raise TailnetPolicyError(f"cannot edit the tailnet policy file: {err}") from None
         if new_text == text:
             return etag, extra
-        client.validate_policy(new_text)
+        for warning in client.validate_policy(new_text):
+            _note(f"Tailscale warns about the policy (saved anyway): {warning}")
         try:
             new_etag = client.set_policy(new_text, etag)
         except PreconditionFailed:

@@ -230,6 +230,29 @@ class Response:
         return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
 
 
+def validation_verdict(status: int, body: bytes) -> tuple[str | None, list[str]]:
+    """(rejection or None, warnings) of an ``/acl/validate`` answer
+    (docs/upstream/tailscale-api.md#policy-file-validate)."""
+    parsed: Any = {}
+    if body.strip():
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = {}
+    parsed = parsed if isinstance(parsed, dict) else {}
+    message = str(parsed.get("message") or "")
+    entries = [e for e in parsed.get("data") or [] if isinstance(e, dict)]
+    warnings = [
+        f"{e.get('user') or 'policy'}: {w}" for e in entries for w in e.get("warnings") or []
+    ]
+    errors = [e for e in entries if e.get("errors")]
+    if message and (errors or not warnings):
+        return f"{message} {json.dumps(parsed['data'])}" if entries else message, warnings
+    if status == 400 and not message:
+        return api_message(body) or "HTTP 400", warnings
+    return None, warnings
+
+
 def api_message(body: bytes) -> str:
     """The API's ``message`` field, or the body (bounded) when there is none."""
     try:
@@ -408,30 +431,23 @@ class Client:
         except UnicodeDecodeError:
             raise TailscaleApiError("the tailnet policy file is not UTF-8") from None
 
-    def validate_policy(self, text: str) -> None:
-        """Raise unless Tailscale would accept ``text`` (nothing is saved).
+    def validate_policy(self, text: str) -> list[str]:
+        """Raise unless Tailscale would accept ``text`` (nothing is saved); return its warnings.
 
         The API answers 200 even for an invalid policy and puts the reason in ``message``
-        (docs/upstream/tailscale-api.md#validate); older docs said 400 with the same body.
+        (docs/upstream/tailscale-api.md#policy-file-validate); older docs said 400 with the same
+        body. A body whose entries carry only ``warnings`` ("warning(s) found", e.g. a group not
+        synced from SCIM) is not a rejection: the policy saves, and the user's own policy must
+        not block home-derp's edit.
         """
         resp = self.request("POST", "/acl/validate", text, also_ok=(400,))
-        message = ""
-        if resp.body.strip():
-            try:
-                parsed = json.loads(resp.body)
-            except ValueError:
-                parsed = {}
-            if isinstance(parsed, dict) and parsed.get("message"):
-                message = str(parsed["message"])
-                if parsed.get("data"):
-                    message += f" {json.dumps(parsed['data'])}"
-        if resp.status == 400 and not message:
-            message = api_message(resp.body) or "HTTP 400"
-        if message:
+        rejection, warnings = validation_verdict(resp.status, resp.body)
+        if rejection:
             raise TailscaleApiError(
-                f"Tailscale rejected the policy file with home-derp's edit: {message}; "
+                f"Tailscale rejected the policy file with home-derp's edit: {rejection}; "
                 "nothing was written"
             )
+        return warnings
 
     def set_policy(self, text: str, etag: str) -> str:
         """Save ``text`` if the policy is still at ``etag``; the new ETag ('' if none sent)."""

@@ -80,6 +80,10 @@ class FakeTailscaleApi:
     """Federated identities: client id -> (the ID token it accepts, scopes)."""
     devices: list[dict[str, Any]] = field(default_factory=list)
     validate_failure_status: int = 200  # the current API says 200; its older docs said 400
+    validate_warnings: dict[str, list[str]] = field(default_factory=dict)
+    """Warnings /acl/validate reports for a valid policy, per ``user`` (e.g. a group not synced
+    from SCIM): ``{"message": "warning(s) found", "data": [{"user", "warnings"}]}``
+    (tailscale/tailscale@afec2d41b publicapi/tailnet.md:485-521). POST /acl saves regardless."""
     before_write: Callable[[FakeTailscaleApi], None] | None = None
     requests: list[Request] = field(default_factory=list)
     writes: int = 0
@@ -307,6 +311,9 @@ class _Handler(BaseHTTPRequestHandler):
             if problems:
                 status = self.state.validate_failure_status
                 self._send(status, {"message": "; ".join(problems), "data": []})
+            elif self.state.validate_warnings:
+                data = [{"user": u, "warnings": w} for u, w in self.state.validate_warnings.items()]
+                self._send(200, {"message": "warning(s) found", "data": data})
             else:
                 self._send(200, {})
             return

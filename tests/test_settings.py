@@ -614,6 +614,24 @@ def test_health_run_tolerates_an_unreachable_host() -> None:
     assert any("judged from outside" in w for w in settings.warnings)
 
 
+# With ipv6=auto too: a health run that cannot read the host validates what DNS publishes
+# instead of stopping, so a relay that broke together with its host is still drained.
+def test_health_run_with_auto_ipv6_and_an_unreachable_host() -> None:
+    raw = {
+        "hostname": "derp.example.com",
+        "zone": "example.com",
+        "ipv6": "auto",
+        "dockerHost": "ssh://pi@home.lan",
+    }
+    broken = HostFacts(error=HostReadError("unreachable", "ssh: Connection refused"))
+    settings = parse_settings(raw, env=Environment(health_run=True), host=probe(broken))
+    assert settings.addresses.ipv6 == "" and settings.addresses.ipv6_mode == "auto"
+    assert any("validating what DNS publishes" in w for w in settings.warnings)
+    # Outside a health run the same host is a config error naming the key.
+    with pytest.raises(ConfigError, match=r"home-derp:ipv6.*no usable address"):
+        parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=probe(broken))
+
+
 # Without a policy to write, no Tailscale credentials are needed; OAuth and federated identities
 # work too, from config or the provider's variables, also as file: paths.
 @pytest.mark.parametrize(

@@ -629,6 +629,20 @@ def test_policy_the_api_would_reject_is_not_written(
     assert api.policy == before and api.writes == 0
 
 
+# Warnings about the user's own policy (a group not synced from SCIM) do not block the write;
+# they are passed on to the user.
+def test_policy_with_only_warnings_is_written(
+    api: FakeTailscaleApi, host: ProviderHost, blob: str
+) -> None:
+    api.validate_warnings = {"group:eng@example.com": ["group is not syncing from SCIM"]}
+    create(host, props(blob))
+    assert api.writes == 1 and derpmap.find_region(api.policy, 900) is not None
+    assert (
+        "Tailscale warns about the policy (saved anyway): "
+        "group:eng@example.com: group is not syncing from SCIM" in host.stderr_text()
+    )
+
+
 # A derpMap that is not an object stops create with a clear message.
 def test_garbage_policy_is_refused_and_not_written(
     api: FakeTailscaleApi, host: ProviderHost, blob: str
