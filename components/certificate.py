@@ -2,7 +2,7 @@
 
 DNS-01 needs no inbound port (home ISPs block 80/443), and derper serves a custom port over TLS
 only in ``-certmode manual`` with a certificate it does not fetch itself
-(docs/upstream/derper.md#manual-certificates).
+(docs/upstream/derper.md#manual-certs).
 Renewal is decided at diff time by ``min_days_remaining``: any `pulumi up` within 30 days of expiry
 re-issues, and the new PEM replaces the container (derper never re-reads manual certificates).
 """

@@ -161,7 +161,7 @@ def fragment_text(fragment: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 #: The region flag that drains a relay: clients neither measure it nor choose it as home, but
-#: still dial it for a peer homed there (docs/upstream/derpmap.md#nomeasurenohome).
+#: still dial it for a peer homed there (docs/upstream/derpmap.md#no-measure-no-home).
 NO_MEASURE_NO_HOME: Final = "NoMeasureNoHome"
 #: The capability a grant gives to let its sources use a peer relay (docs/upstream/peer-relay.md).
 RELAY_CAPABILITY: Final = "tailscale.com/cap/relay"

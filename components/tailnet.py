@@ -7,14 +7,14 @@ Two Pulumi dynamic resources, each owning one path of the HuJSON policy and noth
 * ``TailnetDerpRegion`` — ``derpMap.Regions."<id>"``. It follows the validation's verdict
   (``healthy``): a healthy relay is published; a published relay that fails is *drained*
   (``NoMeasureNoHome: true`` on our region: clients stop measuring it and never make it their home,
-  docs/upstream/derpmap.md#nomeasurenohome); a drained relay that passes again is restored to
+  docs/upstream/derpmap.md#no-measure-no-home); a drained relay that passes again is restored to
   exactly the bytes it had; a relay that was never published and fails is not written at all.
 * ``TailnetPeerRelayGrant`` — one element of ``grants``, marked by a comment as ours, that gives
   the peer-relay capability on the relay host to the configured sources.
 
 Every write is a read-modify-write: ``GET …/acl`` (HuJSON, ETag) → edit → ``POST …/acl/validate``
 → ``POST …/acl`` with ``If-Match``; on ``412`` (someone saved in between) read again and retry, a
-bounded number of times (docs/upstream/tailscale-api.md#policy-file).
+bounded number of times (docs/upstream/tailscale-api.md#policy-file-post).
 
 The provider classes are pickled **by module path** into the stack state
 (``components.tailnet.TailnetDerpRegionProvider``, ``…TailnetPeerRelayGrantProvider``): do not
@@ -243,7 +243,7 @@ class _PolicyProvider(pulumi.dynamic.ResourceProvider):
 
     # Nothing secret is captured when the program pickles this object (credentials are read in
     # configure() inside the provider process and dropped by __getstate__), so the blob need not
-    # be a secret (docs/upstream/pulumi.md#dynamic-providers: secret blobs are slow).
+    # be a secret (docs/upstream/pulumi.md#dynamic-provider-preview: serialize_as_secret_always).
     serialize_as_secret_always = False
 
     def __init__(self) -> None:

@@ -5,7 +5,7 @@ stops `up` itself: its verdict (``healthy``) feeds publication, which drains a p
 that fails and restores it when it passes (``components/tailnet.py``), and a gate after
 publication makes `up` fail in ``enforce`` mode (``components/gate.py``) — so the tailnet is put
 right before anything goes red (docs/architecture.md, "Health"). Why each choice, with the trap
-it avoids (docs/upstream/pulumi.md#dynamic-providers):
+it avoids (docs/upstream/pulumi.md#dynamic-provider-preview):
 
 * Probes run only in ``create``/``update``: `pulumi preview` calls only ``check``/``diff``, which
   stay pure, so PR previews send no traffic.

@@ -2,7 +2,7 @@
 
 Unknown values arrive during preview as ``pulumi.output.Unknown`` or as the wire sentinel string,
 possibly nested; numbers come back from protobuf as floats
-(docs/upstream/pulumi.md#dynamic-providers).
+(docs/upstream/pulumi.md#dynamic-provider-preview).
 """
 
 from __future__ import annotations

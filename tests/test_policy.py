@@ -465,7 +465,7 @@ BUILT = (
     "img",
     {
         "imageName": "home-derp/derper:v1.102.5",
-        "build": {"context": "/work/home-derp/components/derper"},
+        "build": {"context": "/srv/home-derp/components/derper"},
     },
     {},
 )
