@@ -1192,6 +1192,15 @@ def tailscale_credentials_problem(environ: Mapping[str, str]) -> str | None:
     return None
 
 
+def github_hosted_runner(environ: Mapping[str, str]) -> bool:
+    """True on a GitHub-hosted Actions runner
+    (docs/upstream/github-actions.md#runner-environment)."""
+    return (
+        environ.get("GITHUB_ACTIONS") == "true"
+        and environ.get("RUNNER_ENVIRONMENT") == "github-hosted"
+    )
+
+
 def environment(environ: Mapping[str, str]) -> Environment:
     """The facts of this run: credentials present, runner kind, health run."""
     return Environment(
@@ -1199,9 +1208,7 @@ def environment(environ: Mapping[str, str]) -> Environment:
             "cloudflare", "apiToken", "CLOUDFLARE_API_TOKEN"
         ),
         tailscale_credentials_problem=tailscale_credentials_problem(environ),
-        # docs/upstream/github-actions.md#runner-environment
-        github_hosted_runner=environ.get("GITHUB_ACTIONS") == "true"
-        and environ.get("RUNNER_ENVIRONMENT") == "github-hosted",
+        github_hosted_runner=github_hosted_runner(environ),
         health_run=environ.get(HEALTH_RUN_ENV, "").strip().lower() in _TRUE,
     )
 

@@ -72,6 +72,10 @@ class TailscaleApiError(HomeDerpError):
     """A Tailscale API call failed; the message is what the user reads (what, and the fix)."""
 
 
+class TailscaleApiUnreachable(TailscaleApiError):
+    """No HTTP answer at all (DNS, connection, timeout): nothing was judged."""
+
+
 class PreconditionFailed(TailscaleApiError):
     """HTTP 412 on ``If-Match``: someone saved the policy between our read and our write."""
 
@@ -272,7 +276,9 @@ def _send(request: urllib.request.Request, timeout: float, base_url: str) -> Res
         return Response(err.code, err.read(), dict(err.headers.items()))
     except (urllib.error.URLError, TimeoutError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise TailscaleApiError(f"cannot reach the Tailscale API at {base_url}: {reason}") from None
+        raise TailscaleApiUnreachable(
+            f"cannot reach the Tailscale API at {base_url}: {reason}"
+        ) from None
 
 
 def github_oidc_token(environ: Mapping[str, str], audience: str, timeout: float) -> str:

@@ -3,9 +3,9 @@
 `pulumi up` starts ``python -u -m pulumi.dynamic`` (with the project's virtualenv, in the project
 directory), reads the port it prints, and sends it gRPC ``Configure``, ``Check``, ``Diff``,
 ``Create``, ``Update``, ``Delete`` and ``Read`` requests whose properties carry the pickled provider
-in the ``__provider`` input (docs/upstream/pulumi.md#dynamic-provider-pickling). This harness does exactly
-that and nothing else: a child process, the generated ``ResourceProviderStub`` that ships with the
-SDK, and ``google.protobuf.Struct`` properties encoded the way the engine encodes them:
+in the ``__provider`` input (docs/upstream/pulumi.md#dynamic-provider-pickling). This harness does
+exactly that and nothing else: a child process, the generated ``ResourceProviderStub`` that ships
+with the SDK, and ``google.protobuf.Struct`` properties encoded the way the engine encodes them:
 
 * an unknown value is the engine's sentinel string (pulumi/pulumi@1b5949891b
   sdk/go/common/resource/plugin/rpc.go:73, ``UnknownStringValue``) — pass :data:`UNKNOWN`;

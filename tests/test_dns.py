@@ -16,7 +16,7 @@ import pulumi
 import pytest
 
 from components.cloudflare_api import DnsRecord
-from components.dns import lookup_adoption, plan_adoption, record_comment
+from components.dns_adoption import lookup_adoption, plan_adoption, record_comment
 from components.settings import ConfigError
 from tests.conftest import FAKE_TOKEN, FAKE_ZONE_ID, RelayMocks, evaluate, home_config, run_program
 from tests.conftest import set_config as set_stack_config

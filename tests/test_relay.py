@@ -523,7 +523,7 @@ def test_tailnet_policy_file_garbage(mocks: RelayMocks, tmp_path: Path) -> None:
 # Record comments fit Cloudflare's Free-plan limit (100 characters) whatever the stack name.
 @pytest.mark.parametrize("stack", ["home", "x" * 120])
 def test_record_comment_fits_free_plan(stack: str) -> None:
-    from components.dns import COMMENT_LIMIT, record_comment
+    from components.dns_adoption import COMMENT_LIMIT, record_comment
 
     comment = record_comment(stack, 900)
     assert len(comment) <= COMMENT_LIMIT

@@ -66,7 +66,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
+class DidYouMeanParser(argparse.ArgumentParser):
     """argparse with "did you mean --x?" for a mistyped option (Python 3.11 has none)."""
 
     def error(self, message: str) -> NoReturn:
@@ -87,7 +87,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = DidYouMeanParser(
         prog="python -m components.netcheck",
         description="Check from outside that a Tailscale DERP relay works for real clients.",
         epilog=EPILOG,

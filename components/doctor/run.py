@@ -1,0 +1,166 @@
+"""One doctor run: read the stack, ask everything once, in checklist order (the only sequencing)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shlex
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import cast
+
+import pulumi
+
+from components import settings
+from components.doctor import cloudflare_checks, credentials, host_checks, tailnet_checks
+from components.doctor.model import Check, Report, failed, lines, passed
+from components.doctor.plan import Plan, read_plan
+from components.doctor.stack import StackConfig, load_stack
+from components.host import SSH_OPTS_ENV, can_read_host, parse_ssh_host
+from components.settings import LiveHost
+
+HostFactory = Callable[[str], LiveHost]
+_TOKEN_PRESENT = object()
+
+
+def _environment(
+    stack: StackConfig, environ: Mapping[str, str], secrets: credentials.Secrets
+) -> settings.Environment:
+    """The program's :class:`settings.Environment`, with the credentials the doctor can see.
+
+    An encrypted value no variable carries counts as present: the program would have it. The rules
+    only ask whether a Cloudflare token is configured, so a marker stands for it: a real
+    ``pulumi.Output`` needs an event loop, and the doctor must not hold the token in one anyway.
+    """
+    present = secrets.cloudflare_token is not None or secrets.cloudflare_unreadable
+    problem = None if secrets.tailscale_unreadable else secrets.tailscale_problem
+    return settings.Environment(
+        cloudflare_api_token=cast("pulumi.Output[str]", _TOKEN_PRESENT) if present else None,
+        tailscale_credentials_problem=problem,
+        # A health run is not modelled: the doctor checks what `up` needs.
+        github_hosted_runner=settings.github_hosted_runner(environ),
+        file_exists=lambda path: (stack.project_dir / path).is_file(),
+    )
+
+
+def settings_check(
+    stack: StackConfig, env: settings.Environment, host: LiveHost | None
+) -> tuple[Check, tuple[str, ...]]:
+    """``settings``: every rule of the program (``parse_settings``), with the live host probe."""
+    problems = settings.unknown_keys(list(stack.configured_keys))
+    warnings: tuple[str, ...] = ()
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(log):  # parse_settings logs the auto choice as info
+            warnings = settings.parse_settings(stack.raw, env=env, host=host).warnings
+    except settings.ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        return failed(
+            "settings",
+            f"{len(problems)} problem(s) `pulumi up` would stop on (nothing would be deployed)",
+            f"fix each line in {stack.stack_file.name} (`pulumi config set home-derp:<key> …`)",
+            lines([f"- {p}" for p in problems]),
+        ), warnings
+    return passed(
+        "settings", "every rule of the program passed", log.getvalue().strip() or None
+    ), warnings
+
+
+def _live_host(plan: Plan, factory: HostFactory) -> LiveHost | None:
+    if plan.docker_host is None or not can_read_host(plan.docker_host):
+        return None
+    return factory(plan.docker_host)
+
+
+def _close_ssh_master(host: LiveHost | None) -> None:
+    """End the shared OpenSSH connection now instead of after its ControlPersist."""
+    if host is None or host.channel.scheme != "ssh":
+        return
+    target = parse_ssh_host(host.channel.docker_host)
+    argv = [
+        "ssh",
+        *host.channel.ssh_options,
+        *shlex.split(os.environ.get(SSH_OPTS_ENV, "")),
+        *(("-p", str(target.port)) if target.port else ()),
+        *(("-l", target.user) if target.user else ()),
+        "-O",
+        "exit",
+        "--",
+        target.host,
+    ]
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(argv, capture_output=True, timeout=5, check=False)
+
+
+def run(
+    project_dir: Path,
+    stack_name: str,
+    environ: Mapping[str, str],
+    *,
+    timeout: float = 10.0,
+    host_factory: HostFactory = LiveHost,
+) -> Report:
+    """Every check of one stack; raises ``stack.StackFileError`` when the files are unusable."""
+    stack = load_stack(project_dir, stack_name)
+    plan = read_plan(stack.raw)
+    secrets = credentials.resolve(stack, environ)
+    host = _live_host(plan, host_factory)
+    try:
+        checks, warnings = _checks(stack, plan, secrets, host, environ, timeout)
+    finally:
+        _close_ssh_master(host)
+    report = Report(
+        stack=stack.stack,
+        project=stack.project,
+        stack_file=str(stack.stack_file),
+        docker_host=plan.docker_host,
+        checks=tuple(checks),
+        warnings=warnings,
+    )
+    return report.redacted(secrets.values())
+
+
+def _checks(
+    stack: StackConfig,
+    plan: Plan,
+    secrets: credentials.Secrets,
+    host: LiveHost | None,
+    environ: Mapping[str, str],
+    timeout: float,
+) -> tuple[list[Check], tuple[str, ...]]:
+    checks = [credentials.secrets_check(stack, environ, policy_off=plan.policy_mode == "off")]
+    setting, warnings = settings_check(stack, _environment(stack, environ, secrets), host)
+    checks.append(setting)
+    channel = host_checks.channel_check(plan, host)
+    engine_row, engine = host_checks.engine_check(plan, host, channel)
+    checks += [channel, engine_row]
+    checks += host_checks.tailscaled_checks(plan, host, channel)
+    ipv6, address = host_checks.ipv6_check(plan, host, channel)
+    checks.append(ipv6)
+    checks += host_checks.port_checks(plan, host, channel, engine)
+    checks.append(host_checks.derper_check(plan, engine, engine_row))
+    cloudflare, dns_warnings = _cloudflare(stack, plan, secrets, environ, timeout, address)
+    checks += cloudflare
+    policy, text = tailnet_checks.policy_check(plan, secrets, timeout, environ)
+    checks += [policy, tailnet_checks.region_check(plan, text, policy, engine)]
+    return checks, (*warnings, *dns_warnings)
+
+
+def _cloudflare(
+    stack: StackConfig,
+    plan: Plan,
+    secrets: credentials.Secrets,
+    environ: Mapping[str, str],
+    timeout: float,
+    address: str | None,
+) -> tuple[list[Check], tuple[str, ...]]:
+    client = cloudflare_checks.client_for(stack.plain, secrets, environ, timeout)
+    token = cloudflare_checks.token_check(client, secrets)
+    zone_row, zone = cloudflare_checks.zone_check(plan, client, token)
+    records, warnings = cloudflare_checks.records_check(
+        plan, client, zone, zone_row, stack=stack.stack, ddns=plan.ddns, ipv6=address
+    )
+    return [token, zone_row, records], warnings
