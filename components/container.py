@@ -17,14 +17,20 @@ Three containers' worth of decisions live here (docs/architecture.md, "derper"):
   1024 needs ``CAP_NET_BIND_SERVICE``, which Docker grants only to root (it sets no ambient
   capabilities, and no-new-privileges forbids file capabilities), so then derper runs as root with
   that capability alone. tailscaled's LocalAPI answers ``whois`` to any local uid
-  (docs/upstream/localapi.md#permissions), so verification works without root.
+  (docs/upstream/localapi.md#whois-permission), so verification works without root.
+* **A pinned image** (``home-derp:image``) is configured through the ``DERP_*`` variables of the
+  common images, whose entrypoints give derper no ``-c``; derper then refuses to start unless it
+  is root (docs/upstream/derper.md#key-file). So a pinned image runs as root — still with every
+  capability dropped, a read-only root filesystem and ``no-new-privileges``, so root can write
+  only what it owns (the init container hands it the volumes).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import pulumi
 import pulumi_docker as docker
@@ -42,7 +48,7 @@ KEY_FILE: Final = f"{STATE_DIR}/derper.key"
 CERT_DIR: Final = "/certs"
 #: Where the host's tailscaled socket directory appears inside the container. The directory is
 #: mounted, not the socket file: tailscaled re-creates the file when it restarts and a file
-#: bind-mount would keep pointing at the old one (docs/upstream/localapi.md#socket).
+#: bind-mount would keep pointing at the old one (docs/upstream/localapi.md#socket-mode).
 SOCKET_DIR: Final = "/var/run/tailscale"
 #: The unprivileged user of the built image (components/derper/Dockerfile ``USER``).
 DERPER_USER: Final = "65532:65532"
@@ -71,7 +77,7 @@ class RelayContainer:
 
 def cert_file_base(hostname: str) -> str:
     """derper looks for ``<certdir>/<name>.crt`` with every char outside [a-zA-Z0-9-.] removed
-    (docs/upstream/derper.md#manual-certificates)."""
+    (docs/upstream/derper.md#manual-certs)."""
     return "".join(ch for ch in hostname if ch.isascii() and (ch.isalnum() or ch in "-."))
 
 
@@ -80,9 +86,11 @@ def needs_privileged_port(ports: Ports) -> bool:
     return min(ports.derp, ports.stun) < 1024
 
 
-def derper_user(ports: Ports) -> str:
-    """uid:gid derper runs as (see the module docstring for why root below 1024)."""
-    return ROOT_USER if needs_privileged_port(ports) else DERPER_USER
+def derper_user(settings: RelaySettings) -> str:
+    """uid:gid derper runs as (see the module docstring for why root below 1024, and for a
+    pinned image)."""
+    pinned = settings.derper.build is None
+    return ROOT_USER if pinned or needs_privileged_port(settings.ports) else DERPER_USER
 
 
 def capability_adds(ports: Ports) -> list[str]:
@@ -129,12 +137,19 @@ def derper_env(settings: RelaySettings) -> list[str]:
     ]
 
 
+#: Keeps derper's state volume non-empty: Docker copies an image's mount-point contents *and
+#: ownership* into an empty volume whenever a container is created on it, which would undo the
+#: init container's chown (docs/upstream/docker.md#volume-copy-up). derper ignores the file.
+STATE_MARKER: Final = ".home-derp"
+
+
 def init_command(user: str) -> list[str]:
     """Hand the certificate and state volumes to derper's user; the key stays 0600."""
     return [
         "sh",
         "-c",
-        f"chown -R {user} {INIT_CERT_DIR} {INIT_STATE_DIR} && chmod 0600 {INIT_CERT_DIR}/*.key",
+        f"touch {INIT_STATE_DIR}/{STATE_MARKER} && chown -R {user} {INIT_CERT_DIR} "
+        f"{INIT_STATE_DIR} && chmod 0600 {INIT_CERT_DIR}/*.key",
     ]
 
 
@@ -158,6 +173,124 @@ def published_ports(ports: Ports) -> list[docker.ContainerPortArgsDict]:
         for port, protocol in ((ports.derp, "tcp"), (ports.stun, "udp"))
         for ip in ("0.0.0.0", "::")
     ]
+
+
+def certs_volume_name(settings: RelaySettings) -> str:
+    """The volume the init container fills with the certificate (derper's ``-certdir``)."""
+    return f"{naming.container_name(settings.region.id, settings.region.code)}-certs"
+
+
+def cert_uploads(
+    hostname: str, full_chain_pem: pulumi.Input[str], private_key_pem: pulumi.Input[str]
+) -> list[docker.ContainerUploadArgsDict]:
+    """Certificate (0644) and key (0600, secret) as derper's manual mode names them."""
+    base = cert_file_base(hostname)
+    return [
+        {"file": f"{INIT_CERT_DIR}/{base}.crt", "content": full_chain_pem, "permissions": "0644"},
+        {
+            "file": f"{INIT_CERT_DIR}/{base}.key",
+            "content": pulumi.Output.secret(private_key_pem),
+            "permissions": "0600",
+        },
+    ]
+
+
+def init_container_args(
+    settings: RelaySettings,
+    *,
+    image: pulumi.Input[str],
+    certs_volume: pulumi.Input[str],
+    state_volume: pulumi.Input[str],
+    uploads: Sequence[docker.ContainerUploadArgsDict],
+) -> dict[str, Any]:
+    """``docker.Container`` arguments of the one-shot init container (see the module docstring).
+
+    Only CHOWN and FOWNER, no network: it hands the volumes to derper's user and exits.
+    """
+    region = settings.region
+    return {
+        "name": naming.state_owner_name(region.id, region.code),
+        "image": image,
+        "command": init_command(derper_user(settings)),
+        "uploads": list(uploads),
+        "volumes": [
+            {"container_path": INIT_CERT_DIR, "volume_name": certs_volume},
+            {"container_path": INIT_STATE_DIR, "volume_name": state_volume},
+        ],
+        "network_mode": "none",
+        "capabilities": {"drops": ["ALL"], "adds": ["CHOWN", "FOWNER"]},
+        "security_opts": [NO_NEW_PRIVILEGES],
+        # Runs to completion once per certificate; `up` waits for it.
+        "must_run": False,
+        "attach": True,
+        "restart": "no",
+        "labels": [{"label": naming.ROLE_LABEL, "value": naming.ROLE_STATE_OWNER}],
+    }
+
+
+def derper_volumes(
+    settings: RelaySettings, *, state_volume: pulumi.Input[str], certs_volume: pulumi.Input[str]
+) -> list[docker.ContainerVolumeArgsDict]:
+    """State (read-write), certificate (read-only) and, when verifying, the socket directory."""
+    volumes: list[docker.ContainerVolumeArgsDict] = [
+        {"container_path": STATE_DIR, "volume_name": state_volume},
+        {"container_path": CERT_DIR, "volume_name": certs_volume, "read_only": True},
+    ]
+    if settings.derper.verify_clients:
+        volumes.append(
+            {
+                "container_path": SOCKET_DIR,
+                "host_path": os.path.dirname(settings.derper.tailscale_socket),
+                "read_only": True,
+            }
+        )
+    return volumes
+
+
+def derper_labels(
+    settings: RelaySettings, certificate_serial: pulumi.Input[str]
+) -> list[docker.ContainerLabelArgsDict]:
+    return [
+        {"label": naming.ROLE_LABEL, "value": naming.ROLE_DERPER},
+        {"label": naming.REGION_LABEL, "value": str(settings.region.id)},
+        # The policy pack allows root without a low port only for a pinned image (see above).
+        {"label": naming.IMAGE_LABEL, "value": naming.image_source(settings.derper.build is None)},
+        # derper reads manual certificates once: a new one must restart it (a new container).
+        {"label": "home-derp.certificate-serial", "value": certificate_serial},
+    ]
+
+
+def derper_container_args(
+    settings: RelaySettings,
+    *,
+    image: pulumi.Input[str],
+    state_volume: pulumi.Input[str],
+    certs_volume: pulumi.Input[str],
+    certificate_serial: pulumi.Input[str],
+) -> dict[str, Any]:
+    """``docker.Container`` arguments of derper itself, hardened (see the module docstring)."""
+    region = settings.region
+    bridge = settings.docker.network_mode == "bridge"
+    built = settings.derper.build is not None
+    return {
+        "name": naming.container_name(region.id, region.code),
+        "image": image,
+        "command": derper_command(settings) if built else None,
+        "envs": None if built else derper_env(settings),
+        "user": derper_user(settings),
+        "read_only": True,
+        "capabilities": {"drops": ["ALL"], "adds": capability_adds(settings.ports)},
+        "security_opts": [NO_NEW_PRIVILEGES],
+        "volumes": derper_volumes(settings, state_volume=state_volume, certs_volume=certs_volume),
+        "network_mode": settings.docker.network_mode,
+        "ports": published_ports(settings.ports) if bridge else None,
+        "restart": "unless-stopped",
+        "labels": derper_labels(settings, certificate_serial),
+        "log_driver": "json-file",
+        # A home server's disk is small; derper logs every connection.
+        "log_opts": {"max-size": "10m", "max-file": "3"},
+        "destroy_grace_seconds": 10,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +327,17 @@ def _image(
     return built.repo_digest, image_name
 
 
+def _volume(
+    name: str, suffix: str, volume_name: str, role: str, on_host: pulumi.ResourceOptions
+) -> docker.Volume:
+    return docker.Volume(
+        f"{name}-{suffix}",
+        name=volume_name,
+        labels=[{"label": naming.ROLE_LABEL, "value": role}],
+        opts=on_host,
+    )
+
+
 def create_container(
     name: str,
     settings: RelaySettings,
@@ -208,93 +352,36 @@ def create_container(
     region = settings.region
     on_host = pulumi.ResourceOptions(parent=parent, provider=provider)
     image_ref, image_name = _image(name, settings, on_host)
-    user = derper_user(settings.ports)
-
-    def volume(suffix: str, volume_name: str, role: str) -> docker.Volume:
-        return docker.Volume(
-            f"{name}-{suffix}",
-            name=volume_name,
-            labels=[{"label": naming.ROLE_LABEL, "value": role}],
-            opts=on_host,
-        )
-
     # The server key lives here; losing it changes the relay's identity for every client.
-    state = volume("state", naming.state_volume_name(region.id, region.code), naming.ROLE_STATE)
-    certs = volume(
-        "certs", f"{naming.container_name(region.id, region.code)}-certs", "derper-certs"
+    state = _volume(
+        name, "state", naming.state_volume_name(region.id, region.code), naming.ROLE_STATE, on_host
     )
-    base = cert_file_base(settings.hostname)
-    uploads: list[docker.ContainerUploadArgsDict] = [
-        {"file": f"{INIT_CERT_DIR}/{base}.crt", "content": full_chain_pem, "permissions": "0644"},
-        {
-            "file": f"{INIT_CERT_DIR}/{base}.key",
-            "content": pulumi.Output.secret(private_key_pem),
-            "permissions": "0600",
-        },
-    ]
+    certs = _volume(name, "certs", certs_volume_name(settings), "derper-certs", on_host)
     # The build image has a shell and chown, and the build already pulled it (scratch has none).
     init_image = docker.RemoteImage(
         f"{name}-init-image", name=settings.derper.init_image, keep_locally=True, opts=on_host
     )
+    uploads = cert_uploads(settings.hostname, full_chain_pem, private_key_pem)
     init = docker.Container(
         f"{name}-init",
-        name=naming.state_owner_name(region.id, region.code),
-        image=init_image.image_id,
-        command=init_command(user),
-        uploads=uploads,
-        volumes=[
-            {"container_path": INIT_CERT_DIR, "volume_name": certs.name},
-            {"container_path": INIT_STATE_DIR, "volume_name": state.name},
-        ],
-        network_mode="none",
-        capabilities={"drops": ["ALL"], "adds": ["CHOWN", "FOWNER"]},
-        security_opts=[NO_NEW_PRIVILEGES],
-        # Runs to completion once per certificate; `up` waits for it.
-        must_run=False,
-        attach=True,
-        restart="no",
-        labels=[{"label": naming.ROLE_LABEL, "value": naming.ROLE_STATE_OWNER}],
+        **init_container_args(
+            settings,
+            image=init_image.image_id,
+            certs_volume=certs.name,
+            state_volume=state.name,
+            uploads=uploads,
+        ),
         opts=pulumi.ResourceOptions(parent=parent, provider=provider, delete_before_replace=True),
     )
-
-    volumes: list[docker.ContainerVolumeArgsDict] = [
-        {"container_path": STATE_DIR, "volume_name": state.name},
-        {"container_path": CERT_DIR, "volume_name": certs.name, "read_only": True},
-    ]
-    if settings.derper.verify_clients:
-        volumes.append(
-            {
-                "container_path": SOCKET_DIR,
-                "host_path": os.path.dirname(settings.derper.tailscale_socket),
-                "read_only": True,
-            }
-        )
-    bridge = settings.docker.network_mode == "bridge"
-    built = settings.derper.build is not None
     container = docker.Container(
         f"{name}-derper",
-        name=naming.container_name(region.id, region.code),
-        image=image_ref,
-        command=derper_command(settings) if built else None,
-        envs=None if built else derper_env(settings),
-        user=user,
-        read_only=True,
-        capabilities={"drops": ["ALL"], "adds": capability_adds(settings.ports)},
-        security_opts=[NO_NEW_PRIVILEGES],
-        volumes=volumes,
-        network_mode=settings.docker.network_mode,
-        ports=published_ports(settings.ports) if bridge else None,
-        restart="unless-stopped",
-        labels=[
-            {"label": naming.ROLE_LABEL, "value": naming.ROLE_DERPER},
-            {"label": naming.REGION_LABEL, "value": str(region.id)},
-            # derper reads manual certificates once: a new one must restart it (a new container).
-            {"label": "home-derp.certificate-serial", "value": certificate_serial},
-        ],
-        log_driver="json-file",
-        # A home server's disk is small; derper logs every connection.
-        log_opts={"max-size": "10m", "max-file": "3"},
-        destroy_grace_seconds=10,
+        **derper_container_args(
+            settings,
+            image=image_ref,
+            state_volume=state.name,
+            certs_volume=certs.name,
+            certificate_serial=certificate_serial,
+        ),
         # Fixed name and host ports: the new container cannot start beside the old one.
         opts=pulumi.ResourceOptions(
             parent=parent, provider=provider, delete_before_replace=True, depends_on=[init]

@@ -13,10 +13,17 @@ from typing import Final
 ROLE_LABEL: Final = "home-derp.role"
 #: Container label with the relay's region id.
 REGION_LABEL: Final = "home-derp.region"
+#: Container label saying where derper's image comes from: ``built`` here or ``pinned``.
+IMAGE_LABEL: Final = "home-derp.image"
 ROLE_DERPER: Final = "derper"
 ROLE_DDNS: Final = "ddns"
 ROLE_STATE: Final = "derper-state"
 ROLE_STATE_OWNER: Final = "derper-state-owner"
+
+
+def image_source(pinned: bool) -> str:
+    """The :data:`IMAGE_LABEL` value."""
+    return "pinned" if pinned else "built"
 
 
 def container_name(region_id: int, region_code: str) -> str:

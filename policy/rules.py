@@ -26,7 +26,13 @@ from pulumi_policy import (
 
 from components.derpmap import CUSTOM_REGION_IDS, PolicyTextError, parse_hujson
 from components.hujson import equal_fold
-from components.naming import ROLE_DERPER, ROLE_LABEL, pinned_by_digest
+from components.naming import (
+    IMAGE_LABEL,
+    ROLE_DERPER,
+    ROLE_LABEL,
+    image_source,
+    pinned_by_digest,
+)
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
@@ -139,7 +145,10 @@ def hardening_problems(props: Mapping[str, Any]) -> list[str]:
     if "no-new-privileges:true" not in options and "no-new-privileges" not in options:
         problems.append("no-new-privileges is not set (security_opts)")
     user = str(props.get("user") or "")
-    if _is_root(user) and ALLOWED_CAPABILITY not in adds:
+    # A pinned third-party image's derper starts only as root (components/container.py); it
+    # still gets no capability. The image's provenance is checked by derper-image-provenance.
+    pinned = labels_of(props).get(IMAGE_LABEL) == image_source(pinned=True)
+    if _is_root(user) and ALLOWED_CAPABILITY not in adds and not pinned:
         problems.append(
             f"it runs as root ({user or 'the image default'}) though no port below 1024 needs it"
         )

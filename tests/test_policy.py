@@ -414,6 +414,29 @@ def test_hardened_derper_passes(changes: dict[str, Any]) -> None:
     assert violations(rules.verify_clients, rules.CONTAINER, hardened(**changes)) == []
 
 
+# A pinned third-party image (labelled so by components/container.py) runs as root, since its
+# entrypoint gives derper no -c; everything else of the hardening still applies to it.
+def test_pinned_image_may_run_as_root_without_capabilities() -> None:
+    labels = [
+        {"label": "home-derp.role", "value": "derper"},
+        {"label": "home-derp.image", "value": "pinned"},
+    ]
+    assert (
+        violations(rules.derper_hardened, rules.CONTAINER, hardened(user="0:0", labels=labels))
+        == []
+    )
+    found = violations(
+        rules.derper_hardened, rules.CONTAINER, hardened(user="0:0", labels=labels, readOnly=False)
+    )
+    assert len(found) == 1 and "root filesystem is writable" in found[0]
+    built = [
+        {"label": "home-derp.role", "value": "derper"},
+        {"label": "home-derp.image", "value": "built"},
+    ]
+    found = violations(rules.derper_hardened, rules.CONTAINER, hardened(user="0:0", labels=built))
+    assert len(found) == 1 and "runs as root" in found[0]
+
+
 # Each missing piece of least privilege is named; the rule is mandatory.
 @pytest.mark.parametrize(
     ("changes", "words"),

@@ -230,7 +230,11 @@ def test_pinned_image(mocks: RelayMocks) -> None:
         "DERP_HTTP_PORT": "-1",
         "DERP_VERIFY_CLIENTS": "true",
     }
-    assert container.inputs["readOnly"] is True and container.inputs["user"] == "65532:65532"
+    # Its entrypoint gives derper no -c, so it runs as root, without any capability.
+    assert container.inputs["readOnly"] is True and container.inputs["user"] == "0:0"
+    assert container.inputs["capabilities"] == {"drops": ["ALL"], "adds": []}
+    labels = {item["label"]: item["value"] for item in container.inputs["labels"]}
+    assert labels["home-derp.image"] == "pinned"
 
 
 # Certificate and key reach the init container (derper's root filesystem is read-only), which
@@ -252,7 +256,7 @@ def test_certificate_goes_through_the_init_container(mocks: RelayMocks) -> None:
     assert one_shot.inputs["command"] == [
         "sh",
         "-c",
-        "chown -R 65532:65532 /certs /state && chmod 0600 /certs/*.key",
+        "touch /state/.home-derp && chown -R 65532:65532 /certs /state && chmod 0600 /certs/*.key",
     ]
     assert one_shot.inputs["capabilities"] == {"drops": ["ALL"], "adds": ["CHOWN", "FOWNER"]}
     assert one_shot.inputs["networkMode"] == "none"

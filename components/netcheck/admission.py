@@ -16,16 +16,33 @@ derpserver.go:1028-1029), logged as ``derp: <addr>: <error>`` (derpserver.go:676
 * no line for the key → ``unconfirmed``.
 
 The pure part (:func:`find_evidence`) reads any log text; :func:`docker_evidence` is the edge that
-reads a container's log through the Docker Engine API (``GET /containers/{id}/logs``, multiplexed
-stream: docs/upstream/docker.md#container-logs) with docker-py on ``unix://``, ``tcp://`` or
-``ssh://`` (the system OpenSSH client, like the Docker CLI: ``use_ssh_client``).
+reads a container's log:
+
+* ``unix://`` and ``tcp://``: the Docker Engine API (``GET /containers/{id}/logs``, multiplexed
+  stream: docs/upstream/docker.md#container-logs) with docker-py;
+* ``ssh://``: ``docker logs --tail N <container>`` on the relay host through the system OpenSSH
+  client — what the Docker CLI's (and docker-py's) ssh transport amounts to, since both run the
+  remote ``docker`` CLI (``docker system dial-stdio``) against the remote's own engine. Not
+  docker-py's transport: it imports paramiko even with ``use_ssh_client`` (docker 7.x
+  ``docker/transport/sshconn.py``; the project does not install it, so every read failed and
+  admission came out ``unconfirmed``), and its ssh call has no batch mode (a missing key would
+  wait for a password prompt). The ssh call is the one of the program's host reads
+  (``components/host.py`` ``ssh_command``: batch mode, bounded connect, ``~/.ssh/config``, extra
+  options from ``HOME_DERP_SSH_OPTS``), written out here because netcheck imports nothing else of
+  the project, over one multiplexed connection for the whole poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import re
+import shlex
+import subprocess
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -102,6 +119,8 @@ async def wait_for_evidence(
 
 def docker_log_reader(docker_host: str, container: str, *, timeout: float = 10.0) -> LogReader:
     """A reader of ``container``'s recent log (stdout and stderr) on ``docker_host``."""
+    if docker_host.startswith("ssh://"):
+        return ssh_log_reader(docker_host, container, timeout=timeout)
     import docker  # only callers that prove admission pay for it
     from docker.errors import DockerException
 
@@ -110,13 +129,7 @@ def docker_log_reader(docker_host: str, container: str, *, timeout: float = 10.0
     def read() -> str:
         try:
             if not client:
-                client.append(
-                    docker.DockerClient(
-                        base_url=docker_host,
-                        timeout=int(timeout),
-                        use_ssh_client=docker_host.startswith("ssh://"),
-                    )
-                )
+                client.append(docker.DockerClient(base_url=docker_host, timeout=int(timeout)))
             raw = (
                 client[0].containers.get(container).logs(stdout=True, stderr=True, tail=TAIL_LINES)
             )
@@ -130,6 +143,81 @@ def docker_log_reader(docker_host: str, container: str, *, timeout: float = 10.0
         return text
 
     return read
+
+
+#: Extra OpenSSH client options (shell words), as for the program's host reads.
+SSH_OPTS_ENV: Final = "HOME_DERP_SSH_OPTS"
+
+
+def ssh_logs_argv(
+    docker_host: str, container: str, *, timeout: float, control_dir: str | None = None
+) -> list[str]:
+    """``ssh … -- host docker logs --tail N <container>`` for ``ssh://[user@]host[:port]``."""
+    parts = urllib.parse.urlsplit(docker_host)
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise LogReadError(f"{docker_host!r} is not an ssh://[user@]host[:port] Docker host")
+    control = (
+        [
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={control_dir}/%C",
+            "-o",
+            "ControlPersist=5",
+        ]
+        if control_dir
+        else []
+    )
+    return [
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={max(1, math.ceil(timeout))}",
+        "-T",
+        *(("-p", str(parts.port)) if parts.port else ()),
+        *(("-l", parts.username) if parts.username else ()),
+        *control,
+        *shlex.split(os.environ.get(SSH_OPTS_ENV, "")),
+        "--",
+        parts.hostname,
+        shlex.join(["docker", "logs", "--tail", str(TAIL_LINES), container]),
+    ]
+
+
+def ssh_log_reader(docker_host: str, container: str, *, timeout: float = 10.0) -> LogReader:
+    """``docker logs`` on the relay host over ssh (see the module docstring)."""
+    control = tempfile.TemporaryDirectory(prefix="home-derp-logs-")
+
+    def read() -> str:
+        try:
+            argv = ssh_logs_argv(docker_host, container, timeout=timeout, control_dir=control.name)
+        except ValueError as exc:  # a bad port in the URL
+            raise LogReadError(f"bad Docker host {docker_host!r}: {exc}") from None
+        try:
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout + 2,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise LogReadError("cannot read derper's log: ssh not found (openssh-client)") from None
+        except subprocess.TimeoutExpired:
+            raise LogReadError(
+                f"cannot reach the Docker host {docker_host}: no answer in {timeout + 2:.0f}s"
+            ) from None
+        if done.returncode != 0:
+            said = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no message"]
+            raise LogReadError(
+                f"cannot read derper's log ({container} on {docker_host}): {said[0]}"
+            )
+        return done.stdout + done.stderr
+
+    return read  # its closure keeps the control directory for as long as the reader lives
 
 
 def docker_evidence(

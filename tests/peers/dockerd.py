@@ -9,8 +9,10 @@ namespace (``nsenter --net``, nothing else changes): its ``--network host`` cont
 that namespace — the relay host's network, like derper on a home server.
 
 No registry is reachable, so images come from ``docker import`` only: :meth:`Dockerd.import_rootfs`
-(a directory or a tar), :meth:`Dockerd.busybox_image` (Debian's static busybox) and
-:meth:`Dockerd.derper_image` (the real derper of tests/tools, static, plus the CA bundle).
+(a directory or a tar), :meth:`Dockerd.busybox_image` (Debian's static busybox),
+:meth:`Dockerd.derper_image` (the real derper of tests/tools, static, plus the CA bundle) and
+:meth:`Dockerd.go_build_image` (busybox + this machine's Go toolchain + the CA bundle: what the
+product's Dockerfile needs of its ``BUILD_IMAGE``, like ``golang:1.26-alpine``).
 
 Clean-up always runs: containers removed, daemon stopped (SIGTERM, then SIGKILL), every process
 still running from our directories killed by pid, every mount under them unmounted, the
@@ -27,7 +29,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +44,11 @@ INSTALL_HINT = "apt-get install docker.io busybox-static"
 NONROOT = "65532:65532"  # the distroless "nonroot" user
 
 #: The env interface of the popular derper images (DERP_DOMAIN, DERP_CERT_MODE, …), mapped to
-#: derper's flags (cmd/derper/derper.go:59-86). ``-c`` is explicit: without it a non-root derper
-#: exits with "derper: -c <config path> not specified" (derper.go:118-124).
+#: derper's flags (cmd/derper/derper.go:59-86). Like those images (docs/upstream/derper.md#images)
+#: it passes no ``-c``: derper then uses /var/lib/derper/derper.key only as root and a non-root
+#: derper exits with "derper: -c <config path> not specified" (derper.go:118-124).
 DERPER_ENTRYPOINT = """#!/bin/sh
 exec /usr/local/bin/derper \\
-  -c "${DERP_CONFIG:-/var/lib/derper/derper.key}" \\
   -hostname "${DERP_DOMAIN:-derp.example.com}" \\
   -certmode "${DERP_CERT_MODE:-letsencrypt}" \\
   -certdir "${DERP_CERT_DIR:-/app/certs}" \\
@@ -79,11 +81,20 @@ class Dockerd:
         }
 
     def docker(
-        self, *args: str, timeout: float = 60.0, check: bool = True
+        self,
+        *args: str,
+        timeout: float = 60.0,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """The docker CLI against this daemon (DOCKER_HOST); failures show dockerd's log."""
+        """The docker CLI against this daemon (DOCKER_HOST, plus ``env``); failures show
+        dockerd's log."""
         return run(
-            [DOCKER, *args], env=self.env, timeout=timeout, check=check, daemons=[self.daemon]
+            [DOCKER, *args],
+            env={**self.env, **(env or {})},
+            timeout=timeout,
+            check=check,
+            daemons=[self.daemon],
         )
 
     def import_rootfs(self, source: Path, tag: str, changes: Sequence[str] = ()) -> str:
@@ -109,9 +120,12 @@ class Dockerd:
             _busybox_rootfs(rootfs)
             return self.import_rootfs(rootfs, tag, ['CMD ["/bin/sh"]'])
 
-    def derper_image(self, tag: str | None = None) -> str:
+    def derper_image(self, tag: str | None = None, *, state_owner: int = 65532) -> str:
         """The real derper (static Go binary) + CA bundle + busybox sh for the entrypoint,
-        with the DERP_* env interface of the popular images (see DERPER_ENTRYPOINT)."""
+        with the DERP_* env interface of the popular images (see DERPER_ENTRYPOINT).
+
+        ``state_owner`` owns /var/lib/derper (a fresh volume copies it): 0 for the old, root-run
+        image shape whose state volumes the product's init container hands over."""
         tag = tag or f"home-derp-test/derper:v{version_of('derper')}"
         with tempfile.TemporaryDirectory(prefix="hdd-rootfs-") as tmp:
             rootfs = Path(tmp)
@@ -127,9 +141,47 @@ class Dockerd:
             shutil.copy2(CA_BUNDLE, certs / "ca-certificates.crt")
             for d in ("app/certs", "var/lib/derper"):
                 (rootfs / d).mkdir(parents=True)
-            os.chown(rootfs / "var" / "lib" / "derper", 65532, 65532)  # a fresh volume copies it
+            os.chown(rootfs / "var" / "lib" / "derper", state_owner, state_owner)
             return self.import_rootfs(
                 rootfs, tag, ['ENTRYPOINT ["/usr/local/bin/derper-entrypoint"]', "WORKDIR /"]
+            )
+
+    def go_build_image(self, tag: str, goroot: Path) -> str:
+        """busybox + the Go toolchain at ``goroot`` (as /usr/local/go, on PATH) + CA bundle.
+
+        The shape of the official golang images: ``go`` on PATH, GOPATH /go, a shell with
+        ``chown`` (the init container runs in the build image too). The tar is written
+        straight from ``goroot``; its tests and docs are left out (not needed to build).
+        """
+        if not (goroot / "bin" / "go").is_file():
+            raise DaemonError(f"no Go toolchain at {goroot}: install Go >= 1.26.6")
+        skip = {goroot / "test", goroot / "doc"}
+        with tempfile.TemporaryDirectory(prefix="hdd-rootfs-") as tmp:
+            rootfs = Path(tmp) / "rootfs"
+            _busybox_rootfs(rootfs)
+            certs = rootfs / "etc" / "ssl" / "certs"
+            certs.mkdir(parents=True)
+            shutil.copy2(CA_BUNDLE, certs / "ca-certificates.crt")
+            (rootfs / "go").mkdir()
+            (rootfs / "root").mkdir()
+            tar = Path(tmp) / "rootfs.tar"
+            with tarfile.open(tar, "w") as out:
+                for entry in sorted(rootfs.iterdir()):
+                    out.add(entry, arcname=entry.name)
+                out.add(
+                    goroot,
+                    arcname="usr/local/go",
+                    filter=lambda info: None if _under(goroot, info.name, skip) else info,
+                )
+            return self.import_rootfs(
+                tar,
+                tag,
+                [
+                    "ENV PATH=/usr/local/go/bin:/go/bin:/bin",
+                    "ENV GOPATH=/go",
+                    "WORKDIR /go",
+                    'CMD ["/bin/sh"]',
+                ],
             )
 
     def remove_all_containers(self) -> None:
@@ -151,6 +203,13 @@ def _busybox_rootfs(rootfs: Path) -> None:
     for d in ("tmp", "etc", "proc", "sys", "dev"):
         (rootfs / d).mkdir(exist_ok=True)
     (rootfs / "tmp").chmod(0o1777)
+
+
+def _under(goroot: Path, arcname: str, skip: set[Path]) -> bool:
+    """Whether the tar member ``arcname`` (``usr/local/go/...``) lies in a skipped directory."""
+    rel = arcname.removeprefix("usr/local/go").lstrip("/")
+    path = goroot / rel
+    return any(path == s or s in path.parents for s in skip)
 
 
 def _mounts_under(root: Path) -> list[str]:
