@@ -15,13 +15,16 @@ them all, and nothing is deployed.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import ipaddress
 import json
 import os
 import re
+import subprocess
 import tempfile
 import urllib.parse
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, TypeVar
@@ -1131,6 +1134,10 @@ class LiveHost:
                 "ControlPersist=20",
             )
         self.channel = HostChannel(docker_host, ssh_options=options)
+        if options:
+            # Close the shared connection with the evaluation instead of 20 s later (its socket
+            # directory goes away with this object, so nothing could reuse it anyway).
+            weakref.finalize(self, _close_ssh_master, self.channel)
         self._addresses: dict[str | None, Sequence[Candidate]] = {}
         self._tailscaled: dict[str, TailscaledFacts] = {}
 
@@ -1152,6 +1159,23 @@ class LiveHost:
 
     def runtime_directory_problem(self, socket: str) -> str | None:
         return tailscaled.read_runtime_directory_problem(self.channel, socket)
+
+
+def _close_ssh_master(channel: HostChannel) -> None:
+    """``ssh -O exit`` on the ControlMaster of ``channel``; best effort, bounded."""
+    argv = channel.argv(["true"])
+    try:
+        cut = argv.index("--")
+    except ValueError:
+        return
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [*argv[:cut], "-O", "exit", *argv[cut:-1]],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
 
 
 def _configured_keys() -> list[str]:

@@ -7,6 +7,7 @@ reset before every test. The mocks and the helpers that run the program live in 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -98,6 +99,7 @@ def mocks() -> Iterator[RelayMocks]:
         loop.run_until_complete(asyncio.gather(*pending, asyncio.sleep(0), return_exceptions=True))
         asyncio.set_event_loop(None)
         loop.close()
+        gc.unfreeze()  # __main__.py freezes what it built; many runs share this process
 
 
 @pytest.fixture
