@@ -26,3 +26,12 @@ def host(relay: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     relay.reset()
     yield relay
     relay.reset()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep this directory's tests on one xdist worker (tests/run uses ``--dist loadgroup``):
+    one relay host per worker, not one each."""
+    here = __file__.rsplit("/", 1)[0]
+    for item in items:
+        if str(item.path).startswith(here + "/"):
+            item.add_marker(pytest.mark.xdist_group("doctor-host"))

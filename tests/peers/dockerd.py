@@ -146,12 +146,14 @@ class Dockerd:
                 rootfs, tag, ['ENTRYPOINT ["/usr/local/bin/derper-entrypoint"]', "WORKDIR /"]
             )
 
-    def go_build_image(self, tag: str, goroot: Path) -> str:
+    def go_build_image(self, tag: str, goroot: Path, gocache: Path | None = None) -> str:
         """busybox + the Go toolchain at ``goroot`` (as /usr/local/go, on PATH) + CA bundle.
 
         The shape of the official golang images: ``go`` on PATH, GOPATH /go, a shell with
         ``chown`` (the init container runs in the build image too). The tar is written
         straight from ``goroot``; its tests and docs are left out (not needed to build).
+        ``gocache`` becomes the image's Go build cache (GOCACHE), so a build inside it reuses
+        what was compiled with the same toolchain and flags.
         """
         if not (goroot / "bin" / "go").is_file():
             raise DaemonError(f"no Go toolchain at {goroot}: install Go >= 1.26.6")
@@ -173,12 +175,15 @@ class Dockerd:
                     arcname="usr/local/go",
                     filter=lambda info: None if _under(goroot, info.name, skip) else info,
                 )
+                if gocache is not None:
+                    out.add(gocache, arcname="root/.cache/go-build")
             return self.import_rootfs(
                 tar,
                 tag,
                 [
                     "ENV PATH=/usr/local/go/bin:/go/bin:/bin",
                     "ENV GOPATH=/go",
+                    "ENV GOCACHE=/root/.cache/go-build",
                     "WORKDIR /go",
                     'CMD ["/bin/sh"]',
                 ],

@@ -73,3 +73,15 @@ def tool(name: str) -> Path:
             f"set {TOOLS_ENV} to build elsewhere)."
         )
     return path
+
+
+def derper_build_cache() -> Path:
+    """The Go build cache tests/tools/install filled while building derper (same release, flags
+    and toolchain as the product's Dockerfile build); fails like :func:`tool` when missing."""
+    cache = tool("derper").parent / "derper-go-build"
+    if not (cache / "README").is_file():
+        raise ToolMissing(
+            f"no Go build cache of derper at {cache}: run `bash tests/tools/install` "
+            "(it builds derper with that cache)"
+        )
+    return cache

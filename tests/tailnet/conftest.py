@@ -41,3 +41,12 @@ def pytest_runtest_makereport(
     if report.failed and isinstance(funcargs.get("net"), Tailnet):
         report.sections.append(("tailnet daemons", funcargs["net"].describe()))
     return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep this directory's tests on one xdist worker (tests/run uses ``--dist loadgroup``):
+    one tailnet (and one product derper build) per worker, not one each."""
+    here = __file__.rsplit("/", 1)[0]
+    for item in items:
+        if str(item.path).startswith(here + "/"):
+            item.add_marker(pytest.mark.xdist_group("tailnet"))
