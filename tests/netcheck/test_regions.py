@@ -68,22 +68,36 @@ def derp_map(bg: BackgroundLoop, relay: LocalRelay) -> Iterator[dict[str, object
         yield {"Regions": regions}
 
 
-# Every region is measured concurrently, the nearest found and the relay ranked first.
+# Every region is measured concurrently, the nearest found and the relay ranked first. A loaded
+# 2-core machine (the tailnet tests run beside this one) once added 24 ms to a single 30 ms
+# measurement, so the upper bounds apply to the best of up to RUNS measurements: load only ever
+# adds delay. The lower bounds, the ranking and the silent region hold on every run.
+RUNS = 3
+
+
 def test_regions_table_nearest_and_rank(relay: LocalRelay, derp_map: dict[str, object]) -> None:
-    start = time.perf_counter()
-    report = check_relay(relay.target(), timeout=3, stun_timeout=1.0, derp_map=derp_map)
-    elapsed = time.perf_counter() - start
-    by_id = {r.id: r for r in report.regions}
-    assert 10 <= (by_id[1].latency_ms or 0) < 20
-    assert 30 <= (by_id[2].latency_ms or 0) < 40
-    assert by_id[3].latency_ms is None
-    assert report.nearest is not None and report.nearest.id == 1
-    assert report.relay_rank == 1  # loopback beats 10 ms; region 900 (itself) is not counted
-    check = report.check("regions")
-    assert check.ok and "2/3 regions answered" in check.detail and "ranks 1" in check.detail
-    assert elapsed < 1.5  # the silent region costs one STUN timeout, not one per region
-    text = report.format_text()
-    assert "Nearest DERP: r1 (1)" in text and "rank 1 of 3" in text
+    best: dict[int, float] = {}
+    fastest = float("inf")
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        report = check_relay(relay.target(), timeout=3, stun_timeout=1.0, derp_map=derp_map)
+        fastest = min(fastest, time.perf_counter() - start)
+        by_id = {r.id: r for r in report.regions}
+        assert by_id[3].latency_ms is None
+        for rid, floor in ((1, 10.0), (2, 30.0)):
+            ms = by_id[rid].latency_ms
+            assert ms is not None and ms >= floor, by_id[rid]
+            best[rid] = min(best.get(rid, ms), ms)
+        assert report.nearest is not None and report.nearest.id == 1
+        assert report.relay_rank == 1  # loopback beats 10 ms; region 900 (itself) is not counted
+        check = report.check("regions")
+        assert check.ok and "2/3 regions answered" in check.detail and "ranks 1" in check.detail
+        text = report.format_text()
+        assert "Nearest DERP: r1 (1)" in text and "rank 1 of 3" in text
+        if best[1] < 20 and best[2] < 40 and fastest < 1.5:
+            break
+    assert best[1] < 20 and best[2] < 40, best
+    assert fastest < 1.5  # the silent region costs one STUN timeout, not one per region
 
 
 # No region answering fails the regions check with a network hint.
