@@ -48,6 +48,7 @@ __all__ = [
     "Choice",
     "HostReadError",
     "Ipv6DiscoveryError",
+    "StaticHold",
     "Verdict",
     "address_class_problem",
     "choose_stable_ipv6",
@@ -56,6 +57,7 @@ __all__ = [
     "parse_ip_json",
     "read_host_addresses",
     "rejection",
+    "static_address_on_host",
 ]
 
 #: ``ip`` reports "forever" lifetimes as this value.
@@ -270,6 +272,37 @@ def rejection(candidate: Candidate, interface: str | None = None) -> str | None:
             "set home-derp:ipv6Interface to use it anyway"
         )
     return None
+
+
+@dataclass(frozen=True)
+class StaticHold:
+    """How the relay host holds a static ``home-derp:ipv6`` (:func:`static_address_on_host`)."""
+
+    held: tuple[Candidate, ...]
+    """The host's entries for the address; empty when it is not an address of the host."""
+    usable: Candidate | None
+    """The first entry that may be published."""
+    problem: str | None
+    """Why none of them may be published (the first entry's :func:`rejection`); None if one may."""
+
+
+def static_address_on_host(address: str, candidates: Iterable[Candidate]) -> StaticHold:
+    """The one rule for a static address on the host, shared by settings and the doctor.
+
+    Not on the host is not an error by itself (a NAT66 or proxy may forward it; each caller says
+    how much that matters to it); held only as temporary or deprecated breaks within a day.
+    """
+    held = tuple(c for c in candidates if _same_ip(c.address, address))
+    usable = next((c for c in held if rejection(c) is None), None)
+    problem = rejection(held[0]) if held and usable is None else None
+    return StaticHold(held, usable, problem)
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
 
 
 def address_kind(candidate: Candidate) -> str:

@@ -42,7 +42,7 @@ from components.ipv6 import (
     choose_stable_ipv6,
     parse_ip_json,
     read_host_addresses,
-    rejection,
+    static_address_on_host,
 )
 from components.tailscaled import TailscaledError, TailscaledFacts
 from components.validation import MAX_TIMEOUT_SECONDS
@@ -667,28 +667,19 @@ def _static_ipv6_on_host(
     except (HostReadError, Ipv6DiscoveryError) as exc:
         c.warn(f"home-derp:ipv6 = {address!r} could not be checked on the relay host: {exc}")
         return
-    mine = [cand for cand in candidates if _same_ip(cand.address, address)]
-    if not mine:
+    hold = static_address_on_host(address, candidates)
+    if not hold.held:
         c.warn(
             f"home-derp:ipv6 = {address!r} is not an address of the relay host (NAT66 or a "
             "proxy in front? otherwise the record points elsewhere): check `ip -6 addr`"
         )
-        return
-    reasons = [why for cand in mine if (why := rejection(cand))]
-    if len(reasons) == len(mine):
+    elif hold.problem:
         c.fail(
             "ipv6",
             address,
-            f"the relay host holds it as {reasons[0]}; publish its stable address instead, or "
+            f"the relay host holds it as {hold.problem}; publish its stable address instead, or "
             "set home-derp:ipv6 auto so the program picks it at every up",
         )
-
-
-def _same_ip(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-    except ValueError:
-        return False
 
 
 def _auto_ipv6(

@@ -39,6 +39,7 @@ from components.ipv6 import (
     ip_command,
     parse_ip_json,
     read_host_addresses,
+    static_address_on_host,
 )
 from tests.peers.ports import free_port
 from tests.peers.sshd import Sshd
@@ -530,3 +531,20 @@ def test_ssh_ip_missing_on_host(sshd_factory: Callable[..., Sshd]) -> None:
     sshd = sshd_factory(hide_ip=True)
     with pytest.raises(HostReadError, match=r"not installed on the Docker host.*iproute2"):
         read_host_addresses(sshd.docker_host, None, ssh_options=sshd.client_options)
+
+
+# A static address is judged by the same rules auto uses: absent, only unusable entries (the first
+# one's reason), or usable (the first usable entry, however the address is spelled).
+def test_static_address_on_host() -> None:
+    temp = Candidate("eth0", "2a01:4f8:1::5", 64, "global", frozenset({"temporary", "dynamic"}))
+    old = Candidate("eth1", "2a01:4f8:1::5", 64, "global", preferred_lft=0)
+    good = Candidate("eth2", "2a01:4f8:1::5", 64, "global", preferred_lft=100)
+    other = Candidate("eth0", "2a01:4f8:1::6", 64, "global")
+    absent = static_address_on_host("2a01:4f8:1::5", [other])
+    assert (absent.held, absent.usable, absent.problem) == ((), None, None)
+    unusable = static_address_on_host("2a01:04f8:1:0::5", [temp, old, other])
+    assert unusable.held == (temp, old) and unusable.usable is None
+    assert unusable.problem is not None and unusable.problem.startswith("temporary")
+    mixed = static_address_on_host("2a01:4f8:1::5", [old, good])
+    assert (mixed.usable, mixed.problem) == (good, None)
+    assert static_address_on_host("not-an-ip", [other]).held == ()

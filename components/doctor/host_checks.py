@@ -8,7 +8,6 @@ would. Parsing (``ss``, cgroups) and judging are pure; only the ``read_*`` funct
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,12 @@ from components.doctor.engine import Container, Engine, EngineError, looks_like_
 from components.doctor.model import Check, blocked, failed, lines, not_checked, passed
 from components.doctor.plan import Plan
 from components.host import HostChannel, HostReadError, can_read_host, scheme_of
-from components.ipv6 import Candidate, Ipv6DiscoveryError, choose_stable_ipv6, rejection
+from components.ipv6 import (
+    Candidate,
+    Ipv6DiscoveryError,
+    choose_stable_ipv6,
+    static_address_on_host,
+)
 from components.settings import HostProbe, LiveHost
 from components.tailscaled import TailscaledError
 
@@ -280,17 +284,11 @@ def ipv6_check(plan: Plan, host: HostProbe | None, gate: Check) -> tuple[Check, 
     return _static_verdict(plan.ipv6, plan.ipv6_interface, candidates), plan.ipv6
 
 
-def _same_ip(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-    except ValueError:
-        return False
-
-
 def _static_verdict(address: str, interface: str | None, candidates: Sequence[Candidate]) -> Check:
-    mine = [c for c in candidates if _same_ip(c.address, address)]
+    hold = static_address_on_host(address, candidates)
     hint = _stable_hint(candidates, interface)
-    if not mine:
+    if not hold.held:
+        # stricter than the program, which only warns: the doctor's ✗ carries the NAT66 caveat
         return failed(
             "host.ipv6",
             f"{address} is not an address of the relay host",
@@ -298,17 +296,15 @@ def _static_verdict(address: str, interface: str | None, candidates: Sequence[Ca
             "in front of the host forwards this address, this row does not apply",
             lines([c.describe() for c in candidates]),
         )
-    reasons = [why for c in mine if (why := rejection(c))]
-    if len(reasons) == len(mine):
+    if hold.usable is None:
         return failed(
             "host.ipv6",
-            f"{address} is held as {reasons[0]}",
+            f"{address} is held as {hold.problem}",
             f"publish the stable address instead ({hint}), or set home-derp:ipv6 auto",
-            lines([c.describe() for c in mine]),
+            lines([c.describe() for c in hold.held]),
         )
-    return passed(
-        "host.ipv6", f"{address} is on {mine[0].interface} and stable", mine[0].describe()
-    )
+    usable = hold.usable
+    return passed("host.ipv6", f"{address} is on {usable.interface} and stable", usable.describe())
 
 
 def port_checks(
