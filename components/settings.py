@@ -804,11 +804,12 @@ def _read_relay_host(
     c: Collector, docker: Docker, probe: HostProbe, socket: str, health_run: bool
 ) -> tuple[TailscaledFacts | None, TailscaledError | None, bool | None]:
     """(facts, why they are missing, whether the socket exists) — channel failures recorded."""
+    socket_exists = None
     try:
         socket_exists = probe.socket_exists(socket)
         return probe.tailscaled(socket), None, socket_exists
     except TailscaledError as exc:
-        return None, exc, None
+        return None, exc, socket_exists
     except HostReadError as exc:
         message = f"cannot read the relay host's tailscaled: {exc}"
         if health_run:
@@ -876,14 +877,18 @@ def _verification_problems(
     socket_exists: bool | None,
 ) -> list[tuple[str, str, str]]:
     """(key, value, problem) for every reason derper could not verify clients on this host."""
-    if error is not None:
-        return [("verifyClients", "true", f"derper needs the relay host's tailscaled: {error}")]
-    if facts is None or socket_exists is None:
-        return []
     problems = []
-    if not socket_exists:
+    if socket_exists is False:
         problems.append(("tailscaleSocket", socket, tailscaled.missing_socket_problem(socket)))
-    if (problem := tailscaled.state_problem(facts)) is not None:
+    if error is not None:
+        # The CLI is pointed at that socket, so without one it can only say "not running":
+        # then the socket is the cause to name (tailscaleSocket), not the daemon.
+        if not problems:
+            problems.append(
+                ("verifyClients", "true", f"derper needs the relay host's tailscaled: {error}")
+            )
+        return problems
+    if facts is not None and (problem := tailscaled.state_problem(facts)) is not None:
         problems.append(("verifyClients", "true", problem))
     return problems
 

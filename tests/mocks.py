@@ -375,6 +375,14 @@ class HostFacts:
         self._fail(f"tailscaled {socket}")
         if self.tailscaled_error is not None:
             raise self.tailscaled_error
+        if not self.socket_exists:
+            # the real CLI is run with --socket: no socket there reads as a daemon that is down
+            # (the real CLI shows it: tests/test_tailscaled.py, test_daemon_down)
+            from components.tailscaled import TailscaledError
+
+            raise TailscaledError(
+                "daemon-down", f"tailscaled is not running (no socket at {socket})"
+            )
         running = self.backend_state == "Running"
         return TailscaledFacts(
             version=self.version,

@@ -135,6 +135,17 @@ def test_cli_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
+def sock(tmp_path: Path) -> str:
+    """A socket file where the stand-in is pointed (the real CLI dials it; the stand-in only
+    checks that it exists, as a missing one reads as a daemon that is down)."""
+    path = tmp_path / "run" / "tailscaled.sock"
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+    return str(path)
+
+
+@pytest.fixture
 def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[CliScenario], Path]:
     def install(scenario: CliScenario) -> Path:
         directory = tmp_path / "bin"
@@ -147,15 +158,15 @@ def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[CliSc
 
 # A Running daemon: its release, node key, name, Tailscale IPs, tailnet and peers; the CLI is
 # pointed at the configured socket.
-def test_running_daemon_facts(stand_in: Callable[[CliScenario], Path]) -> None:
+def test_running_daemon_facts(stand_in: Callable[[CliScenario], Path], sock: str) -> None:
     directory = stand_in(CliScenario(tags=["tag:derp"]))
-    facts = read_tailscaled(HostChannel(LOCAL), "/srv/ts/tailscaled.sock")
+    facts = read_tailscaled(HostChannel(LOCAL), sock)
     assert facts.running and facts.version == "1.102.5"
     assert facts.node_key == "nodekey:" + "ab" * 32
     assert facts.node_name == "homeserver" and facts.tailnet == "example.com"
     assert facts.tailscale_ips == ("100.101.102.103", "fd7a:115c:a1e0::1")
     assert facts.tags == ("tag:derp",) and [p.host_name for p in facts.peers] == ["laptop"]
-    assert all(c[0] == "--socket=/srv/ts/tailscaled.sock" for c in calls(directory))
+    assert all(c[0] == f"--socket={sock}" for c in calls(directory))
     assert facts.to_output()["dnsName"] == "homeserver.tail1234.ts.net"
 
 
@@ -164,34 +175,34 @@ def test_running_daemon_facts(stand_in: Callable[[CliScenario], Path]) -> None:
     ("state", "fix"), [("Stopped", "tailscale down"), ("NeedsMachineAuth", "approve")]
 )
 def test_states_that_cannot_verify(
-    stand_in: Callable[[CliScenario], Path], state: str, fix: str
+    stand_in: Callable[[CliScenario], Path], sock: str, state: str, fix: str
 ) -> None:
     stand_in(CliScenario(state=state))
-    facts = read_tailscaled(HostChannel(LOCAL), "/var/run/tailscale/tailscaled.sock")
+    facts = read_tailscaled(HostChannel(LOCAL), sock)
     problem = tailscaled.state_problem(facts)
     assert problem is not None and state in problem and fix in problem
 
 
 # Garbage instead of JSON is a clear error, not a crash.
-def test_garbage_output(stand_in: Callable[[CliScenario], Path]) -> None:
+def test_garbage_output(stand_in: Callable[[CliScenario], Path], sock: str) -> None:
     stand_in(CliScenario(garbage=True))
     with pytest.raises(TailscaledError, match="not JSON"):
-        read_tailscaled(HostChannel(LOCAL), "/var/run/tailscale/tailscaled.sock")
+        read_tailscaled(HostChannel(LOCAL), sock)
 
 
 # A host that answers too slowly is cut off (reads happen at every preview: bounded).
-def test_slow_host_is_cut_off(stand_in: Callable[[CliScenario], Path]) -> None:
+def test_slow_host_is_cut_off(stand_in: Callable[[CliScenario], Path], sock: str) -> None:
     stand_in(CliScenario(sleep=10))
     started = time.monotonic()
     with pytest.raises(HostReadError) as err:
-        read_tailscaled(HostChannel(LOCAL, timeout=1), "/var/run/tailscale/tailscaled.sock")
+        read_tailscaled(HostChannel(LOCAL, timeout=1), sock)
     assert err.value.kind == "timeout" and time.monotonic() - started < 6
 
 
 # An old daemon's release is read as such (settings then refuse a derper of another release).
-def test_old_daemon_version(stand_in: Callable[[CliScenario], Path]) -> None:
+def test_old_daemon_version(stand_in: Callable[[CliScenario], Path], sock: str) -> None:
     stand_in(CliScenario(version="1.62.1"))
-    facts = read_tailscaled(HostChannel(LOCAL), "/var/run/tailscale/tailscaled.sock")
+    facts = read_tailscaled(HostChannel(LOCAL), sock)
     assert facts.version == "1.62.1"
 
 
@@ -265,20 +276,18 @@ def test_real_access_denied(real_tailscaled: RealTailscaled, cli_on_path: Path) 
 
 
 # A CLI without the relay flags (older than the feature): "needs tailscaled >= 1.86".
-def test_cli_without_relay_flags(stand_in: Callable[[CliScenario], Path]) -> None:
+def test_cli_without_relay_flags(stand_in: Callable[[CliScenario], Path], sock: str) -> None:
     stand_in(CliScenario(no_relay_flags=True))
     with pytest.raises(peer_relay.PeerRelayError, match=r"needs tailscaled\s+>= 1.86"):
-        peer_relay.enable(HostChannel(LOCAL), "/var/run/tailscale/tailscaled.sock", 40000, [])
+        peer_relay.enable(HostChannel(LOCAL), sock, 40000, [])
 
 
 # The pref accepted but nothing listens (a port taken by another program): a clear error.
-def test_port_never_bound(stand_in: Callable[[CliScenario], Path]) -> None:
+def test_port_never_bound(stand_in: Callable[[CliScenario], Path], sock: str) -> None:
     stand_in(CliScenario())
     port = free_udp_port()
     with pytest.raises(peer_relay.PeerRelayError, match=f"nothing listens on UDP {port}"):
-        peer_relay.enable(
-            HostChannel(LOCAL), "/var/run/tailscale/tailscaled.sock", port, [], timeout=1
-        )
+        peer_relay.enable(HostChannel(LOCAL), sock, port, [], timeout=1)
 
 
 # Pure: who the grant's dst names, and whether a node is among the sources.

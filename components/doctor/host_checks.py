@@ -213,10 +213,14 @@ def tailscaled_checks(plan: Plan, host: HostProbe | None, gate: Check) -> list[C
         return [blocked(i, gate) for i in ids]
     if plan.socket is None:
         return [not_checked(i, "home-derp:tailscaleSocket is invalid (settings)") for i in ids]
+    socket = _socket_check(plan.socket, host)
     try:
         facts = host.tailscaled(plan.socket)
     except (TailscaledError, HostReadError) as exc:
-        daemon = _tailscaled_failure(exc)
+        # the CLI is pointed at the socket: without one it says "not running", and the cause to
+        # fix is the socket's path (the settings preflight names tailscaleSocket for the same)
+        missing = socket.status == "fail" and getattr(exc, "kind", "") == "daemon-down"
+        daemon = blocked("tailscaled.daemon", socket) if missing else _tailscaled_failure(exc)
     else:
         problem = tailscaled.state_problem(facts)
         daemon = (
@@ -232,7 +236,7 @@ def tailscaled_checks(plan: Plan, host: HostProbe | None, gate: Check) -> list[C
                 f"{facts.tailnet or '?'} ({len(facts.peers)} peer(s) derper can admit)",
             )
         )
-    return [daemon, _socket_check(plan.socket, host)]
+    return [daemon, socket]
 
 
 def _socket_check(socket: str, host: HostProbe) -> Check:

@@ -204,6 +204,9 @@ def test_tailscaled_socket_missing_and_verify_off(host: World) -> None:
     assert f"no socket at {missing}" in found["tailscaled.socket"].summary
     assert "home-derp:tailscaleSocket" in (found["tailscaled.socket"].fix or "")
     assert f"home-derp:tailscaleSocket = '{missing}'" in (found["settings"].detail or "")
+    # the CLI dialled the missing socket and said "not running": the socket is named as the cause
+    assert found["tailscaled.daemon"].summary == "not checked: tailscaled.socket failed"
+    assert "home-derp:verifyClients" not in (found["settings"].detail or "")
     off = rows(host.doctor(host.stack("off", host.local, verifyClients=False)))
     for row in ("tailscaled.daemon", "tailscaled.socket"):
         assert off[row].status == "not_checked"

@@ -58,11 +58,14 @@ with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "calls.log"),
     log.write(json.dumps(args) + "\n")
 if S["sleep"]:
     time.sleep(S["sleep"])
+sockets = [a.split("=", 1)[1] for a in args if a.startswith("--socket=")]
 args = [a for a in args if not a.startswith("--socket")]
 cmd = args[0] if args else ""
 def fail(text):
     sys.stderr.write(text + "\n"); sys.exit(1)
-if S["daemon_down"] and cmd in ("version", "status", "set", "get"):
+# the real CLI dials --socket: nothing there reads exactly like a daemon that is down
+no_socket = any(not os.path.exists(p) for p in sockets)
+if (S["daemon_down"] or no_socket) and cmd in ("version", "status", "set", "get"):
     fail("failed to connect to local tailscaled; it doesn't appear to be running")
 long = S["version"] + "-t0123456789ab-g0123456789ab"
 if S["garbage"]:
