@@ -10,7 +10,8 @@ This gate comes after both and makes the run's outcome honest (docs/architecture
   `up` too. Renewal happens at 30 days left on every `up` (``certificate.py``), and a weekly deploy
   would have renewed it long before, so this means renewal has stopped — weeks before the relay
   dies of an expired certificate, not after;
-* ``warn``: the diagnosis is printed and `up` succeeds;
+* ``warn``: the diagnosis of a failed validation is printed and `up` succeeds (the certificate
+  alarm above still fails it);
 * ``off``: no probes ran; nothing to judge.
 
 The provider is pickled by module path (``components.gate.RelayHealthGateProvider``): that path is
@@ -50,7 +51,7 @@ class RelayUnhealthyError(HomeDerpError):
 
 
 def verdict_problems(inputs: Mapping[str, Any]) -> list[str]:
-    """Why `up` must fail for these inputs (empty when it may succeed)."""
+    """What is wrong with the relay for these inputs (empty when nothing is)."""
     mode = inputs.get("mode") or "enforce"
     if mode == "off":
         return []
@@ -66,22 +67,31 @@ def verdict_problems(inputs: Mapping[str, Any]) -> list[str]:
         else:
             effect = "The region was not published."
         problems.append(f"{diagnosis}\n\n{effect}")
+    if (alarm := certificate_alarm(inputs)) is not None:
+        problems.append(alarm)
+    return problems
+
+
+def certificate_alarm(inputs: Mapping[str, Any]) -> str | None:
+    """Renewal has stopped (any mode but ``off``; it fails `up` in ``warn`` too)."""
     days = inputs.get("certificate_days_left")
+    if (inputs.get("mode") or "enforce") == "off":
+        return None
     if isinstance(days, int | float) and not isinstance(days, bool) and days < RENEWAL_ALARM_DAYS:
-        problems.append(
+        return (
             f"the relay's certificate expires in {int(days)} days: renewal should have happened at "
             "30 days left on an earlier `up`, so it has stopped. Run `pulumi up` and read the ACME "
             "certificate's error (Cloudflare token revoked? DNS-01 blocked?); check that the "
             "scheduled deploy workflow still runs"
         )
-    return problems
+    return None
 
 
 def judge(inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Raise for a bad verdict (see :func:`verdict_problems`); otherwise the outputs."""
     problems = verdict_problems(inputs)
     mode = inputs.get("mode") or "enforce"
-    if problems and mode == "enforce":
+    if problems and (mode == "enforce" or certificate_alarm(inputs) is not None):
         raise RelayUnhealthyError(
             "\n\n".join(problems) + "\n\nFix the relay and run `pulumi up` again; "
             "`home-derp:validate=warn` deploys anyway and records the failure in the outputs."

@@ -381,11 +381,16 @@ class HomeDerpRelay(pulumi.ComponentResource):
     ) -> tuple[pulumi.Input[bool | None], pulumi.Input[bool | None], list[pulumi.Resource]]:
         """(published, drained, the resources) — the region follows the verdict."""
         after_validation = pulumi.ResourceOptions(parent=self, depends_on=[validation])
+        # `validate: off` sends no probes: publish as before and never drain. Otherwise None is
+        # no verdict (no route from here to the relay): the region is left as it is.
+        verdict: pulumi.Input[bool | None] = (
+            True if settings.validation.mode == "off" else validation.healthy
+        )
         if settings.policy.mode == "patch":
             published = TailnetDerpRegion(
                 f"{name}-tailnet-region",
                 region=region,
-                healthy=validation.healthy,
+                healthy=verdict,
                 omit_default_regions=settings.region.omit_default_regions,
                 adopt_region=settings.region.adopt,
                 opts=after_validation,

@@ -123,19 +123,24 @@ def edit_region(
     text: str,
     region: dict[str, Any],
     *,
-    healthy: bool,
+    healthy: bool | None,
     was: RegionState,
     adopt: bool,
     omit_default_regions: bool,
 ) -> tuple[str, RegionState]:
     """The policy text after following the verdict, and the region's new state.
 
-    ``was`` is the state of our last write (nothing published for a new resource).
+    ``was`` is the state of our last write (nothing published for a new resource). ``healthy``
+    None is no verdict (a run with no route to the relay): nothing is published, drained or
+    restored (docs/architecture.md, "Health").
     """
     region_id = int(region["RegionID"])
     live = derpmap.find_region(text, region_id)
     if not was.published:
         _refuse_foreign(live, region_id, adopt)
+    if healthy is None:
+        note = f"no verdict on the relay: region {region_id} was left as it is"
+        return text, RegionState(was.published, was.drained, was.created_derp_map, note=note)
     if not healthy:
         if not was.published:
             return text, RegionState(False, False, was.created_derp_map)
@@ -341,6 +346,10 @@ class TailnetDerpRegionProvider(_PolicyProvider):
         if any(is_unknown(news.get(k)) for k in REGION_INPUTS):
             return pulumi.dynamic.DiffResult(changes=True)
         changed = [k for k in REGION_INPUTS if plain(olds.get(k)) != plain(news.get(k))]
+        if news.get("healthy") is False and olds.get("published"):
+            # Every unhealthy run re-reads the policy: a drain flag removed by hand while the
+            # relay is still broken is set again (an unchanged policy is not written).
+            changed.append("healthy")
         replaces: list[str] = []
         old_region, new_region = olds.get("region"), news.get("region")
         if (
@@ -358,8 +367,8 @@ class TailnetDerpRegionProvider(_PolicyProvider):
     def _apply(self, props: Mapping[str, Any], was: RegionState) -> dict[str, Any]:
         inputs = {k: plain(props.get(k)) for k in REGION_INPUTS}
         region = inputs["region"]
-        # `validate: off` gives no verdict (None): publish as before, never drain.
-        healthy = inputs["healthy"] is not False
+        # True, False, or None for no verdict (`validate: off` arrives as True: relay.py).
+        healthy = inputs["healthy"]
 
         def mutate(text: str) -> tuple[str, RegionState]:
             return edit_region(

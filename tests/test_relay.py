@@ -554,11 +554,17 @@ def test_verdict_feeds_publication_then_the_gate(mocks: RelayMocks, verdict: boo
     assert outputs["hostname"] == ("derp.example.com", False)
 
 
-# warn keeps the verdict (and drains) but the gate only prints; off sends no probe, so there is no
-# verdict and the region is never drained.
-@pytest.mark.parametrize(("mode", "healthy"), [("warn", False), ("off", None)])
-def test_warn_and_off(mocks: RelayMocks, mode: str, healthy: bool | None) -> None:
-    mocks.validation_healthy = False
+# warn keeps the verdict (and drains) but the gate only prints; off sends no probe and publishes
+# as before (never drained); a validation that could not judge (None) reaches the region as None,
+# which leaves it as it is (tests/test_tailnet.py).
+@pytest.mark.parametrize(
+    ("mode", "verdict", "healthy"),
+    [("warn", False, False), ("off", None, True), ("enforce", None, None)],
+)
+def test_warn_off_and_no_verdict(
+    mocks: RelayMocks, mode: str, verdict: bool | None, healthy: bool | None
+) -> None:
+    mocks.validation_healthy = verdict
     evaluate(home_config(validate=mode))
     assert mocks.one(REGION).inputs.get("healthy") is healthy
     assert mocks.one(GATE).inputs["mode"] == mode

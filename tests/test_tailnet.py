@@ -354,13 +354,41 @@ def test_delete_of_never_published_region_touches_nothing(
     assert api.policy == FOREIGN_AFTER
 
 
-# `validate: off` gives no verdict: the region is published as before and never drained.
-def test_no_verdict_publishes_and_never_drains(
+# No verdict (a run with no route to the relay; `validate: off` arrives as True): nothing is
+# published, drained or restored — a drained region stays drained until a run can judge it.
+def test_no_verdict_leaves_the_region_as_it_is(
     api: FakeTailscaleApi, host: ProviderHost, blob: str
 ) -> None:
-    _, outs = create(host, {**props(blob), "healthy": None})
-    assert outs["published"] is True and outs["drained"] is False
+    rid, outs = create(host, {**props(blob), "healthy": None})
+    assert outs["published"] is False and api.writes == 0 and api.policy == POLICY
+    published = host.update(rid, outs, props(blob), urn=URN).outputs
+    drained = host.update(rid, published, props(blob, healthy=False), urn=URN).outputs
+    writes, text = api.writes, api.policy
+    unjudged = host.update(rid, drained, {**props(blob), "healthy": None}, urn=URN).outputs
+    assert unjudged["published"] is True and unjudged["drained"] is True
+    assert api.writes == writes and api.policy == text
+    assert "no verdict on the relay: region 900 was left as it is" in host.stderr_text()
+    restored = host.update(rid, unjudged, props(blob), urn=URN).outputs
+    assert restored["drained"] is False and "NoMeasureNoHome" not in api.policy
+
+
+# The drain flag removed by hand while the relay is still broken: the next unhealthy run (inputs
+# unchanged) re-reads the policy and sets it again; a still-drained policy is not written.
+def test_drain_flag_removed_by_hand_is_set_again(
+    api: FakeTailscaleApi, host: ProviderHost, blob: str
+) -> None:
+    rid, outs = create(host, props(blob))
+    drained = host.update(rid, outs, props(blob, healthy=False), urn=URN).outputs
+    sick = props(blob, healthy=False)
+    assert host.diff(rid, drained, sick, urn=URN).changes == "some"
+    writes = api.writes
+    host.update(rid, drained, sick, urn=URN)
+    assert api.writes == writes  # still drained: nothing to write
+    api.edit(derpmap.restore_region(api.policy, 900))
     assert "NoMeasureNoHome" not in api.policy
+    again = host.update(rid, drained, sick, urn=URN).outputs
+    assert again["drained"] is True
+    assert json5.loads(api.policy)["derpMap"]["Regions"]["900"]["NoMeasureNoHome"] is True
 
 
 # Someone saves while we drain: 412, re-read, retry; both edits survive.

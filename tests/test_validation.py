@@ -352,12 +352,18 @@ def test_gate_follows_the_mode(host: ProviderHost) -> None:
 
 
 # A certificate that should have been renewed by now fails the run (renewal stopped), weeks
-# before it expires; the same in warn mode is printed.
+# before it expires — in warn mode too (a relay that stops renewing must not stay green); off
+# judges nothing.
 def test_gate_fails_when_renewal_stopped(host: ProviderHost) -> None:
     with pytest.raises(ProviderError) as err:
         host.create(GATE_URN, gate_inputs(certificate_days_left=19))
     assert "expires in 19 days" in err.value.details and "renewal" in err.value.details
     assert host.create(GATE_URN, gate_inputs(certificate_days_left=21)).outputs["passed"] is True
+    with pytest.raises(ProviderError) as warned:
+        host.create(GATE_URN, gate_inputs(mode="warn", certificate_days_left=5))
+    assert "expires in 5 days" in warned.value.details
+    off = host.create(GATE_URN, gate_inputs(mode="off", healthy=None, certificate_days_left=5))
+    assert off.outputs["passed"] is True
 
 
 # A validation that could not judge (no route from this machine) fails an enforce run: nothing
