@@ -11,7 +11,8 @@ and cleared with empty values. The relay finds and re-advertises its endpoints b
 (tailscale.com@v1.102.5/net/udprelay/server.go:458-559) — so no IPv6 is configured. A public IPv4
 behind the router's port forward is not an interface address and is observed with the NAT's own
 port, so when ``home-derp:ipv4`` is set (the user already forwards the relay's ports to that
-address) ``<ipv4>:<port>`` is advertised as a static endpoint; no extra key is needed.
+address) ``<ipv4>:<port>`` is advertised as a static endpoint (settings: ``PeerRelay``, from
+tailscaled 1.92 on); no extra key is needed.
 
 ``PeerRelayServer`` is a dynamic resource so that ``preview`` shows the change and ``destroy``
 clears the pref; it runs the CLI in ``create``/``update``/``delete`` only, then waits until the UDP
@@ -53,15 +54,16 @@ class PeerRelayError(HomeDerpError):
 # Pure
 
 
-def static_endpoints(ipv4: str | None, port: int) -> list[str]:
-    """``<public ipv4>:<port>`` when the relay has a port-forwarded IPv4 (see module docstring)."""
-    return [f"{ipaddress.IPv4Address(ipv4)}:{port}"] if ipv4 else []
+def set_command(
+    socket: str, port: int, endpoints: Sequence[str], *, had_endpoints: bool = False
+) -> list[str]:
+    """Make the host's tailscaled a peer relay on UDP ``port``.
 
-
-def set_command(socket: str, port: int, endpoints: Sequence[str]) -> list[str]:
-    """Make the host's tailscaled a peer relay on UDP ``port``."""
+    The endpoints flag is passed only when there are endpoints or the last run set some (an empty
+    value clears them); a tailscaled before 1.92 does not know the flag at all.
+    """
     command = cli_command(socket, "set", f"--relay-server-port={port}")
-    if endpoints:
+    if endpoints or had_endpoints:
         command.append(f"--relay-server-static-endpoints={','.join(endpoints)}")
     return command
 
@@ -227,12 +229,28 @@ def enable(
     port: int,
     endpoints: Sequence[str],
     *,
+    had_endpoints: bool = False,
+    port_is_ours: bool = False,
     timeout: float = BIND_TIMEOUT,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Set the pref, then wait until the UDP port is bound; PeerRelayError says what failed."""
-    command = set_command(socket, port, endpoints)
+    """Set the pref, then wait until the UDP port is bound; PeerRelayError says what failed.
+
+    Unless the port is already ours (an update on the same port), it must be free first: "bound"
+    afterwards would otherwise be another program's socket, and the grant would be published
+    for a relay that does not listen.
+    """
+    if not port_is_ours:
+        taken = _run(channel, bound_command(port), f"check UDP port {port}")
+        if taken.returncode == 0 and is_bound(taken.stdout, port):
+            raise PeerRelayError(
+                f"UDP port {port} is already in use on {channel.where()} (`ss -ulpn "
+                f"'sport = :{port}'` shows by whom): pick another home-derp:peerRelayPort, or "
+                "stop that program; if it is tailscaled's relay set by hand, clear it with "
+                "`tailscale set --relay-server-port=`"
+            )
+    command = set_command(socket, port, endpoints, had_endpoints=had_endpoints)
     result = _run(channel, command, "make tailscaled a peer relay")
     if result.returncode != 0:
         raise PeerRelayError(set_failure(result, command, channel.where()))
@@ -272,22 +290,28 @@ class PeerRelayServerProvider(pulumi.dynamic.ResourceProvider):
             changes=bool(changed), replaces=["docker_host"] if "docker_host" in changed else []
         )
 
-    def _apply(self, props: Mapping[str, Any]) -> dict[str, Any]:
+    def _apply(self, props: Mapping[str, Any], olds: Mapping[str, Any] | None) -> dict[str, Any]:
         inputs = {k: plain(props.get(k)) for k in INPUT_KEYS}
+        was = plain(olds) if olds is not None else {}
         channel = HostChannel(str(inputs["docker_host"]))
         enable(
-            channel, str(inputs["socket"]), int(inputs["port"]), list(inputs["static_endpoints"])
+            channel,
+            str(inputs["socket"]),
+            int(inputs["port"]),
+            list(inputs["static_endpoints"]),
+            had_endpoints=bool(was.get("static_endpoints")),
+            port_is_ours=bool(was.get("bound")) and was.get("port") == inputs["port"],
         )
         return {**inputs, "bound": True}
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        outs = self._apply(props)
+        outs = self._apply(props, None)
         return pulumi.dynamic.CreateResult(f"{outs['docker_host']}#{outs['port']}", outs)
 
     def update(
-        self, _id: str, _olds: dict[str, Any], news: dict[str, Any]
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
-        return pulumi.dynamic.UpdateResult(self._apply(news))
+        return pulumi.dynamic.UpdateResult(self._apply(news, olds))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         inputs = plain(props)

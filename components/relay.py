@@ -287,7 +287,6 @@ class HomeDerpRelay(pulumi.ComponentResource):
         """The host's tailscaled as a peer relay, then the grant that lets the sources use it;
         returns the ``peerRelay`` output."""
         from components.peer_relay import PeerRelayServer, PeerRelayServerArgs, grant_destination
-        from components.peer_relay import static_endpoints as endpoints_for
 
         host = settings.relay_host
         if host is None:
@@ -299,7 +298,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 docker_host=settings.docker.host,
                 socket=settings.derper.tailscale_socket,
                 port=port,
-                static_endpoints=endpoints_for(settings.addresses.ipv4, port),
+                static_endpoints=list(settings.peer_relay.static_endpoints),
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

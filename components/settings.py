@@ -70,6 +70,8 @@ DEFAULT_RUNTIME_IMAGE: Final = "scratch"
 TAILSCALED_DEFAULT_PORT: Final = 41641
 #: Releases that can serve as a peer relay (docs/upstream/peer-relay.md).
 PEER_RELAY_MIN_VERSION: Final = "1.86.0"
+#: ``--relay-server-static-endpoints`` came later (docs/upstream/tailscale-cli.md#set-relay-server).
+PEER_RELAY_STATIC_ENDPOINTS_MIN_VERSION: Final = "1.92.0"
 
 ACME_DIRECTORIES: Final = {
     "production": "https://acme-v02.api.letsencrypt.org/directory",
@@ -284,6 +286,8 @@ class PeerRelay:
     """UDP port, 0 = off."""
     sources: tuple[str, ...]
     """Policy selectors that may use it (the grant's ``src``)."""
+    static_endpoints: tuple[str, ...] = ()
+    """``<ipv4>:<port>`` advertised besides the interface addresses (components/peer_relay.py)."""
 
     @property
     def enabled(self) -> bool:
@@ -1012,7 +1016,12 @@ def _ddns(c: Collector, pin_ipv6: bool) -> Ddns:
 
 
 def _peer_relay(
-    c: Collector, ports: Ports, docker: Docker, docker_ok: bool, facts: TailscaledFacts | None
+    c: Collector,
+    ports: Ports,
+    addresses: Addresses,
+    docker: Docker,
+    docker_ok: bool,
+    facts: TailscaledFacts | None,
 ) -> PeerRelay:
     port = c.integer("peerRelayPort", 0, 0, 65535, "must be 0 (off) or a UDP port 1-65535")
     sources = c.strings("peerRelaySources")
@@ -1052,7 +1061,25 @@ def _peer_relay(
             f"the relay host's tailscaled {facts.version} cannot be a peer relay: it needs "
             f"tailscaled >= {PEER_RELAY_MIN_VERSION}",
         )
-    return PeerRelay(port, sources or ("*",))
+    return PeerRelay(port, sources or ("*",), _static_endpoints(c, addresses, port, facts))
+
+
+def _static_endpoints(
+    c: Collector, addresses: Addresses, port: int, facts: TailscaledFacts | None
+) -> tuple[str, ...]:
+    """The port-forwarded public IPv4, when the host's tailscaled can advertise it."""
+    if addresses.ipv4 is None:
+        return ()
+    minimum = PEER_RELAY_STATIC_ENDPOINTS_MIN_VERSION
+    key = tailscaled.version_key
+    if facts is not None and key(facts.version) < key(minimum):
+        c.warn(
+            f"home-derp:ipv4 = {addresses.ipv4!r}: the peer relay advertises only the host's own "
+            f"addresses (its IPv6); advertising {addresses.ipv4}:{port} needs tailscaled >= "
+            f"{minimum} on the relay host (it runs {facts.version})"
+        )
+        return ()
+    return (f"{addresses.ipv4}:{port}",)
 
 
 def parse_settings(
@@ -1076,7 +1103,7 @@ def parse_settings(
     validation = _validation(c)
     policy = _policy(c, env)
     ddns = _ddns(c, addresses.pin_ipv6)
-    peer_relay = _peer_relay(c, ports, docker, docker_ok, facts)
+    peer_relay = _peer_relay(c, ports, addresses, docker, docker_ok, facts)
     if env.cloudflare_api_token is None and not env.health_run:
         c.problem(
             "cloudflare:apiToken is not set: run `pulumi config set --secret cloudflare:apiToken` "

@@ -135,7 +135,8 @@ class RelayMocks(pulumi.runtime.Mocks):
         if typ == "pulumi-python:dynamic/homederp:PeerRelayServer":
             return {"bound": True}
         if typ == "pulumi-python:dynamic/homederp:TailnetPeerRelayGrant":
-            return {"client_confirmation": {"confirmed": False, "reason": "not a tailnet node"}}
+            unconfirmed = {"confirmed": False, "detail": "not listed within 60s"}
+            return {"client_confirmation": unconfirmed}
         if typ == "docker:index/image:Image":
             digest = hashlib.sha256(json.dumps(inputs.get("build"), sort_keys=True).encode())
             return {

@@ -692,7 +692,7 @@ def test_peer_relay_output(mocks: RelayMocks) -> None:
         "bound": True,
         "grant": {"src": ["*"], "dst": ["100.101.102.103"], "app": {"tailscale.com/cap/relay": []}},
         "grantIn": "tailnet policy",
-        "clientConfirmation": {"confirmed": False, "reason": "not a tailnet node"},
+        "clientConfirmation": {"confirmed": False, "detail": "not listed within 60s"},
     }
     mocks.reset()
     assert evaluate(home_config())["peer_relay"] == (None, False)

@@ -753,3 +753,24 @@ def test_stale_runtime_directory_warns() -> None:
         host=probe(facts),
     )
     assert any("RuntimeDirectoryPreserve=yes" in w for w in settings.warnings)
+
+
+# A port-forwarded ipv4 is advertised as the peer relay's static endpoint from tailscaled 1.92 on
+# (the flag's first release); an older host relays over its own addresses, with a warning.
+@pytest.mark.parametrize(
+    ("version", "endpoints"), [("1.102.5", ("203.0.114.7:40000",)), ("1.90.2", ())]
+)
+def test_peer_relay_static_endpoint_needs_1_92(version: str, endpoints: tuple[str, ...]) -> None:
+    raw = {
+        "hostname": "derp.example.com",
+        "zone": "example.com",
+        "ipv6": "2409:8a00::10",
+        "ipv4": "203.0.114.7",
+        "peerRelayPort": "40000",
+        "tailscaleVersion": version,
+    }
+    host = probe(HostFacts(addresses=["2409:8a00::10"], version=version))
+    settings = parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=host)
+    assert settings.peer_relay.static_endpoints == endpoints
+    warned = [w for w in settings.warnings if "needs tailscaled >= 1.92.0" in w]
+    assert bool(warned) is (not endpoints)

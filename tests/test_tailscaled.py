@@ -241,27 +241,46 @@ def test_real_peer_relay_set_and_cleared(
     assert not udp_bound(port)
 
 
-# Static endpoints (a port-forwarded public IPv4) reach the daemon's prefs.
-def test_real_peer_relay_static_endpoint(
+def _pref(daemon: RealTailscaled, name: str) -> str:
+    shown = subprocess.run(
+        [str(tool("tailscale")), f"--socket={daemon.socket}", "get", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return shown.stdout.strip()
+
+
+# Static endpoints (a port-forwarded public IPv4) reach the daemon's prefs through the provider;
+# an update without them clears them (an `ipv4` removed from the stack), and delete leaves the
+# daemon as it was.
+def test_real_peer_relay_static_endpoint_set_updated_cleared(
     real_tailscaled: RealTailscaled, cli_on_path: Path
 ) -> None:
     port = free_udp_port()
-    channel = HostChannel(LOCAL)
-    peer_relay.enable(
-        channel, real_tailscaled.socket, port, peer_relay.static_endpoints("203.0.114.7", port)
-    )
-    shown = subprocess.run(
-        [
-            str(tool("tailscale")),
-            f"--socket={real_tailscaled.socket}",
-            "get",
-            "relay-server-static-endpoints",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert shown.stdout.strip() == f"203.0.114.7:{port}"
-    peer_relay.disable(channel, real_tailscaled.socket, with_endpoints=True)
+    provider = peer_relay.PeerRelayServerProvider()
+    props = {"docker_host": LOCAL, "socket": real_tailscaled.socket, "port": port}
+    with_v4 = {**props, "static_endpoints": [f"203.0.114.7:{port}"]}
+    created = provider.create(with_v4)
+    assert _pref(real_tailscaled, "relay-server-static-endpoints") == f"203.0.114.7:{port}"
+    updated = provider.update(created.id, created.outs, {**props, "static_endpoints": []})
+    assert _pref(real_tailscaled, "relay-server-static-endpoints") == ""
+    assert _pref(real_tailscaled, "relay-server-port") == str(port) and udp_bound(port)
+    provider.delete(created.id, updated.outs)
+    assert _pref(real_tailscaled, "relay-server-port") == ""
+
+
+# A port another program holds is refused before the pref is set: "bound" afterwards would be
+# that program's socket, and the grant would be published for a relay that does not listen.
+def test_real_port_held_by_another_program(
+    real_tailscaled: RealTailscaled, cli_on_path: Path
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind(("0.0.0.0", 0))
+        port = other.getsockname()[1]
+        with pytest.raises(peer_relay.PeerRelayError, match=f"UDP port {port} is already in use"):
+            peer_relay.enable(HostChannel(LOCAL), real_tailscaled.socket, port, [])
+    assert _pref(real_tailscaled, "relay-server-port") == ""
 
 
 # A user who may not change prefs gets the real "Access denied", turned into the fix.

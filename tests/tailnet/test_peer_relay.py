@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from components.host import CommandResult
+from components.peer_relay import confirmation_from_client
 from tests.peers.daemons import wait_until
 from tests.peers.tailnet import RELAY_SERVER_PORT, Tailnet
 
@@ -68,3 +73,30 @@ def test_only_granted_clients_see_the_relay_server(net: Tailnet) -> None:
 
     assert candidates("c") & relay_ips, (candidates("c"), relay_ips)
     assert not candidates("a"), candidates("a")
+
+
+def _as_node(node: Any) -> Callable[[Sequence[str]], CommandResult]:
+    """The product's "this machine" runner, inside a node's namespace against its socket."""
+
+    def run_local(command: Sequence[str]) -> CommandResult:
+        assert command[0] == "tailscale", command
+        done = node.cli(*command[1:], check=False)
+        return CommandResult(done.returncode, done.stdout, done.stderr)
+
+    return run_local
+
+
+# The product's client confirmation (components/peer_relay.py) against real nodes: c, granted,
+# confirms; a is not among tag:relay-client (said so, without waiting); a with sources "*" waits
+# the bounded time and reports that it did not see the relay.
+def test_product_confirmation_from_real_clients(net: Tailnet) -> None:
+    relay_ips = list(net.relay.status()["Self"]["TailscaleIPs"])
+    c, a = net.clients["c"], net.clients["a"]
+    yes = confirmation_from_client(_as_node(c), relay_ips, ["tag:relay-client"], timeout=20)
+    assert yes["confirmed"] is True, yes
+    outside = confirmation_from_client(_as_node(a), relay_ips, ["tag:relay-client"], timeout=20)
+    assert outside["confirmed"] is None and "not among" in outside["detail"], outside
+    started = time.monotonic()
+    unseen = confirmation_from_client(_as_node(a), relay_ips, ["*"], timeout=3)
+    assert unseen["confirmed"] is False and "within 3s" in unseen["detail"], unseen
+    assert time.monotonic() - started < 15

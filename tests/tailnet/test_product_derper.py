@@ -52,7 +52,7 @@ import pytest
 from components import container, naming
 from components.netcheck.admission import docker_evidence
 from components.peer_relay import TYPE_TOKEN as PEER_RELAY_TYPE
-from components.peer_relay import PeerRelayServer, PeerRelayServerArgs, static_endpoints
+from components.peer_relay import PeerRelayServer, PeerRelayServerArgs
 from components.relay import TYPE_TOKEN as RELAY_TYPE
 from components.settings import Environment, RelaySettings, parse_settings
 from components.validation import (
@@ -616,7 +616,7 @@ def test_peer_relay_server_through_the_provider(
             docker_host=settings.docker.host,
             socket=settings.derper.tailscale_socket,
             port=settings.peer_relay.port,
-            static_endpoints=static_endpoints(settings.addresses.ipv4, settings.peer_relay.port),
+            static_endpoints=list(settings.peer_relay.static_endpoints),
         )
         inputs = dynamic_inputs(lambda: PeerRelayServer("relay-900-peer-relay", args, None))
         urn = urn_for(PEER_RELAY_TYPE, "relay-900-peer-relay", parent_type=RELAY_TYPE)
