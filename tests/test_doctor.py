@@ -190,6 +190,7 @@ def test_parse_cgroups_both_drivers() -> None:
         (["--stak", "home"], 2, "did you mean --stack?"),
         (["--js"], 2, "unrecognized arguments: --js"),
         (["-s", "hme"], 2, "did you mean -s home?"),
+        (["--timeout", "-1"], 2, "is not a timeout in seconds"),
     ],
 )
 def test_cli_usage_errors(args: list[str], code: int, says: str) -> None:
@@ -204,3 +205,17 @@ def test_cli_without_project_cannot_run(tmp_path: Path) -> None:
     done = doctor_cli("-C", str(tmp_path))
     assert done.returncode == 3
     assert "no Pulumi.yaml" in done.stderr
+
+
+# A stack file that is not valid YAML: exit 3 with the line and column, never the text of the line
+# (PyYAML's own message quotes it, and stack files hold secrets).
+def test_broken_stack_file_never_prints_its_text(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    secret = "Abc123SecretTok"
+    (tmp_path / "Pulumi.bad.yaml").write_text(
+        f"config:\n  home-derp:hostname: derp.example.com\n  cloudflare:apiToken: {secret}: en\n"
+    )
+    done = doctor_cli("-C", str(tmp_path), "-s", "bad", "--json")
+    assert done.returncode == 3, done.stderr
+    assert "is not valid YAML" in done.stderr and "line 3" in done.stderr
+    assert secret not in done.stderr + done.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from components.doctor.model import Check, Report, Status
-from components.netcheck.cli import DidYouMeanParser
+from components.netcheck.cli import DidYouMeanParser, seconds
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="project directory (default: the nearest with Pulumi.yaml)",
     )
     p.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="seconds per API request (10)"
+        "--timeout", type=seconds, default=10.0, metavar="S", help="seconds per API request (10)"
     )
     return p
 

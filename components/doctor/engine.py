@@ -26,12 +26,13 @@ import docker
 import docker.errors
 import requests
 
+from components.errors import HomeDerpError
 from components.host import HostChannel, HostReadError
 
 DIAL_STDIO: Final = ("docker", "system", "dial-stdio")
 
 
-class EngineError(Exception):
+class EngineError(HomeDerpError):
     """The engine could not be asked; the message says where and why."""
 
 

@@ -19,12 +19,13 @@ from typing import Any, Final
 
 import yaml
 
+from components.errors import HomeDerpError
 from components.settings import KNOWN_KEYS, NAMESPACE, SECRET_KEYS
 
 PROJECT_FILES: Final = ("Pulumi.yaml", "Pulumi.yml")
 
 
-class StackFileError(Exception):
+class StackFileError(HomeDerpError):
     """The project or stack file cannot be used; ``usage`` when the user named a wrong stack."""
 
     def __init__(self, message: str, *, usage: bool = False) -> None:
@@ -60,11 +61,23 @@ def find_project(start: Path) -> Path:
     )
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, never the text around it: a stack file holds secrets, and
+    PyYAML's own message quotes the offending line."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{exc.problem or exc.context or 'invalid YAML'}{where}"
+    return type(exc).__name__
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise StackFileError(f"cannot read {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise StackFileError(f"{path} is not valid YAML: {yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -56,7 +56,8 @@ def _resolver(text: str) -> str:
     return text
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
+    """An argparse type: a timeout in seconds, 0 < S <= 600 (shared with the doctor)."""
     try:
         value = float(text)
     except ValueError:
@@ -160,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="derper's container on --docker-host (home-derp names it derper-<id>-<code>)",
     )
-    p.add_argument("--timeout", type=_seconds, default=5.0, metavar="S", help="whole report (5)")
-    p.add_argument("--stun-timeout", type=_seconds, default=3.0, metavar="S", help="STUN phase (3)")
+    p.add_argument("--timeout", type=seconds, default=5.0, metavar="S", help="whole report (5)")
+    p.add_argument("--stun-timeout", type=seconds, default=3.0, metavar="S", help="STUN phase (3)")
     maps = p.add_mutually_exclusive_group()
     maps.add_argument("--derp-map", metavar="URL|FILE", help="compare with this DERP map")
     maps.add_argument(
