@@ -286,15 +286,18 @@ class StaticHold:
     """Why none of them may be published (the first entry's :func:`rejection`); None if one may."""
 
 
-def static_address_on_host(address: str, candidates: Iterable[Candidate]) -> StaticHold:
+def static_address_on_host(
+    address: str, candidates: Iterable[Candidate], interface: str | None = None
+) -> StaticHold:
     """The one rule for a static address on the host, shared by settings and the doctor.
 
     Not on the host is not an error by itself (a NAT66 or proxy may forward it; each caller says
     how much that matters to it); held only as temporary or deprecated breaks within a day.
     """
     held = tuple(c for c in candidates if _same_ip(c.address, address))
-    usable = next((c for c in held if rejection(c) is None), None)
-    problem = rejection(held[0]) if held and usable is None else None
+    # with home-derp:ipv6Interface, exactly auto's rule: only there, and any kind of interface
+    usable = next((c for c in held if rejection(c, interface) is None), None)
+    problem = rejection(held[0], interface) if held and usable is None else None
     return StaticHold(held, usable, problem)
 
 

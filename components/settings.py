@@ -671,7 +671,7 @@ def _static_ipv6_on_host(
     except (HostReadError, Ipv6DiscoveryError) as exc:
         c.warn(f"home-derp:ipv6 = {address!r} could not be checked on the relay host: {exc}")
         return
-    hold = static_address_on_host(address, candidates)
+    hold = static_address_on_host(address, candidates, interface)
     if not hold.held:
         c.warn(
             f"home-derp:ipv6 = {address!r} is not an address of the relay host (NAT66 or a "

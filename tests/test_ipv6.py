@@ -548,3 +548,9 @@ def test_static_address_on_host() -> None:
     mixed = static_address_on_host("2a01:4f8:1::5", [old, good])
     assert (mixed.usable, mixed.problem) == (good, None)
     assert static_address_on_host("not-an-ip", [other]).held == ()
+    # a VPN interface is refused unless ipv6Interface names it — then it is accepted, as for auto
+    vpn = Candidate("wg0", "2a01:4f8:1::9", 64, "global")
+    refused = static_address_on_host("2a01:4f8:1::9", [vpn])
+    assert refused.problem is not None and "ipv6Interface" in refused.problem
+    assert static_address_on_host("2a01:4f8:1::9", [vpn], "wg0").usable == vpn
+    assert choose_stable_ipv6([vpn], "wg0").address == vpn.address

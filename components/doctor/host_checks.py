@@ -289,7 +289,7 @@ def ipv6_check(plan: Plan, host: HostProbe | None, gate: Check) -> tuple[Check, 
 
 
 def _static_verdict(address: str, interface: str | None, candidates: Sequence[Candidate]) -> Check:
-    hold = static_address_on_host(address, candidates)
+    hold = static_address_on_host(address, candidates, interface)
     hint = _stable_hint(candidates, interface)
     if not hold.held:
         # stricter than the program, which only warns: the doctor's ✗ carries the NAT66 caveat
