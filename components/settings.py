@@ -904,7 +904,16 @@ def _derper(
     if not verify:
         c.warn("verifyClients=false: anyone who learns the hostname can relay through it")
     socket = c.text("tailscaleSocket", tailscaled.DEFAULT_SOCKET)
-    socket_ok = c.checked("tailscaleSocket", socket, check_socket_path(socket))
+    blank = c.raw.get("tailscaleSocket") is not None and c.optional("tailscaleSocket") is None
+    # set but empty: refused rather than silently taken as the default path
+    socket_ok = c.checked(
+        "tailscaleSocket",
+        "" if blank else socket,
+        "must not be empty: remove the key for the default "
+        f"{tailscaled.DEFAULT_SOCKET}, or give tailscaled's socket path"
+        if blank
+        else check_socket_path(socket),
+    )
     image = c.optional("image")
     if image is not None:
         c.checked("image", image, check_image(image) or _derper_image_pin_problem(image))
@@ -1082,6 +1091,23 @@ def _static_endpoints(
     return (f"{addresses.ipv4}:{port}",)
 
 
+def _root_with_socket(c: Collector, derper: Derper, ports: Ports) -> None:
+    """derper runs as root below port 1024 and from a pinned image (container.py), and tailscaled
+    gives uid 0 write access to its LocalAPI (docs/upstream/localapi.md): say so."""
+    if not derper.verify_clients:
+        return
+    why = None
+    if derper.build is None:
+        why = f"the pinned image {derper.image} runs as root"
+    elif ports.derp < 1024:
+        why = f"home-derp:derpPort {ports.derp} is below 1024, so derper runs as root"
+    if why:
+        c.warn(
+            f"{why} with tailscaled's socket: root may change tailscaled's prefs, not only ask "
+            "whois. Use a derpPort of 1024 or above with the built image to run derper as 65532"
+        )
+
+
 def parse_settings(
     raw: Mapping[str, str | None],
     *,
@@ -1104,6 +1130,7 @@ def parse_settings(
     policy = _policy(c, env)
     ddns = _ddns(c, addresses.pin_ipv6)
     peer_relay = _peer_relay(c, ports, addresses, docker, docker_ok, facts)
+    _root_with_socket(c, derper, ports)
     if env.cloudflare_api_token is None and not env.health_run:
         c.problem(
             "cloudflare:apiToken is not set: run `pulumi config set --secret cloudflare:apiToken` "

@@ -161,6 +161,7 @@ BAD_CONFIGS: list[tuple[str, dict[str, str | None], str, str]] = [
         "WireGuard",
     ),
     ("peerRelayPort too big", {"peerRelayPort": "70000"}, "home-derp:peerRelayPort", "1-65535"),
+    ("tailscaleSocket empty", {"tailscaleSocket": ""}, "home-derp:tailscaleSocket", "not be empty"),
     (
         "peerRelaySources without a port",
         {"peerRelaySources": '["tag:laptop"]'},
@@ -774,3 +775,14 @@ def test_peer_relay_static_endpoint_needs_1_92(version: str, endpoints: tuple[st
     assert settings.peer_relay.static_endpoints == endpoints
     warned = [w for w in settings.warnings if "needs tailscaled >= 1.92.0" in w]
     assert bool(warned) is (not endpoints)
+
+
+# derper as root with tailscaled's socket (a port below 1024, the default 443, or a pinned image)
+# is warned about: root gets write access to the LocalAPI. Port 12345 and the build: no warning.
+@pytest.mark.parametrize(("extra", "warned"), [({"derpPort": "443"}, True), ({}, False)])
+def test_root_derper_with_the_socket_is_warned(extra: dict[str, str], warned: bool) -> None:
+    raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
+    raw = {**raw, "derpPort": "12345", **extra}
+    host = probe(HostFacts(addresses=["2409:8a00::10"]))
+    settings = parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=host)
+    assert any("may change tailscaled's prefs" in w for w in settings.warnings) is warned
