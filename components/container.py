@@ -82,8 +82,8 @@ def cert_file_base(hostname: str) -> str:
 
 
 def needs_privileged_port(ports: Ports) -> bool:
-    """Ports below 1024 need CAP_NET_BIND_SERVICE."""
-    return min(ports.derp, ports.stun) < 1024
+    """Ports below 1024 need CAP_NET_BIND_SERVICE (the rule: ``Ports.privileged``)."""
+    return ports.privileged
 
 
 def derper_user(settings: RelaySettings) -> str:

@@ -92,10 +92,12 @@ def judge(inputs: Mapping[str, Any]) -> dict[str, Any]:
     problems = verdict_problems(inputs)
     mode = inputs.get("mode") or "enforce"
     if problems and (mode == "enforce" or certificate_alarm(inputs) is not None):
-        raise RelayUnhealthyError(
-            "\n\n".join(problems) + "\n\nFix the relay and run `pulumi up` again; "
-            "`home-derp:validate=warn` deploys anyway and records the failure in the outputs."
-        )
+        advice = "\n\nFix the relay and run `pulumi up` again"
+        if mode == "enforce":
+            advice += (
+                "; `home-derp:validate=warn` deploys anyway and records the failure in the outputs"
+            )
+        raise RelayUnhealthyError("\n\n".join(problems) + advice + ".")
     if problems:
         print(
             "home-derp: home-derp:validate=warn, the relay is NOT healthy:\n"

@@ -204,6 +204,11 @@ class Ports:
     stun: int
     """UDP port of derper's STUN server."""
 
+    @property
+    def privileged(self) -> bool:
+        """A port below 1024 needs CAP_NET_BIND_SERVICE, so root (components/container.py)."""
+        return min(self.derp, self.stun) < 1024
+
 
 @dataclass(frozen=True)
 class Region:
@@ -1099,12 +1104,15 @@ def _root_with_socket(c: Collector, derper: Derper, ports: Ports) -> None:
     why = None
     if derper.build is None:
         why = f"the pinned image {derper.image} runs as root"
-    elif ports.derp < 1024:
-        why = f"home-derp:derpPort {ports.derp} is below 1024, so derper runs as root"
+    elif ports.privileged:
+        why = (
+            f"home-derp:derpPort {ports.derp} / stunPort {ports.stun}: a port below 1024 makes "
+            "derper run as root"
+        )
     if why:
         c.warn(
             f"{why} with tailscaled's socket: root may change tailscaled's prefs, not only ask "
-            "whois. Use a derpPort of 1024 or above with the built image to run derper as 65532"
+            "whois. Use ports of 1024 or above with the built image to run derper as 65532"
         )
 
 

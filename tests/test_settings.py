@@ -779,7 +779,10 @@ def test_peer_relay_static_endpoint_needs_1_92(version: str, endpoints: tuple[st
 
 # derper as root with tailscaled's socket (a port below 1024, the default 443, or a pinned image)
 # is warned about: root gets write access to the LocalAPI. Port 12345 and the build: no warning.
-@pytest.mark.parametrize(("extra", "warned"), [({"derpPort": "443"}, True), ({}, False)])
+@pytest.mark.parametrize(
+    ("extra", "warned"),
+    [({"derpPort": "443"}, True), ({"stunPort": "999"}, True), ({}, False)],
+)
 def test_root_derper_with_the_socket_is_warned(extra: dict[str, str], warned: bool) -> None:
     raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
     raw = {**raw, "derpPort": "12345", **extra}
