@@ -5,7 +5,7 @@ Each figure is one fresh interpreter, timed from its first import to the end of 
 * floor: the bare import of the SDKs the program uses (nothing we write can be faster);
 * eval, host faked: ``__main__.py`` under Pulumi mocks (tests/mocks.py) with the host probe
   replaced in-process by ``HostFacts``, exactly as the test suite does (no host I/O);
-* eval, local discovery: the real ``components.settings.LiveHost`` on ``unix://``: the real
+* eval, local discovery: the real ``components.relay_host.LiveHost`` on ``unix://``: the real
   ``ip`` reads the interfaces, ``test -S`` a real socket file, the ``tailscale`` stand-in
   (tests/peers/tailscale_cli.py, first on PATH) answers ``version``/``status``, and the real
   ``systemctl`` is asked about the unit;
@@ -107,10 +107,10 @@ if spec["mode"] in ("floor", "floor_gc"):
 else:
     import pulumi  # as the language host's executor does; the program imports the rest itself
     sys.path.insert(0, spec["root"])
-    from components import host, settings
+    from components import host, relay_host
     from tests.mocks import HostFacts, evaluate, home_config, host_factory, install_mocks
     if spec["mode"] == "fake":
-        settings.LiveHost = host_factory(HostFacts())
+        relay_host.LiveHost = host_factory(HostFacts())
     else:
         run = host.HostChannel.run
         def timed(self, command, *, what):

@@ -36,7 +36,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components import naming
-from components.settings import Derper, Ports, RelaySettings
+from components.settings import Derper, Ports, RelaySettings, derper_runs_as_root
 
 #: The build context: the Dockerfile's folder and nothing else (a change elsewhere in the repo
 #: must not rebuild derper).
@@ -88,9 +88,8 @@ def needs_privileged_port(ports: Ports) -> bool:
 
 def derper_user(settings: RelaySettings) -> str:
     """uid:gid derper runs as (see the module docstring for why root below 1024, and for a
-    pinned image)."""
-    pinned = settings.derper.build is None
-    return ROOT_USER if pinned or needs_privileged_port(settings.ports) else DERPER_USER
+    pinned image; the rule is ``settings.derper_runs_as_root``)."""
+    return ROOT_USER if derper_runs_as_root(settings.derper, settings.ports) else DERPER_USER
 
 
 def capability_adds(ports: Ports) -> list[str]:

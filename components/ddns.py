@@ -28,14 +28,14 @@ import pulumi_docker as docker
 
 from components import naming
 from components.ipv6 import INTERFACE_NAME
-from components.settings import DEFAULT_DDNS_IMAGE
+from components.settings import keys
 
 TYPE_TOKEN = "homederp:index:DdnsUpdater"
 
-#: Pinned release, kept with the other defaults in settings.py (git tag v1.17.0; Docker Hub tags
+#: Pinned release, kept with the other defaults in the key table, components/settings/keys.py (git tag v1.17.0; Docker Hub tags
 #: are the bare semver). Needs ≥ 1.17.0 for ``hostid6``; ≥ 1.15.0 for ``local.iface`` and
 #: ``CLOUDFLARE_API_TOKEN``. Add ``@sha256:…`` once the digest is read from a registry.
-DEFAULT_IMAGE = DEFAULT_DDNS_IMAGE
+DEFAULT_IMAGE = keys.default_text("ddnsImage")
 #: The image's own recommendation (README "Docker Compose" and its Dockerfile ``USER 1000:1000``).
 DEFAULT_USER = "1000:1000"
 #: How often the updater re-reads the address (its own default, stated for the reader).

@@ -35,6 +35,7 @@ __all__ = [
     "peer_relay_grant",
     "region_drained",
     "region_to_dict",
+    "regions",
     "remove_grant",
     "remove_region",
     "restore_region",
@@ -235,6 +236,44 @@ def find_region(policy_text: str, region_id: int) -> dict[str, Any] | None:
     found = _find(doc, _region_path(region_id), "object")
     value: dict[str, Any] | None = found.value if found is not None else None
     return value
+
+
+def regions(policy_text: str) -> dict[int, Any]:
+    """Every region of ``derpMap.Regions`` keyed as the control plane reads the map.
+
+    ``tailcfg.DERPMap.Regions`` is a ``map[int]*DERPRegion`` (docs/upstream/derpmap.md): a key is
+    parsed as Go's ``strconv.ParseInt`` parses it, so ``"0900"`` is region 900; the struct fields
+    on the way match in any case. The one reader of the regions for the program, the doctor and the
+    policy pack: two spellings of a field, or two keys naming one region, raise
+    :class:`PolicyTextError` naming both, for all of them alike. A key that is not a number is
+    reported the same way (Go refuses the whole policy).
+    """
+    doc = _document(policy_text)
+    if _find(doc, _DERP_MAP, "object") is None:
+        return {}
+    _hujson(hujson.check_unique_keys, doc, _DERP_MAP)
+    found = _find(doc, _REGIONS, "object")
+    if found is None:
+        return {}
+    out: dict[int, Any] = {}
+    spelled: dict[int, str] = {}
+    spellings = found.keys()  # hujson.Found: the keys as the file spells them
+    for key in spellings:
+        number = hujson.go_int(key)
+        if number is None:
+            raise PolicyTextError(
+                f"derpMap.Regions key {key!r} is not a region number (the control plane reads "
+                "the keys as integers)"
+            )
+        if number in spelled:
+            raise PolicyTextError(
+                f"derpMap.Regions has region {number} twice ({spelled[number]!r} and {key!r}); "
+                "the control plane would keep only one of them: remove the other"
+            )
+        spelled[number] = key
+        region = _hujson(hujson.find, doc, (*_REGIONS, hujson.Key(key)))
+        out[number] = region.value if region is not None else None
+    return out
 
 
 def _same_types(a: Any, b: Any) -> bool:

@@ -63,6 +63,7 @@ __all__ = [
     "equal_fold",
     "find",
     "format_path",
+    "go_int",
     "loads",
     "parse",
     "remove",
@@ -270,7 +271,7 @@ def equal_fold(a: str, b: str) -> bool:
 _GO_INT = re.compile(r"[+-]?[0-9]+")
 
 
-def _go_int(key: str) -> int | None:
+def go_int(key: str) -> int | None:
     """``strconv.ParseInt(key, 10, 64)``, or None where Go would fail."""
     if not _GO_INT.fullmatch(key):
         return None
@@ -282,7 +283,7 @@ def _matches(segment: str | Key | IntKey, folded: str | None, key: str) -> bool:
     if isinstance(segment, Key):
         return key == segment.name
     if isinstance(segment, IntKey):
-        return _go_int(key) == segment.number
+        return go_int(key) == segment.number
     return _fold(key) == folded
 
 

@@ -49,17 +49,3 @@ def ddns_container_name(hostname: str) -> str:
 def derper_image_name(tailscale_version: str) -> str:
     """The locally built derper image, tagged with the tailscale release it was built from."""
     return f"home-derp/derper:v{tailscale_version}"
-
-
-#: An image reference pinned by content: a tag can be rebuilt under a running relay, a digest not.
-_DIGEST_PIN: Final = re.compile(r"@sha256:[0-9a-f]{64}$")
-
-
-def pinned_by_digest(reference: str) -> bool:
-    """True when ``reference`` names its image by digest (``name[:tag]@sha256:<64 hex>``).
-
-    A derper image other than the one built here must be pinned so: it is handed the tailscaled
-    socket (docs/architecture.md, "derper"). settings.py refuses anything else before any resource;
-    the policy pack's derper-image-provenance rule checks the same on what was registered.
-    """
-    return _DIGEST_PIN.search(reference) is not None

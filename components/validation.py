@@ -48,16 +48,17 @@ from typing import TYPE_CHECKING, Any, Final
 import pulumi
 import pulumi.dynamic
 
+from components.settings import keys
+from components.settings.keys import MAX_VALIDATE_TIMEOUT_SECONDS, VALIDATE_MODES
 from components.wire import is_unknown, plain
 
 if TYPE_CHECKING:
     from components.netcheck import Check, RelayTarget, Report
 
 TYPE_TOKEN: Final = "pulumi-python:dynamic/homederp:RelayValidation"
-MODES: Final = ("enforce", "warn", "off")
-DEFAULT_TIMEOUT_SECONDS: Final = 120
-#: The longest a validation may keep retrying (home-derp:validateTimeout and the provider's check).
-MAX_TIMEOUT_SECONDS: Final = 1800
+MODES: Final = VALIDATE_MODES
+DEFAULT_TIMEOUT_SECONDS: Final = keys.default_int("validateTimeout")
+MAX_TIMEOUT_SECONDS: Final = MAX_VALIDATE_TIMEOUT_SECONDS
 
 # One probe has netcheck's own budgets (5 s report, 3 s STUN: docs/upstream/netcheck.md); between
 # probes wait 1, 2, 4, 5, 5, … s (never past the deadline) for DNS and the container to come up.

@@ -11,7 +11,6 @@ Why each rule exists: docs/architecture.md ("Decisions") and the upstream facts 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,15 +23,16 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from components.derpmap import CUSTOM_REGION_IDS, PolicyTextError, parse_hujson
+from components import image_reference
+from components.derpmap import CUSTOM_REGION_IDS, PolicyTextError, regions
 from components.hujson import equal_fold
 from components.naming import (
     IMAGE_LABEL,
     ROLE_DERPER,
     ROLE_LABEL,
     image_source,
-    pinned_by_digest,
 )
+from components.settings import ACME_DIRECTORIES
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
@@ -44,7 +44,7 @@ TAILSCALE_ACL = "tailscale:index/acl:Acl"
 
 DERPER_ROLE = ROLE_DERPER  # kept for readers of older rules
 
-ACME_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+ACME_PRODUCTION = ACME_DIRECTORIES["production"]
 #: Stacks whose name contains one of these may use a staging/test ACME directory.
 NON_PRODUCTION_MARKERS = ("test", "dev")
 
@@ -156,19 +156,9 @@ def hardening_problems(props: Mapping[str, Any]) -> list[str]:
 
 
 def image_pin_problem(reference: str) -> str | None:
-    """Why an image reference is not pinned, or None (a digest, or a tag other than latest)."""
-    if "@" in reference:
-        digest = reference.split("@", 1)[1]
-        return None if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else f"bad digest {digest!r}"
-    last = reference.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return "no tag (Docker pulls :latest)"
-    tag = last.rsplit(":", 1)[1]
-    if tag == "latest":
-        return "tag :latest moves under you"
-    if not tag:
-        return "empty tag"
-    return None
+    """Why an image reference is not pinned, or None (the one grammar:
+    ``components.image_reference``, which settings use too)."""
+    return image_reference.pin_problem(reference)
 
 
 def missing_address_families(ports: Iterable[Any]) -> list[str]:
@@ -229,17 +219,16 @@ def _field(value: Any, name: str) -> Any:
     return next((v for k, v in value.items() if equal_fold(str(k), name)), None)
 
 
-def derp_map_problems(policy: Any) -> list[str]:
-    """Problems of every region in a parsed tailnet policy's ``derpMap``."""
-    derp_map = _field(policy, "derpMap")
-    if derp_map is None:
-        return []
-    regions = _field(derp_map, "Regions")
-    if not isinstance(regions, Mapping):
-        return ["derpMap.Regions must be an object keyed by region id"]
+def derp_map_problems(policy_text: str) -> list[str]:
+    """Problems of every region in a tailnet policy's ``derpMap``, read as the program reads it
+    (``components.derpmap.regions``: ``"0900"`` is region 900, two spellings are refused)."""
+    try:
+        found = regions(policy_text)
+    except PolicyTextError as exc:
+        return [f"the policy's derpMap cannot be read: {exc}"]
     problems: list[str] = []
-    for key, region in regions.items():
-        problems.extend(region_problems(str(key), region))
+    for number, region in found.items():
+        problems.extend(region_problems(str(number), region))
     return problems
 
 
@@ -339,7 +328,7 @@ def image_source_problem(source_type: str, props: Mapping[str, Any]) -> str | No
         return f"it is built from {context or 'an unknown context'}, not {DERPER_BUILD_CONTEXT}"
     if source_type == REMOTE_IMAGE:
         name = str(props.get("name") or "")
-        if pinned_by_digest(name):
+        if image_reference.pinned_by_digest(name):
             return None
         return f"{name or 'a remote image'} is not pinned by digest (@sha256:…)"
     return f"it comes from a {source_type}"
@@ -395,10 +384,7 @@ def validate_derp_region(args: ResourceValidationArgs, report: ReportViolation) 
         text = args.props.get("acl")
         if not isinstance(text, str):
             return
-        try:
-            problems = derp_map_problems(parse_hujson(text))
-        except PolicyTextError as exc:
-            problems = [f"policy text is not HuJSON: {exc}"]
+        problems = derp_map_problems(text)
     else:
         return
     for problem in problems:

@@ -52,13 +52,13 @@ __all__ = [
 def relay_host(monkeypatch: pytest.MonkeyPatch) -> HostFacts:
     """The relay host every program evaluation reads: healthy unless a test changes it.
 
-    Only the one I/O edge (``components.settings.LiveHost``) is replaced; host reads themselves
+    Only the one I/O edge (``components.relay_host.LiveHost``) is replaced; host reads themselves
     are tested against the real tailscale CLI, tailscaled and sshd (tests/test_tailscaled.py).
     """
-    from components import settings
+    from components import relay_host
 
     facts = HostFacts()
-    monkeypatch.setattr(settings, "LiveHost", host_factory(facts))
+    monkeypatch.setattr(relay_host, "LiveHost", host_factory(facts))
     for name in ("GITHUB_ACTIONS", "RUNNER_ENVIRONMENT", "HOME_DERP_HEALTH_RUN"):
         monkeypatch.delenv(name, raising=False)
     return facts

@@ -320,7 +320,7 @@ def evaluate(config: Mapping[str, str]) -> dict[str, tuple[Any, bool]]:
 # ---------------------------------------------------------------------------------------------
 # The relay host, for program evaluations under mocks
 #
-# The program reads the relay host at every evaluation (components.settings.LiveHost). Tests of
+# The program reads the relay host at every evaluation (components.relay_host.LiveHost). Tests of
 # the *program* replace that one edge with HostFacts below; the reads themselves are tested against
 # real programs (tests/test_tailscaled.py: a real tailscaled and the real CLI, real sshd).
 
@@ -351,7 +351,7 @@ class HostFacts:
             raise self.error
 
     def probe(self, docker_host: str) -> HostFacts:
-        """Stands in for ``components.settings.LiveHost(docker_host)``."""
+        """Stands in for ``components.relay_host.LiveHost(docker_host)``."""
         self.reads.append(f"connect {docker_host}")
         return self
 
@@ -423,9 +423,13 @@ class HostProbeAdapter:
 
         return runtime_directory_problem(self.facts.systemd_show, socket)
 
+    def close(self) -> None:
+        """``LiveHost.close``: the evaluation is done with the host."""
+        self.facts.reads.append("close")
+
 
 def host_factory(facts: HostFacts) -> Any:
-    """A stand-in for the ``components.settings.LiveHost`` class that answers with ``facts``."""
+    """A stand-in for the ``components.relay_host.LiveHost`` class that answers with ``facts``."""
 
     def live_host(docker_host: str) -> HostProbeAdapter:
         return HostProbeAdapter(facts.probe(docker_host))

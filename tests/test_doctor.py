@@ -18,8 +18,8 @@ from components import tailscale_api
 from components.doctor.credentials import STAND_INS, resolve, secrets_check
 from components.doctor.host_checks import Listener, parse_cgroups, parse_ss
 from components.doctor.model import Report, failed, passed
-from components.doctor.stack import StackFileError, load_stack
 from components.settings import SECRET_KEYS
+from components.stack_config import StackFileError, load_stack
 from tests.mocks import ROOT, stack_config
 
 

@@ -1,4 +1,4 @@
-"""Pulumi.yaml's config schema agrees with settings.py and with the CLI's own rules.
+"""Pulumi.yaml's config schema agrees with the key table and with the CLI's own rules.
 
 The CLI validates stacks against the schema before the program runs
 (``ValidateStackConfigAndApplyProjectConfig`` in pulumi/pulumi): a typed key without a default is
@@ -16,7 +16,7 @@ import pulumi
 import pytest
 import yaml
 
-from components.settings import KNOWN_KEYS, Environment, parse_settings
+from components.settings import KEYS, KNOWN_KEYS, Environment, parse_settings
 from tests.mocks import ROOT, HostFacts, HostProbeAdapter, project_config_schema, project_defaults
 
 STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))
@@ -29,7 +29,7 @@ def declared_type(spec: dict[str, Any]) -> type:
     return PYTHON_TYPES[spec["type"]]
 
 
-# Every key settings.py reads is documented in Pulumi.yaml, unqualified, typed, described.
+# Every key the settings read is documented in Pulumi.yaml, unqualified, typed, described.
 def test_schema_declares_every_setting() -> None:
     schema = project_config_schema()
     assert set(schema) == set(KNOWN_KEYS) - UNDECLARED
@@ -37,6 +37,21 @@ def test_schema_declares_every_setting() -> None:
         assert ":" not in key, f"{key}: the project's own keys are declared without a namespace"
         assert spec.get("type") in PYTHON_TYPES, key
         assert spec.get("description"), key
+
+
+# Pulumi.yaml declares each key exactly as the key table does: type, default, meaning. The key
+# table (components/settings/keys.py) is the one home of every default; this is its copy for the
+# CLI, and it may not drift.
+@pytest.mark.parametrize("key", [k for k in KEYS if k.declared], ids=lambda k: k.name)
+def test_pulumi_yaml_matches_the_key_table(key: Any) -> None:
+    spec = project_config_schema()[key.name]
+    assert spec["type"] == key.type
+    assert spec["description"] == key.description
+    if key.required:
+        assert "default" not in spec
+    else:
+        default = list(key.default) if isinstance(key.default, tuple) else key.default
+        assert spec["default"] == default
 
 
 # Only hostname and ipv6 are required; every other key has a default of its declared type.
@@ -62,12 +77,12 @@ def test_stack_files_pass_cli_validation(stack_file: Path) -> None:
             assert isinstance(value, declared_type(schema[key])), f"{stack_file.name}: {key}"
 
 
-# Pulumi.yaml's defaults mean exactly what settings.py does when a key is absent.
+# Pulumi.yaml's defaults mean exactly what the settings do when a key is absent.
 def test_defaults_match_settings() -> None:
     required = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
     env = Environment(cloudflare_api_token=pulumi.Output.secret("t"))
     host = HostProbeAdapter(HostFacts(addresses=["2409:8a00::10"]))
-    bare = parse_settings(required, env=env, host=host)
+    bare = parse_settings(required, env=env, host=host).require()
     defaults = {k.split(":", 1)[1]: v for k, v in project_defaults().items()}
-    with_defaults = parse_settings({**defaults, **required}, env=env, host=host)
+    with_defaults = parse_settings({**defaults, **required}, env=env, host=host).require()
     assert with_defaults == bare

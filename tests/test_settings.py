@@ -11,7 +11,6 @@ import pytest
 from components.host import HostReadError
 from components.ipv6 import Candidate, address_class_problem, choose_stable_ipv6
 from components.settings import (
-    DEFAULT_TAILSCALE_VERSION,
     ConfigError,
     Environment,
     check_image,
@@ -19,6 +18,7 @@ from components.settings import (
     check_selector,
     parse_settings,
 )
+from components.settings.keys import FALLBACK_TAILSCALE_VERSION
 from components.tailscaled import TailscaledError
 from tests.conftest import HostFacts, RelayMocks, home_config, run_program, set_config
 from tests.mocks import HostProbeAdapter
@@ -372,10 +372,10 @@ def test_bad_relay_host_fails_before_any_resource(
     key: str,
     words: str,
 ) -> None:
-    from components import settings
+    from components import relay_host
     from tests.mocks import host_factory
 
-    monkeypatch.setattr(settings, "LiveHost", host_factory(facts))
+    monkeypatch.setattr(relay_host, "LiveHost", host_factory(facts))
     extra = {"peerRelayPort": "40000"} if key.endswith("peerRelayPort") else {}
     set_config(home_config(**extra))
 
@@ -394,7 +394,7 @@ def test_bad_relay_host_fails_before_any_resource(
 def test_all_problems_reported_at_once() -> None:
     raw = {"hostname": "derp", "ipv6": "fe80::1", "derpPort": "80", "regionId": "5"}
     with pytest.raises(ConfigError) as failure:
-        parse_settings(raw, env=Environment())
+        parse_settings(raw, env=Environment()).require()
     keys = ["hostname", "zone", "ipv6", "derpPort", "regionId", "cloudflare:apiToken"]
     assert len(failure.value.problems) == len(keys)
     for key in keys:
@@ -413,7 +413,7 @@ def test_defaults() -> None:
         {"hostname": "Derp.Example.com.", "zone": "example.com", "ipv6": "2409:8A00::10"},
         env=Environment(cloudflare_api_token=TOKEN),
         host=host,
-    )
+    ).require()
     assert settings.hostname == "derp.example.com"
     assert settings.addresses.ipv6 == "2409:8a00::10"
     assert (settings.ports.derp, settings.ports.stun) == (443, 3478)
@@ -476,7 +476,7 @@ def test_full_config_accepted() -> None:
         },
         env=Environment(cloudflare_api_token=TOKEN),
         host=probe(HostFacts(addresses=["2a01:4f8:c0c:1234::2"])),
-    )
+    ).require()
     assert settings.zone.name is None and settings.zone.id == "0123456789abcdef0123456789abcdef"
     assert settings.addresses.all == ("2a01:4f8:c0c:1234::2", "203.0.114.7")
     assert settings.acme.server_url.startswith("https://acme-staging-v02")
@@ -497,14 +497,15 @@ def test_ipv6_auto_uses_discovery() -> None:
         {**raw, "ipv6Interface": "eth0", "dockerHost": "ssh://me@host"},
         env=Environment(cloudflare_api_token=TOKEN),
         host=probe(facts),
-    )
+    ).require()
     assert settings.addresses.ipv6 == "2409:8a00:1:2::9"
     assert settings.addresses.ipv6_mode == "auto"
     assert "addresses eth0" in facts.reads
 
     broken = HostFacts(error=HostReadError("unreachable", "ssh: Connection refused"))
     with pytest.raises(ConfigError, match=r"home-derp:ipv6 = 'auto': no usable address.*refused"):
-        parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=probe(broken))
+        env = Environment(cloudflare_api_token=TOKEN)
+        parse_settings(raw, env=env, host=probe(broken)).require()
 
 
 # A static address the host does not hold at all is only a warning (NAT66 and proxies exist).
@@ -513,7 +514,7 @@ def test_static_address_not_on_host_warns() -> None:
         {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::77"},
         env=Environment(cloudflare_api_token=TOKEN),
         host=probe(HostFacts(addresses=["2409:8a00::10"])),
-    )
+    ).require()
     assert any("is not an address of the relay host" in w for w in settings.warnings)
 
 
@@ -549,9 +550,9 @@ def test_version_falls_back_without_tailscaled_when_not_verifying() -> None:
                 tailscaled_error=TailscaledError("cli-missing", "no tailscale CLI"),
             )
         ),
-    )
+    ).require()
     assert settings.derper.build is not None
-    assert settings.derper.build.tailscale_version == DEFAULT_TAILSCALE_VERSION
+    assert settings.derper.build.tailscale_version == FALLBACK_TAILSCALE_VERSION
     assert any("building derper" in w for w in settings.warnings)
 
 
@@ -559,15 +560,15 @@ def test_version_falls_back_without_tailscaled_when_not_verifying() -> None:
 def test_explicit_version() -> None:
     base = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
     env = Environment(cloudflare_api_token=TOKEN)
-    same = parse_settings({**base, "tailscaleVersion": "v1.102.5"}, env=env, host=probe())
+    same = parse_settings({**base, "tailscaleVersion": "v1.102.5"}, env=env, host=probe()).require()
     assert same.derper.build is not None and same.derper.build.tailscale_version == "1.102.5"
     other = parse_settings(
         {**base, "tailscaleVersion": "1.90.6", "verifyClients": "false"}, env=env, host=probe()
-    )
+    ).require()
     assert other.derper.build is not None and other.derper.build.tailscale_version == "1.90.6"
     tcp = parse_settings(
         {**base, "tailscaleVersion": "1.102.5", "dockerHost": "tcp://home.lan:2376"}, env=env
-    )
+    ).require()
     assert tcp.relay_host is None and any("tcp://" in w for w in tcp.warnings)
 
 
@@ -610,7 +611,7 @@ def test_health_run_tolerates_an_unreachable_host() -> None:
         },
         env=env,
         host=probe(broken),
-    )
+    ).require()
     assert settings.health_run and settings.relay_host is None
     assert any("judged from outside" in w for w in settings.warnings)
 
@@ -625,12 +626,13 @@ def test_health_run_with_auto_ipv6_and_an_unreachable_host() -> None:
         "dockerHost": "ssh://pi@home.lan",
     }
     broken = HostFacts(error=HostReadError("unreachable", "ssh: Connection refused"))
-    settings = parse_settings(raw, env=Environment(health_run=True), host=probe(broken))
+    settings = parse_settings(raw, env=Environment(health_run=True), host=probe(broken)).require()
     assert settings.addresses.ipv6 == "" and settings.addresses.ipv6_mode == "auto"
     assert any("validating what DNS publishes" in w for w in settings.warnings)
     # Outside a health run the same host is a config error naming the key.
     with pytest.raises(ConfigError, match=r"home-derp:ipv6.*no usable address"):
-        parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=probe(broken))
+        env = Environment(cloudflare_api_token=TOKEN)
+        parse_settings(raw, env=env, host=probe(broken)).require()
 
 
 # Without a policy to write, no Tailscale credentials are needed; OAuth and federated identities
@@ -752,7 +754,7 @@ def test_stale_runtime_directory_warns() -> None:
         {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"},
         env=Environment(cloudflare_api_token=TOKEN),
         host=probe(facts),
-    )
+    ).require()
     assert any("RuntimeDirectoryPreserve=yes" in w for w in settings.warnings)
 
 
@@ -771,7 +773,7 @@ def test_peer_relay_static_endpoint_needs_1_92(version: str, endpoints: tuple[st
         "tailscaleVersion": version,
     }
     host = probe(HostFacts(addresses=["2409:8a00::10"], version=version))
-    settings = parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=host)
+    settings = parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=host).require()
     assert settings.peer_relay.static_endpoints == endpoints
     warned = [w for w in settings.warnings if "needs tailscaled >= 1.92.0" in w]
     assert bool(warned) is (not endpoints)
@@ -787,5 +789,5 @@ def test_root_derper_with_the_socket_is_warned(extra: dict[str, str], warned: bo
     raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
     raw = {**raw, "derpPort": "12345", **extra}
     host = probe(HostFacts(addresses=["2409:8a00::10"]))
-    settings = parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=host)
+    settings = parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=host).require()
     assert any("may change tailscaled's prefs" in w for w in settings.warnings) is warned

@@ -23,12 +23,12 @@ import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMESPACE = "home-derp"
+sys.path.insert(0, str(ROOT))  # the project's own readers: one config merge, one key table
+
+from components.settings import keys  # noqa: E402
+from components.stack_config import StackFileError, load_stack  # noqa: E402
 
 # The resources of one relay, as the program registers them (components/relay.py and the health
 # run contract in docs/architecture.md, "Health runs"): the component ``relay-<regionId>`` is the
@@ -79,24 +79,15 @@ def pulumi_version(requirements: str) -> str:
     return pins[0]
 
 
-def _config_string(value: object) -> str:
-    """Config reaches the program as strings; YAML booleans as ``true``/``false``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def resolved_config(project: dict[str, Any], stack_file: dict[str, Any]) -> dict[str, str]:
-    """``home-derp:<key>`` → value: the project's declared defaults, then the stack's values."""
-    out = {
-        f"{NAMESPACE}:{key}": _config_string(spec["default"])
-        for key, spec in (project.get("config") or {}).items()
-        if isinstance(spec, dict) and "default" in spec
-    }
-    for key, value in (stack_file.get("config") or {}).items():
-        if not isinstance(value, dict | list):  # secrets ({secure: …}) are never CI facts
-            out[key] = _config_string(value)
-    return out
+def stack_values(root: Path, stack: str) -> tuple[str, dict[str, str]]:
+    """(project name, ``<key>`` → the value the CLI hands the program) for every readable
+    ``home-derp:`` key: the stack's, else the project's declared default
+    (``components/stack_config.py``, the doctor's reader too); a key neither sets is absent."""
+    try:
+        config = load_stack(root, stack)
+    except StackFileError as exc:
+        raise FactsError(str(exc)) from None
+    return config.project, {key: value for key, value in config.raw.items() if value is not None}
 
 
 def docker_host(url: str) -> DockerHost:
@@ -151,23 +142,16 @@ def health_targets(stack: str, project: str, region_id: str, tailnet_policy: str
     ]
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FactsError(f"{path.name} not found: every stack in .github/stacks.json needs one")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise FactsError(f"{path.name} is not a YAML mapping")
-    return data
-
-
 def facts(root: Path, stack: str) -> dict[str, str]:
     """Everything the workflow reads about ``stack``, as step outputs (all strings)."""
-    project = _load_yaml(root / "Pulumi.yaml")
-    short = stack.split("/")[-1]
-    config = resolved_config(project, _load_yaml(root / f"Pulumi.{short}.yaml"))
-    docker = docker_host(config.get(f"{NAMESPACE}:dockerHost", "unix:///var/run/docker.sock"))
-    region_id = config.get(f"{NAMESPACE}:regionId", "900")
-    tailnet_policy = config.get(f"{NAMESPACE}:tailnetPolicy", "patch")
+    project, config = stack_values(root, stack)
+
+    def value(key: str) -> str:
+        return config.get(key) or keys.default_text(key)
+
+    docker = docker_host(value("dockerHost"))
+    region_id = value("regionId")
+    tailnet_policy = value("tailnetPolicy")
     return {
         "pulumi-version": pulumi_version((root / "requirements.txt").read_text()),
         "docker-host": docker.url,
@@ -175,12 +159,10 @@ def facts(root: Path, stack: str) -> dict[str, str]:
         "tailnet-host": docker.host,
         "known-hosts-name": docker.known_hosts_name,
         "region-id": region_id,
-        "ipv6-probe": ipv6_probe(config.get(f"{NAMESPACE}:ipv6", "auto")),
-        "validate": config.get(f"{NAMESPACE}:validate", "enforce"),
+        "ipv6-probe": ipv6_probe(config.get("ipv6", "")),
+        "validate": value("validate"),
         "tailnet-policy": tailnet_policy,
-        "health-targets": "\n".join(
-            health_targets(stack, str(project["name"]), region_id, tailnet_policy)
-        ),
+        "health-targets": "\n".join(health_targets(stack, project, region_id, tailnet_policy)),
     }
 
 

@@ -107,7 +107,7 @@ def main(
     args = build_parser().parse_args(argv)
     # Imported after the arguments are good: settings brings Pulumi's SDK (most of a second).
     from components.doctor.run import run
-    from components.doctor.stack import StackFileError, find_project
+    from components.stack_config import StackFileError, find_project
 
     try:
         project = find_project((args.cwd or Path.cwd()).resolve())

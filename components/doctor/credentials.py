@@ -14,7 +14,7 @@ from typing import Final
 
 from components import tailscale_api
 from components.doctor.model import Check, not_checked, passed
-from components.doctor.stack import StackConfig
+from components.stack_config import StackConfig
 
 CLOUDFLARE_TOKEN_KEY: Final = "cloudflare:apiToken"
 CLOUDFLARE_TOKEN_ENV: Final = "CLOUDFLARE_API_TOKEN"

@@ -1,6 +1,6 @@
 """Rows about the relay host: its channel, Docker, tailscaled, the address, the ports, derpers.
 
-Every read goes through the channel the program itself uses (``settings.LiveHost``: this machine
+Every read goes through the channel the program itself uses (``relay_host.LiveHost``: this machine
 for ``unix://``, the system OpenSSH client for ``ssh://``), and the verdicts are the program's own
 rules (``components.tailscaled``, ``components.ipv6``), so a row here fails exactly when ``up``
 would. Parsing (``ss``, cgroups) and judging are pure; only the ``read_*`` functions run commands.
@@ -24,7 +24,8 @@ from components.ipv6 import (
     choose_stable_ipv6,
     static_address_on_host,
 )
-from components.settings import HostProbe, LiveHost
+from components.relay_host import LiveHost
+from components.settings import HostProbe
 from components.tailscaled import TailscaledError
 
 #: Listening TCP and bound UDP sockets, numeric, with owning processes, no header (iproute2 ss(8)).
@@ -270,21 +271,26 @@ def ipv6_check(plan: Plan, host: HostProbe | None, gate: Check) -> tuple[Check, 
         return not_checked("host.ipv6", "home-derp:ipv6 is not set or not valid (settings)"), None
     if gate.status != "pass" or host is None:
         return blocked("host.ipv6", gate), None
+    if plan.ipv6 == "auto":
+        # The program's own choice (settings: ipv6=auto), not a second one made here.
+        if plan.ipv6_address is None:
+            return failed(
+                "host.ipv6",
+                "no usable IPv6 address on the relay host",
+                "give the host a stable global IPv6 address (SLAAC/EUI-64 or static), or check "
+                "home-derp:ipv6Interface",
+            ), None
+        summary = f"auto picks {plan.ipv6_address} on {plan.ipv6_found_on}"
+        return passed("host.ipv6", summary, plan.ipv6_why), plan.ipv6_address
     try:
         candidates = host.addresses(plan.ipv6_interface)
-        if plan.ipv6 == "auto":
-            choice = choose_stable_ipv6(list(candidates), plan.ipv6_interface)
     except (HostReadError, Ipv6DiscoveryError) as exc:
         return failed(
             "host.ipv6",
-            "no usable IPv6 address on the relay host",
-            "give the host a stable global IPv6 address (SLAAC/EUI-64 or static), or check "
-            "home-derp:ipv6Interface",
+            "the relay host's IPv6 addresses could not be read",
+            "check that `ip -6 addr` works for this user on the relay host",
             str(exc),
         ), None
-    if plan.ipv6 == "auto":
-        summary = f"auto picks {choice.address} on {choice.interface}"
-        return passed("host.ipv6", summary, choice.reason), choice.address
     return _static_verdict(plan.ipv6, plan.ipv6_interface, candidates), plan.ipv6
 
 

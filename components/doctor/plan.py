@@ -1,22 +1,16 @@
-"""What the stack asks for, read leniently: every value settings would accept, None for the rest.
+"""What the stack asks for, as the program's own verdict says it: every value the rules accepted,
+None for a value they refused.
 
-``parse_settings`` stops the program at the first bad stack, but the doctor still checks what it
-can: a bad ``hostname`` must not hide a busy port. So each value here goes through the same reader
-(``settings.Collector``) and rule (``settings.check_*``) as the program's, and a value the rules
-refuse becomes None — the rows that need it say "not checked" and the settings row says why.
+The doctor never reads the raw config itself: ``parse_settings`` gives the whole verdict (defaults
+from the key table, every problem tagged with its key), so a bad ``hostname`` does not hide a busy
+port — the rows that need a refused value say "not checked" and the settings row says why.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
-from components import derpmap, settings, tailscaled
-from components.ipv6 import INTERFACE_NAME
-
-T = TypeVar("T")
+from components.settings import Verdict
 
 
 @dataclass(frozen=True)
@@ -28,6 +22,12 @@ class Plan:
     network_mode: str
     ipv6: str | None
     """``auto`` or the normalised static address."""
+    ipv6_address: str | None
+    """The address the record will publish: the static one, or the one ``auto`` chose."""
+    ipv6_found_on: str | None
+    """The interface ``auto`` took it from."""
+    ipv6_why: str | None
+    """Why ``auto`` chose it."""
     ipv6_interface: str | None
     ipv4: str | None
     derp_port: int | None
@@ -41,62 +41,31 @@ class Plan:
     ddns: bool
 
 
-def _valid(c: settings.Collector, read: Callable[[], T]) -> T | None:
-    """``read()``'s value, or None when it recorded a problem."""
-    before = len(c.problems)
-    value = read()
-    return value if len(c.problems) == before else None
-
-
-def _checked(value: str | None, why: str | None) -> str | None:
-    return value if value is not None and why is None else None
-
-
-def _hostname(c: settings.Collector) -> str | None:
-    name = (c.optional("hostname") or "").lower().rstrip(".")
-    return _checked(name or None, settings.check_hostname(name) if name else None)
-
-
-def _ipv6(c: settings.Collector) -> str | None:
-    raw = c.optional("ipv6")
-    if raw is None:
-        return None
-    if raw.lower() == "auto":
-        return "auto"
-    if settings.check_ipv6(raw) is not None:
-        return None
-    return str(ipaddress.IPv6Address(raw))
-
-
-def _port(c: settings.Collector, key: str, default: int) -> int | None:
-    port = _valid(c, lambda: c.integer(key, default, 1, 65535, "port"))
-    return None if port == 80 and key == "derpPort" else port
-
-
-def read_plan(raw: Mapping[str, str | None]) -> Plan:
-    """The stack's values (see the module docstring); never raises."""
-    c = settings.Collector(raw)
-    docker_host = c.text("dockerHost", settings.DEFAULT_DOCKER_HOST)
-    socket = c.text("tailscaleSocket", tailscaled.DEFAULT_SOCKET)
-    interface = c.optional("ipv6Interface")
-    low, high = derpmap.CUSTOM_REGION_IDS
-    ipv4 = c.optional("ipv4")
+def plan_of(verdict: Verdict) -> Plan:
+    """The doctor's view of the verdict (see the module docstring)."""
+    s, ok = verdict.settings, verdict.usable
+    addresses = s.addresses
+    static = addresses.ipv6_mode == "static"
     return Plan(
-        hostname=_hostname(c),
-        zone_name=(c.optional("zone") or "").lower().rstrip(".") or None,
-        zone_id=c.optional("zoneId"),
-        docker_host=_checked(docker_host, settings.check_docker_host(docker_host)),
-        network_mode=c.text("networkMode", "host"),
-        ipv6=_ipv6(c),
-        ipv6_interface=interface if interface and INTERFACE_NAME.match(interface) else None,
-        ipv4=None if ipv4 is None or ipv4.lower() == "none" else ipv4,
-        derp_port=_port(c, "derpPort", 443),
-        stun_port=_port(c, "stunPort", 3478),
-        region_id=_valid(c, lambda: c.integer("regionId", low, low, high, "region")),
-        region_code=c.text("regionCode", "home"),
-        verify_clients=c.boolean("verifyClients", True),
-        socket=_checked(socket, settings.check_socket_path(socket)),
-        policy_mode=_valid(c, lambda: c.choice("tailnetPolicy", "patch", settings.POLICY_MODES)),
-        adopt_region=c.boolean("adoptRegion", False),
-        ddns=c.boolean("ddns", False),
+        hostname=s.hostname if s.hostname and ok("hostname") else None,
+        zone_name=s.zone.name if ok("zone") else None,
+        zone_id=s.zone.id if ok("zoneId") else None,
+        docker_host=s.docker.host if ok("dockerHost") else None,
+        network_mode=s.docker.network_mode,
+        # A static address the host holds badly is still the address to show in the ipv6 row.
+        ipv6=(addresses.ipv6 or None) if static else "auto",
+        ipv6_address=addresses.ipv6 or None,
+        ipv6_found_on=addresses.ipv6_found_on,
+        ipv6_why=addresses.ipv6_why,
+        ipv6_interface=addresses.ipv6_interface if ok("ipv6Interface") else None,
+        ipv4=addresses.ipv4 if ok("ipv4") else None,
+        derp_port=s.ports.derp if ok("derpPort") else None,
+        stun_port=s.ports.stun if ok("stunPort") else None,
+        region_id=s.region.id if ok("regionId") else None,
+        region_code=s.region.code if ok("regionCode") else None,
+        verify_clients=s.derper.verify_clients,
+        socket=s.derper.tailscale_socket if ok("tailscaleSocket") else None,
+        policy_mode=s.policy.mode if ok("tailnetPolicy") else None,
+        adopt_region=s.region.adopt,
+        ddns=s.ddns.enabled,
     )

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import shlex
-import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import cast
@@ -16,10 +11,9 @@ import pulumi
 from components import settings
 from components.doctor import cloudflare_checks, credentials, host_checks, tailnet_checks
 from components.doctor.model import Check, Report, failed, lines, passed
-from components.doctor.plan import Plan, read_plan
-from components.doctor.stack import StackConfig, load_stack
-from components.host import SSH_OPTS_ENV, can_read_host, parse_ssh_host
-from components.settings import LiveHost
+from components.doctor.plan import Plan, plan_of
+from components.relay_host import LiveHost
+from components.stack_config import StackConfig, load_stack
 
 HostFactory = Callable[[str], LiveHost]
 _TOKEN_PRESENT = object()
@@ -45,54 +39,18 @@ def _environment(
     )
 
 
-def settings_check(
-    stack: StackConfig, env: settings.Environment, host: LiveHost | None
-) -> tuple[Check, tuple[str, ...]]:
-    """``settings``: every rule of the program (``parse_settings``), with the live host probe."""
-    problems = settings.unknown_keys(list(stack.configured_keys))
-    warnings: tuple[str, ...] = ()
-    log = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(log):  # parse_settings logs the auto choice as info
-            warnings = settings.parse_settings(stack.raw, env=env, host=host).warnings
-    except settings.ConfigError as exc:
-        problems += exc.problems
+def settings_check(verdict: settings.Verdict, stack: StackConfig) -> Check:
+    """``settings``: the program's own verdict on the stack (``parse_settings``), rendered."""
+    problems = [str(p) for p in verdict.problems]
+    notes = lines(list(verdict.notes))
     if problems:
         return failed(
             "settings",
             f"{len(problems)} problem(s) `pulumi up` would stop on (nothing would be deployed)",
             f"fix each line in {stack.stack_file.name} (`pulumi config set home-derp:<key> …`)",
-            lines([f"- {p}" for p in problems]),
-        ), warnings
-    return passed(
-        "settings", "every rule of the program passed", log.getvalue().strip() or None
-    ), warnings
-
-
-def _live_host(plan: Plan, factory: HostFactory) -> LiveHost | None:
-    if plan.docker_host is None or not can_read_host(plan.docker_host):
-        return None
-    return factory(plan.docker_host)
-
-
-def _close_ssh_master(host: LiveHost | None) -> None:
-    """End the shared OpenSSH connection now instead of after its ControlPersist."""
-    if host is None or host.channel.scheme != "ssh":
-        return
-    target = parse_ssh_host(host.channel.docker_host)
-    argv = [
-        "ssh",
-        *host.channel.ssh_options,
-        *shlex.split(os.environ.get(SSH_OPTS_ENV, "")),
-        *(("-p", str(target.port)) if target.port else ()),
-        *(("-l", target.user) if target.user else ()),
-        "-O",
-        "exit",
-        "--",
-        target.host,
-    ]
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(argv, capture_output=True, timeout=5, check=False)
+            lines([f"- {p}" for p in problems] + ([notes] if notes else [])),
+        )
+    return passed("settings", "every rule of the program passed", notes)
 
 
 def run(
@@ -105,18 +63,25 @@ def run(
 ) -> Report:
     """Every check of one stack; raises ``stack.StackFileError`` when the files are unusable."""
     stack = load_stack(project_dir, stack_name)
-    plan = read_plan(stack.raw)
     secrets = credentials.resolve(stack, environ)
-    host = _live_host(plan, host_factory)
+    docker_host = settings.readable_docker_host(stack.raw.get("dockerHost"))
+    host = host_factory(docker_host) if docker_host is not None else None
     try:
-        checks, warnings = _checks(stack, plan, secrets, host, environ, timeout)
+        verdict = settings.parse_settings(
+            stack.raw,
+            env=_environment(stack, environ, secrets),
+            host=host,
+            configured_keys=stack.configured_keys,
+        )
+        checks, warnings = _checks(stack, verdict, secrets, host, environ, timeout)
     finally:
-        _close_ssh_master(host)
+        if host is not None:
+            host.close()
     report = Report(
         stack=stack.stack,
         project=stack.project,
         stack_file=str(stack.stack_file),
-        docker_host=plan.docker_host,
+        docker_host=plan_of(verdict).docker_host,
         checks=tuple(checks),
         warnings=warnings,
     )
@@ -125,15 +90,16 @@ def run(
 
 def _checks(
     stack: StackConfig,
-    plan: Plan,
+    verdict: settings.Verdict,
     secrets: credentials.Secrets,
     host: LiveHost | None,
     environ: Mapping[str, str],
     timeout: float,
 ) -> tuple[list[Check], tuple[str, ...]]:
+    plan = plan_of(verdict)
     checks = [credentials.secrets_check(stack, environ, policy_off=plan.policy_mode == "off")]
-    setting, warnings = settings_check(stack, _environment(stack, environ, secrets), host)
-    checks.append(setting)
+    checks.append(settings_check(verdict, stack))
+    warnings = verdict.warnings
     channel = host_checks.channel_check(plan, host)
     engine_row, engine = host_checks.engine_check(plan, host, channel)
     checks += [channel, engine_row]

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
 
-from components import derpmap, hujson
+from components import derpmap
 from components.doctor.credentials import Secrets
 from components.doctor.engine import Engine
 from components.doctor.host_checks import ownership
@@ -69,24 +68,12 @@ def policy_check(
     ), text
 
 
-def _regions(policy: str) -> dict[str, Any]:
-    """``derpMap.Regions`` of a policy (keys are case-insensitive in the policy file)."""
-    document = derpmap.parse_hujson(policy)
-
-    def member(value: Any, name: str) -> Any:
-        if not isinstance(value, dict):
-            return None
-        return next((v for k, v in value.items() if hujson.equal_fold(k, name)), None)
-
-    regions = member(member(document, "derpMap"), "Regions")
-    return regions if isinstance(regions, dict) else {}
-
-
 def free_region_id(policy: str) -> int | None:
-    """The lowest custom region id the policy does not use."""
-    used = {str(k) for k in _regions(policy)}
+    """The lowest custom region id the policy does not use (its keys read as the control plane
+    reads them: ``components.derpmap.regions``)."""
+    used = set(derpmap.regions(policy))
     low, high = derpmap.CUSTOM_REGION_IDS
-    return next((i for i in range(low, high + 1) if str(i) not in used), None)
+    return next((i for i in range(low, high + 1) if i not in used), None)
 
 
 def _deployed(plan: Plan, engine: Engine | None) -> bool:
@@ -109,7 +96,7 @@ def region_check(plan: Plan, policy: str | None, gate: Check, engine: Engine | N
         return not_checked("tailnet.region", "home-derp:regionId is invalid (settings)")
     region_id = plan.region_id
     try:
-        existing = derpmap.find_region(policy, region_id)
+        existing = derpmap.regions(policy).get(region_id)
     except derpmap.PolicyTextError as exc:
         return failed(
             "tailnet.region",

@@ -149,7 +149,7 @@ def test_program_refuses_temporary_and_deprecated_static_ipv6(host: World) -> No
                 "tailnetPolicy": "off",
             }
             try:
-                results.append(settings.parse_settings(raw, env=env, host=live))
+                results.append(settings.parse_settings(raw, env=env, host=live).require())
             except settings.ConfigError as exc:
                 results.append(exc)
         return results

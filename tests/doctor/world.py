@@ -39,7 +39,7 @@ import yaml
 
 from components.doctor.model import Report
 from components.doctor.run import run as run_doctor
-from components.settings import LiveHost
+from components.relay_host import LiveHost
 from tests.fake_tailscale_api import FakeTailscaleApi, OAuthClient
 from tests.mocks import ROOT
 from tests.peers.cloudflare_api import CloudflarePeer

@@ -75,7 +75,7 @@ def test_pinned_image_serves_and_verifies(
             },
             env=Environment(cloudflare_api_token=pulumi.Output.secret("cf-test")),
             host=HostProbeAdapter(HostFacts(addresses=["2409:8a00::10"])),
-        )
+        ).require()
     )
     assert settings.derper.build is None
     api = docker.APIClient(base_url=engine.host, timeout=60)

@@ -179,7 +179,7 @@ class Env:
                 values,
                 env=Environment(cloudflare_api_token=pulumi.Output.secret("cf-test")),
                 host=HostProbeAdapter(facts),
-            )
+            ).require()
         )
 
 

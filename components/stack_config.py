@@ -1,5 +1,8 @@
 """The stack's configuration as the Pulumi CLI would hand it to the program, read without Pulumi.
 
+One reader for the doctor and the workflows' ``.github/scripts/stack_facts.py``, so both see what
+``pulumi up`` would.
+
 ``pulumi up`` gives the program every key of ``Pulumi.<stack>.yaml`` plus the ``default`` of
 each project key in ``Pulumi.yaml`` the stack does not set, each as a string: booleans
 ``true``/``false``, numbers in decimal, lists and objects as JSON (https://www.pulumi.com/docs/iac/concepts/config/,
@@ -57,7 +60,7 @@ def find_project(start: Path) -> Path:
         if any((directory / name).is_file() for name in PROJECT_FILES):
             return directory
     raise StackFileError(
-        f"no Pulumi.yaml in {start} or above: run the doctor in the home-derp checkout (or -C DIR)"
+        f"no Pulumi.yaml in {start} or above: run it in the home-derp checkout (or -C DIR)"
     )
 
 

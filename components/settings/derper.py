@@ -1,0 +1,220 @@
+"""Rules of what runs as derper: the source build at the host tailscaled's release or a pinned
+image, client verification through the host's tailscaled, and who derper runs as
+(docs/architecture.md, "derper", "The relay host").
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from components import image_reference, naming, tailscaled
+from components.host import HostReadError, can_read_host
+from components.settings.checks import check_go_proxy, check_image, check_socket_path
+from components.settings.collector import Collector
+from components.settings.keys import FALLBACK_TAILSCALE_VERSION, full_name
+from components.settings.model import Derper, DerperBuild, Docker, Ports
+from components.tailscaled import TailscaledError, TailscaledFacts
+
+if TYPE_CHECKING:
+    from components.settings.parse import Environment, HostProbe
+
+
+def derper_runs_as_root(derper: Derper, ports: Ports) -> bool:
+    """derper runs as root from a pinned image and below port 1024 (the one home of the rule;
+    ``components/container.py`` sets the user from it, docs/architecture.md, "derper")."""
+    return derper.build is None or ports.privileged
+
+
+def _read_relay_host(
+    c: Collector, docker: Docker, probe: HostProbe, socket: str, health_run: bool
+) -> tuple[TailscaledFacts | None, TailscaledError | None, bool | None]:
+    """(facts, why they are missing, whether the socket exists) — channel failures recorded."""
+    socket_exists = None
+    try:
+        socket_exists = probe.socket_exists(socket)
+        return probe.tailscaled(socket), None, socket_exists
+    except TailscaledError as exc:
+        return None, exc, socket_exists
+    except HostReadError as exc:
+        message = f"cannot read the relay host's tailscaled: {exc}"
+        if health_run:
+            c.warn(f"health run: {message}; the relay is judged from outside only")
+        else:
+            c.fail_on_host("dockerHost", docker.host, message)
+        return None, None, None
+
+
+def _tailscale_version(
+    c: Collector,
+    facts: TailscaledFacts | None,
+    error: TailscaledError | None,
+    *,
+    verify: bool,
+    building: bool,
+    readable: bool,
+) -> str | None:
+    """The release derper is built from: explicit, or the daemon's (``auto``)."""
+    raw = c.text("tailscaleVersion")
+    explicit = None
+    if raw.lower() != "auto":
+        explicit = tailscaled.parse_version(raw)
+        if explicit is None:
+            c.fail(
+                "tailscaleVersion",
+                raw,
+                "must be auto or a release X.Y.Z such as 1.102.5 (a moving name like 'latest' or "
+                "a partial '1.90' would build a derper that drifts from tailscaled)",
+            )
+            return None
+    if facts is not None:
+        if explicit is not None and explicit != facts.version and verify:
+            c.fail_on_host(
+                "tailscaleVersion",
+                raw,
+                f"the relay host's tailscaled runs {facts.version}; derper must be the same "
+                "release or -verify-clients rejects every client (tailscale/tailscale#12617): "
+                f"set auto or {facts.version}",
+            )
+        return explicit or facts.version
+    if explicit is not None or not building:
+        return explicit
+    if not readable:
+        c.fail(
+            "tailscaleVersion",
+            "auto",
+            "auto reads the host's tailscaled, which a tcp:// dockerHost cannot: set the "
+            "release explicitly (`tailscale version` on the relay host)",
+        )
+        return None
+    if error is not None and not verify:
+        c.warn(
+            f"tailscaleVersion=auto: {error}; building derper {FALLBACK_TAILSCALE_VERSION} (no "
+            "tailscaled is needed with verifyClients=false)"
+        )
+        return FALLBACK_TAILSCALE_VERSION
+    return None  # the tailscaled problem is reported by _derper
+
+
+def _verification_problems(
+    facts: TailscaledFacts | None,
+    error: TailscaledError | None,
+    socket: str,
+    socket_exists: bool | None,
+) -> list[tuple[str, str, str]]:
+    """(key, value, problem) for every reason derper could not verify clients on this host."""
+    problems = []
+    if socket_exists is False:
+        problems.append(("tailscaleSocket", socket, tailscaled.missing_socket_problem(socket)))
+    if error is not None:
+        # The CLI is pointed at that socket, so without one it can only say "not running":
+        # then the socket is the cause to name (tailscaleSocket), not the daemon.
+        if not problems:
+            problems.append(
+                ("verifyClients", "true", f"derper needs the relay host's tailscaled: {error}")
+            )
+        return problems
+    if facts is not None and (problem := tailscaled.state_problem(facts)) is not None:
+        problems.append(("verifyClients", "true", problem))
+    return problems
+
+
+def derper(
+    c: Collector, docker: Docker, docker_ok: bool, probe: HostProbe | None, env: Environment
+) -> tuple[Derper, TailscaledFacts | None]:
+    verify = c.boolean("verifyClients")
+    if not verify:
+        c.warn("verifyClients=false: anyone who learns the hostname can relay through it")
+    socket = c.text("tailscaleSocket")
+    blank = c.raw.get("tailscaleSocket") is not None and c.optional("tailscaleSocket") is None
+    # set but empty: refused rather than silently taken as the default path
+    socket_ok = c.checked(
+        "tailscaleSocket",
+        "" if blank else socket,
+        "must not be empty: remove the key for the default "
+        f"{tailscaled.DEFAULT_SOCKET}, or give tailscaled's socket path"
+        if blank
+        else check_socket_path(socket),
+    )
+    image = c.optional("image")
+    if image is not None:
+        c.checked("image", image, check_image(image) or _derper_image_pin_problem(image))
+    go_proxy = c.text("goProxy")
+    c.checked("goProxy", go_proxy, check_go_proxy(go_proxy))
+    build_image = c.text("buildImage")
+    c.checked("buildImage", build_image, check_image(build_image))
+    runtime_image = c.text("runtimeImage")
+    if runtime_image != "scratch":
+        c.checked("runtimeImage", runtime_image, check_image(runtime_image))
+
+    readable = docker_ok and can_read_host(docker.host)
+    facts, error, socket_exists = None, None, None
+    if readable and socket_ok and probe is not None:
+        facts, error, socket_exists = _read_relay_host(c, docker, probe, socket, env.health_run)
+    if verify:
+        for key, value, problem in _verification_problems(facts, error, socket, socket_exists):
+            if env.health_run:  # a health run judges the relay from outside; it must not stop
+                c.warn(f"health run: {full_name(key)}: {problem}")
+            else:
+                c.fail_on_host(key, value, problem)
+    stale = None
+    if verify and facts is not None and probe is not None and not env.health_run:
+        stale = probe.runtime_directory_problem(socket)
+    if stale is not None:
+        c.warn(f"home-derp:tailscaleSocket = {socket!r}: {stale}")
+    if verify and docker_ok and not can_read_host(docker.host):
+        c.warn(
+            "verifyClients=true with a tcp:// dockerHost: the relay host's tailscaled cannot be "
+            "checked before up; validation proves admission afterwards"
+        )
+    version = _tailscale_version(
+        c, facts, error, verify=verify, building=image is None, readable=readable
+    )
+    if image is not None:
+        c.warn(
+            f"image={image}: a pinned image replaces the source build; its derper must be the "
+            "release of the host's tailscaled"
+        )
+        if verify and socket_ok and os.path.basename(socket) != "tailscaled.sock":
+            # The images' entrypoints cannot be given -socket: derper uses its default name.
+            c.fail(
+                "tailscaleSocket",
+                socket,
+                "a pinned image's derper looks for tailscaled.sock in the mounted directory; "
+                "with another socket name leave home-derp:image empty (the built derper gets "
+                "-socket)",
+            )
+        return Derper(None, image, verify, socket, build_image), facts
+    build = None
+    if version is not None:
+        build = DerperBuild(version, go_proxy, build_image, runtime_image)
+    name = naming.derper_image_name(version or FALLBACK_TAILSCALE_VERSION)
+    return Derper(build, name, verify, socket, build_image), facts
+
+
+def _derper_image_pin_problem(image: str) -> str | None:
+    if image_reference.pinned_by_digest(image):
+        return None
+    return (
+        "derper's image is handed the tailscaled socket, so a tag that can be rebuilt under you "
+        "is not enough: pin it by digest (name:tag@sha256:…; `docker buildx imagetools inspect "
+        "name:tag` shows it), or leave home-derp:image empty to build derper from source here"
+    )
+
+
+def root_with_socket(c: Collector, derper: Derper, ports: Ports) -> None:
+    """derper runs as root below port 1024 and from a pinned image (container.py), and tailscaled
+    gives uid 0 write access to its LocalAPI (docs/upstream/localapi.md): say so."""
+    if not derper.verify_clients or not derper_runs_as_root(derper, ports):
+        return
+    if derper.build is None:
+        why = f"the pinned image {derper.image} runs as root"
+    else:
+        why = (
+            f"home-derp:derpPort {ports.derp} / stunPort {ports.stun}: a port below 1024 makes "
+            "derper run as root"
+        )
+    c.warn(
+        f"{why} with tailscaled's socket: root may change tailscaled's prefs, not only ask "
+        "whois. Use ports of 1024 or above with the built image to run derper as 65532"
+    )

@@ -1,0 +1,259 @@
+"""What the settings are: one dataclass per topic, the problems found, and the whole verdict.
+
+Pure data (no I/O, no Pulumi import at run time): the rules in this package build it, the program
+(``components/relay.py``), the doctor and the policy pack read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from components.errors import HomeDerpError
+from components.settings.keys import Ipv6Mode, NetworkMode, PolicyMode, ValidateMode, full_name
+from components.tailscaled import TailscaledFacts
+
+if TYPE_CHECKING:
+    import pulumi
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason the stack cannot be deployed, about one key (or none: credentials, runner)."""
+
+    key: str | None
+    """The ``home-derp:`` key without its namespace; None when the problem is not about one key."""
+    value: object
+    """The value as the stack has it (None: not set)."""
+    why: str
+    """What is wrong, and what would be valid."""
+    fix: str | None = None
+    """The step that fixes it, when it is not already in ``why``."""
+    on_host: bool = False
+    """The value is fine, the relay host disagrees (no socket there, another release, …): the
+    doctor's host rows show the same cause with what they read."""
+
+    def __str__(self) -> str:
+        if self.key is None:
+            text = self.why
+        else:
+            shown = f"{self.value!r}" if self.value is not None else "(not set)"
+            text = f"{full_name(self.key)} = {shown}: {self.why}"
+        return f"{text}; {self.fix}" if self.fix else text
+
+
+class ConfigError(HomeDerpError):
+    """The stack config is invalid: ``problems`` one line each, ``details`` their structure."""
+
+    def __init__(self, problems: Sequence[Problem | str]) -> None:
+        self.details: tuple[Problem, ...] = tuple(
+            p if isinstance(p, Problem) else Problem(None, None, p) for p in problems
+        )
+        self.problems = [str(p) for p in self.details]
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"home-derp: {len(self.problems)} problem(s) in the stack config "
+            f"(nothing was deployed):\n{lines}"
+        )
+
+
+@dataclass(frozen=True)
+class Zone:
+    """Where the relay's records live: a Cloudflare zone by name (looked up) or by id."""
+
+    name: str | None
+    id: str | None
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """The public addresses clients use."""
+
+    ipv6: str
+    """The relay host's global IPv6 address (discovered when ``ipv6_mode`` is ``auto``)."""
+    ipv6_mode: Ipv6Mode
+    """``static``: from config; ``auto``: read from the Docker host at every preview/up."""
+    ipv6_interface: str | None
+    """Interface to take the address from (``auto``) and to watch (DDNS)."""
+    ipv6_host_id: str | None
+    """Stable interface identifier of the address (``auto`` found EUI-64), pinned by DDNS."""
+    ipv4: str | None
+    """Public IPv4 of the relay, or None (no A record; derpMap ``IPv4: "none"``)."""
+    pin_ipv6: bool
+    """Write the IPv6 address into the derpMap node."""
+    ipv6_found_on: str | None = None
+    """The interface ``auto`` took the address from."""
+    ipv6_why: str | None = None
+    """Why ``auto`` chose that address (its kind and the ranking), for the doctor and the log."""
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every public address clients will use, IPv6 first (empty when not known)."""
+        return tuple(a for a in (self.ipv6, self.ipv4) if a)
+
+
+@dataclass(frozen=True)
+class Ports:
+    derp: int
+    """TCP port of derper's HTTPS/DERP listener."""
+    stun: int
+    """UDP port of derper's STUN server."""
+
+    @property
+    def privileged(self) -> bool:
+        """A port below 1024 needs CAP_NET_BIND_SERVICE, so root (components/container.py)."""
+        return min(self.derp, self.stun) < 1024
+
+
+@dataclass(frozen=True)
+class Region:
+    """The relay's derpMap region."""
+
+    id: int
+    code: str
+    name: str
+    omit_default_regions: bool
+    adopt: bool
+    """Take over a same-id region this stack did not create."""
+
+
+@dataclass(frozen=True)
+class Acme:
+    server_url: str
+    email: str | None
+
+
+@dataclass(frozen=True)
+class Docker:
+    host: str
+    """Docker engine URL (unix://, ssh://, tcp://)."""
+    network_mode: NetworkMode
+
+
+@dataclass(frozen=True)
+class DerperBuild:
+    """derper built from upstream source on the Docker host (components/derper/Dockerfile)."""
+
+    tailscale_version: str
+    """The tailscale release derper is built from: the host tailscaled's, ``X.Y.Z``."""
+    go_proxy: str
+    build_image: str
+    runtime_image: str
+
+
+@dataclass(frozen=True)
+class Derper:
+    """What runs as derper and how it verifies clients."""
+
+    build: DerperBuild | None
+    """The source build (None when a pinned ``image`` replaces it)."""
+    image: str
+    """The pinned image, or the name of the built one (``home-derp/derper:vX.Y.Z``)."""
+    verify_clients: bool
+    tailscale_socket: str
+    """Host path of tailscaled's LocalAPI socket; derper gets ``-socket`` and its directory."""
+    init_image: str
+    """Image of the one-shot init container (has ``sh`` and ``chown``): the build image."""
+
+
+@dataclass(frozen=True)
+class Validation:
+    mode: ValidateMode
+    timeout: int
+    nonce: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How the region (and the peer-relay grant) reach the tailnet policy file."""
+
+    mode: PolicyMode
+    file: str | None
+
+
+@dataclass(frozen=True)
+class Ddns:
+    enabled: bool
+    image: str
+    api_token: pulumi.Output[str] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class PeerRelay:
+    """The relay host's tailscaled as a Tailscale Peer Relay (UDP)."""
+
+    port: int
+    """UDP port, 0 = off."""
+    sources: tuple[str, ...]
+    """Policy selectors that may use it (the grant's ``src``)."""
+    static_endpoints: tuple[str, ...] = ()
+    """``<ipv4>:<port>`` advertised besides the interface addresses (components/peer_relay.py)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """One relay's validated configuration; the only input of :class:`HomeDerpRelay`."""
+
+    hostname: str
+    """FQDN of the relay: DNS name, certificate name, TLS SNI and derpMap ``HostName``."""
+    zone: Zone
+    addresses: Addresses
+    ports: Ports
+    region: Region
+    acme: Acme
+    docker: Docker
+    derper: Derper
+    validation: Validation
+    policy: Policy
+    ddns: Ddns
+    peer_relay: PeerRelay
+    relay_host: TailscaledFacts | None = None
+    """The host's tailscaled as read at this evaluation (None when it could not be read)."""
+    health_run: bool = False
+    """Register only validation and publication (``HOME_DERP_HEALTH_RUN``)."""
+    cloudflare_api_token: pulumi.Output[str] | None = field(default=None, compare=False)
+    """Cloudflare token (secret): DNS records and the DNS-01 challenge."""
+    warnings: tuple[str, ...] = ()
+    """Legal but risky choices, logged by the component."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Everything the rules concluded about one stack: the program, the doctor and the pack read
+    this, never the raw config again.
+
+    ``settings`` is always complete: a key whose value was refused holds its default there, so a
+    reader can still use every other value (:meth:`usable` says which are trustworthy).
+    """
+
+    settings: RelaySettings
+    problems: tuple[Problem, ...] = ()
+    """Why `up` would stop; empty when it would not."""
+    warnings: tuple[str, ...] = ()
+    """Legal but risky choices (the program logs them as warnings)."""
+    notes: tuple[str, ...] = ()
+    """What the rules chose for the user (e.g. the address ``ipv6: auto`` picked)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def failed_keys(self) -> frozenset[str]:
+        """Keys whose value itself was refused (a problem found on the host does not count)."""
+        return frozenset(p.key for p in self.problems if p.key is not None and not p.on_host)
+
+    def usable(self, *keys: str) -> bool:
+        """True when the values of ``keys`` are the stack's own and valid in themselves."""
+        return not self.failed_keys.intersection(keys)
+
+    def require(self) -> RelaySettings:
+        """The settings, or :class:`ConfigError` listing every problem."""
+        if self.problems:
+            raise ConfigError(self.problems)
+        return self.settings

@@ -1,0 +1,116 @@
+"""The whole verdict on one stack: every topic rule over the raw strings, in one pass.
+
+``parse_settings`` is pure: the facts only the relay host knows come in through a
+:class:`HostProbe`, and the facts of the environment (credentials present, GitHub runner kind,
+health run) as an :class:`Environment`. It never raises for bad config and never logs: it returns
+a :class:`Verdict` that the program (``load_settings``) turns into resources or one
+:class:`ConfigError`, and that the doctor and the policy pack render (docs/architecture.md,
+"Settings").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from components.ipv6 import Candidate
+from components.settings import derper as derper_rules
+from components.settings import network, publication
+from components.settings.checks import unknown_keys
+from components.settings.collector import Collector
+from components.settings.model import Ddns, RelaySettings, Verdict
+from components.tailscaled import TailscaledFacts
+
+if TYPE_CHECKING:
+    import pulumi
+
+
+class HostProbe(Protocol):
+    """Read-only questions to the relay host (``components.relay_host.LiveHost``); each may raise
+    ``HostReadError`` when the host cannot be asked."""
+
+    def addresses(self, interface: str | None) -> Sequence[Candidate]: ...
+
+    def tailscaled(self, socket: str) -> TailscaledFacts: ...
+
+    def socket_exists(self, socket: str) -> bool: ...
+
+    def runtime_directory_problem(self, socket: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Facts of the machine running the program that rules depend on."""
+
+    cloudflare_api_token: pulumi.Output[str] | None = None
+    tailscale_credentials_problem: str | None = None
+    """None when usable Tailscale credentials are configured; else what is missing."""
+    github_hosted_runner: bool = False
+    health_run: bool = False
+    file_exists: Callable[[str], bool] = os.path.isfile
+
+
+def github_hosted_runner(environ: Mapping[str, str]) -> bool:
+    """True on a GitHub-hosted Actions runner
+    (docs/upstream/github-actions.md#runner-environment)."""
+    return (
+        environ.get("GITHUB_ACTIONS") == "true"
+        and environ.get("RUNNER_ENVIRONMENT") == "github-hosted"
+    )
+
+
+def parse_settings(
+    raw: Mapping[str, str | None],
+    *,
+    env: Environment | None = None,
+    host: HostProbe | None = None,
+    ddns_api_token: pulumi.Output[str] | None = None,
+    configured_keys: Sequence[str] = (),
+) -> Verdict:
+    """Every rule over the raw ``home-derp:`` strings (``configured_keys``: the full names set in
+    the stack, so a mistyped key is named); see the module docstring."""
+    env = env or Environment()
+    c = Collector(raw)
+    for text in unknown_keys(configured_keys):
+        c.problem(text)
+    hostname = network.hostname(c)
+    zone = network.zone(c, hostname)
+    docker, docker_ok = network.docker(c, env)
+    addresses = network.addresses(c, docker, docker_ok, host, env.health_run)
+    ports = network.ports(c)
+    region = network.region(c)
+    acme = network.acme(c)
+    derper, facts = derper_rules.derper(c, docker, docker_ok, host, env)
+    validation = publication.validation(c)
+    policy = publication.policy(c, env)
+    ddns = publication.ddns(c, addresses.pin_ipv6)
+    peer_relay = publication.peer_relay(c, ports, addresses, docker, docker_ok, facts)
+    derper_rules.root_with_socket(c, derper, ports)
+    if env.cloudflare_api_token is None and not env.health_run:
+        c.problem(
+            "cloudflare:apiToken is not set: run `pulumi config set --secret cloudflare:apiToken` "
+            "(a token with Zone:Read and DNS:Edit on the zone) or export CLOUDFLARE_API_TOKEN"
+        )
+    if region.omit_default_regions and addresses.ipv4 is None:
+        c.warn("omitDefaultRegions=true with no ipv4: IPv4-only clients will have no DERP relay")
+    settings = RelaySettings(
+        hostname=hostname,
+        zone=zone,
+        addresses=addresses,
+        ports=ports,
+        region=region,
+        acme=acme,
+        docker=docker,
+        derper=derper,
+        validation=validation,
+        policy=policy,
+        ddns=Ddns(ddns.enabled, ddns.image, ddns_api_token or env.cloudflare_api_token),
+        peer_relay=peer_relay,
+        relay_host=facts,
+        health_run=env.health_run,
+        cloudflare_api_token=env.cloudflare_api_token,
+        warnings=tuple(c.warnings),
+    )
+    return Verdict(settings, tuple(c.problems), tuple(c.warnings), tuple(c.notes))

@@ -1,0 +1,135 @@
+"""Rules of how the relay reaches the tailnet and stays right: validation, the tailnet policy,
+the DDNS updater and the host's peer relay (docs/architecture.md, "Settings").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from components import tailscaled
+from components.host import can_read_host
+from components.settings.checks import check_image, check_selector
+from components.settings.collector import Collector
+from components.settings.keys import (
+    MAX_VALIDATE_TIMEOUT_SECONDS,
+    PEER_RELAY_MIN_VERSION,
+    PEER_RELAY_STATIC_ENDPOINTS_MIN_VERSION,
+    POLICY_MODES,
+    TAILSCALED_DEFAULT_PORT,
+    VALIDATE_MODES,
+)
+from components.settings.model import Addresses, Ddns, Docker, PeerRelay, Policy, Ports, Validation
+from components.tailscaled import TailscaledFacts
+
+if TYPE_CHECKING:
+    from components.settings.parse import Environment
+
+
+def validation(c: Collector) -> Validation:
+    return Validation(
+        mode=c.choice("validate", VALIDATE_MODES),
+        timeout=c.integer(
+            "validateTimeout",
+            0,
+            MAX_VALIDATE_TIMEOUT_SECONDS,
+            f"must be 0-{MAX_VALIDATE_TIMEOUT_SECONDS} seconds of waiting for the relay",
+        ),
+        nonce=c.text("validateNonce"),
+    )
+
+
+def policy(c: Collector, env: Environment) -> Policy:
+    mode = c.choice("tailnetPolicy", POLICY_MODES)
+    path = c.optional("policyFile")
+    if mode == "file":
+        if path is None:
+            c.fail("policyFile", None, "required with tailnetPolicy=file: the HuJSON policy path")
+        elif not env.file_exists(path):
+            c.fail("policyFile", path, "no such file (path is relative to the project)")
+    if mode != "off" and env.tailscale_credentials_problem is not None:
+        # Found now, not after DNS, certificate and container were already created.
+        c.problem(
+            f"tailscale credentials: {env.tailscale_credentials_problem}; home-derp:tailnetPolicy"
+            f"={mode} writes the tailnet policy (or set home-derp:tailnetPolicy off)"
+        )
+    return Policy(mode=mode, file=path)
+
+
+def ddns(c: Collector, pin_ipv6: bool) -> Ddns:
+    enabled = c.boolean("ddns")
+    image = c.text("ddnsImage")
+    c.checked("ddnsImage", image, check_image(image))
+    if enabled and pin_ipv6:
+        c.fail(
+            "pinIpv6",
+            "true",
+            "cannot be combined with ddns=true: the pin would go stale at the next prefix change",
+        )
+    return Ddns(enabled=enabled, image=image)
+
+
+def peer_relay(
+    c: Collector,
+    ports: Ports,
+    addresses: Addresses,
+    docker: Docker,
+    docker_ok: bool,
+    facts: TailscaledFacts | None,
+) -> PeerRelay:
+    port = c.integer("peerRelayPort", 0, 65535, "must be 0 (off) or a UDP port 1-65535")
+    sources = c.strings("peerRelaySources")
+    for source in sources:
+        c.checked("peerRelaySources", source, check_selector(source))
+    if port == 0:
+        if sources:
+            c.fail(
+                "peerRelaySources",
+                list(sources),
+                "set, but home-derp:peerRelayPort is 0 (off): set the port, or remove the sources",
+            )
+        return PeerRelay(0, ())
+    if port == ports.stun:
+        c.fail(
+            "peerRelayPort", str(port), "is derper's STUN port (home-derp:stunPort); pick another"
+        )
+    if port == TAILSCALED_DEFAULT_PORT:
+        c.fail(
+            "peerRelayPort",
+            str(port),
+            "is tailscaled's own WireGuard port (41641); pick another UDP port, e.g. 40000",
+        )
+    if docker_ok and not can_read_host(docker.host):
+        c.fail(
+            "peerRelayPort",
+            str(port),
+            "the peer relay is set on the host's tailscaled, which a tcp:// dockerHost cannot "
+            "reach: use unix:// or ssh://",
+        )
+    if facts is not None and tailscaled.version_key(facts.version) < tailscaled.version_key(
+        PEER_RELAY_MIN_VERSION
+    ):
+        c.fail_on_host(
+            "peerRelayPort",
+            str(port),
+            f"the relay host's tailscaled {facts.version} cannot be a peer relay: it needs "
+            f"tailscaled >= {PEER_RELAY_MIN_VERSION}",
+        )
+    return PeerRelay(port, sources or ("*",), _static_endpoints(c, addresses, port, facts))
+
+
+def _static_endpoints(
+    c: Collector, addresses: Addresses, port: int, facts: TailscaledFacts | None
+) -> tuple[str, ...]:
+    """The port-forwarded public IPv4, when the host's tailscaled can advertise it."""
+    if addresses.ipv4 is None:
+        return ()
+    minimum = PEER_RELAY_STATIC_ENDPOINTS_MIN_VERSION
+    key = tailscaled.version_key
+    if facts is not None and key(facts.version) < key(minimum):
+        c.warn(
+            f"home-derp:ipv4 = {addresses.ipv4!r}: the peer relay advertises only the host's own "
+            f"addresses (its IPv6); advertising {addresses.ipv4}:{port} needs tailscaled >= "
+            f"{minimum} on the relay host (it runs {facts.version})"
+        )
+        return ()
+    return (f"{addresses.ipv4}:{port}",)
