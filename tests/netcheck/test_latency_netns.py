@@ -58,7 +58,10 @@ def test_direct_probe_into_namespace(bg: BackgroundLoop, pki: Pki) -> None:
 
 
 # 40 ms away: STUN median, TLS handshake and DERP upgrade all show the distance, on v4 and v6.
+# Load only adds delay: the lower bounds hold on every run, the STUN upper bound on the best of
+# three (tests/netcheck/test_regions.py and tests/tailnet/test_latency.py use the same rule).
 def test_latency_through_delay_relay(bg: BackgroundLoop, pki: Pki) -> None:
+    best: dict[str, float] = {}
     with netns_host() as host, delay_relay(RTT_MS) as delayed:  # own loop, apart from TLS
         server, tcp, udp = _relay_in_namespace(host, bg, pki)
         with stun_server(udp) as stun:
@@ -69,12 +72,17 @@ def test_latency_through_delay_relay(bg: BackgroundLoop, pki: Pki) -> None:
             uport = delayed.add_udp(front[0], (host.v4, stun.port))
             delayed.add_udp(front[1], (host.v6, stun.port), uport)
             target = RelayTarget("derp.test", tport, uport, front, ca_file=pki.ca_file)
-            report = check_relay(target, timeout=4)
+            for _ in range(3):
+                report = check_relay(target, timeout=4)
+                assert report.ok, report.format_text()
+                for addr in front:
+                    stun_ms = report.check("stun", addr).latency_ms or 0.0
+                    assert stun_ms >= RTT_MS, report.format_text()
+                    assert (report.check("tls", addr).latency_ms or 0.0) >= RTT_MS
+                    assert (report.check("derp", addr).latency_ms or 0.0) >= RTT_MS
+                    assert (report.check("https", addr).latency_ms or 0.0) >= RTT_MS
+                    best[addr] = min(best.get(addr, stun_ms), stun_ms)
+                if all(ms < RTT_MS + 8 for ms in best.values()):
+                    break
         bg.run(server.stop())
-    assert report.ok, report.format_text()
-    for addr in front:
-        stun_ms = report.check("stun", addr).latency_ms or 0.0
-        assert RTT_MS <= stun_ms < RTT_MS + 8, report.format_text()
-        assert (report.check("tls", addr).latency_ms or 0.0) >= RTT_MS
-        assert (report.check("derp", addr).latency_ms or 0.0) >= RTT_MS
-        assert (report.check("https", addr).latency_ms or 0.0) >= RTT_MS
+    assert all(ms < RTT_MS + 8 for ms in best.values()), best

@@ -76,19 +76,40 @@ def _source_towards(side: Side, destination: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _preferred_temporary(relay: Side, client_address: str, timeout: float) -> str:
-    """Wait until the kernel made a temporary address and prefers it towards the client."""
+def _settled(out: str) -> bool:
+    """No address in ``ip -o addr`` output is still being checked or unusable."""
+    return not re.search(r"\b(tentative|dadfailed|deprecated)\b", out)
+
+
+def _preferred_temporary(
+    relay: Side, client: Side, stable: str, client_address: str, timeout: float
+) -> str:
+    """Wait until the kernel made a temporary address and prefers it towards the client, and the
+    client's own global address is the source of what it sends to the relay.
+
+    Both conditions matter: a probe sent while the client's address is not yet usable leaves from
+    its link-local address, and the relay then answers from its own link-local address, which
+    is neither address the tests are about.
+    """
     deadline = time.monotonic() + timeout
     while True:
         out = relay.sh("ip", "-6", "-o", "addr", "show", "dev", relay.interface, "temporary")
         m = re.search(r"inet6 (\S+)/64 ", out)
-        if m and "tentative" not in out and _source_towards(relay, client_address) == m.group(1):
+        ready = (
+            m is not None
+            and _settled(relay.sh("ip", "-6", "-o", "addr", "show", "dev", relay.interface))
+            and _settled(client.sh("ip", "-6", "-o", "addr", "show", "dev", client.interface))
+            and _source_towards(relay, client_address) == m.group(1)
+            and _source_towards(client, stable) == client_address
+        )
+        if ready and m is not None:
             return m.group(1)
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"the kernel made no preferred temporary address within {timeout:.0f}s "
-                "(needs IPv6 privacy extensions, use_tempaddr):\n"
+                f"the kernel made no preferred temporary address within {timeout:.0f}s, or the "
+                "addresses did not settle (needs IPv6 privacy extensions, use_tempaddr):\n"
                 + relay.sh("ip", "-6", "addr", "show", "dev", relay.interface)
+                + client.sh("ip", "-6", "addr", "show", "dev", client.interface)
             )
         time.sleep(0.05)
 
@@ -118,9 +139,14 @@ def privacy_host(timeout: float = 5.0) -> Iterator[PrivacyHost]:
         relay.sh("sysctl", "-qw", f"net.ipv6.conf.{relay.interface}.use_tempaddr=2")
         for side in (relay, client):
             side.sh("ip", "link", "set", side.interface, "up")
-        relay.sh("ip", "-6", "addr", "add", f"{stable}/64", "dev", relay.interface, "mngtmpaddr")
-        client.sh("ip", "-6", "addr", "add", f"{client_address}/64", "dev", client.interface)
-        temporary = _preferred_temporary(relay, client_address, timeout)
+        relay.sh(
+            "ip", "-6", "addr", "add", f"{stable}/64", "dev", relay.interface, "mngtmpaddr",
+            "nodad",
+        )  # fmt: skip
+        client.sh(
+            "ip", "-6", "addr", "add", f"{client_address}/64", "dev", client.interface, "nodad"
+        )
+        temporary = _preferred_temporary(relay, client, stable, client_address, timeout)
         host = PrivacyHost(relay, client, stable, temporary, client_address)
         yield host
     finally:
