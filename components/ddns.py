@@ -32,9 +32,7 @@ from components.settings import keys
 
 TYPE_TOKEN = "homederp:index:DdnsUpdater"
 
-#: Pinned release, kept with the other defaults in the key table, components/settings/keys.py (git tag v1.17.0; Docker Hub tags
-#: are the bare semver). Needs ≥ 1.17.0 for ``hostid6``; ≥ 1.15.0 for ``local.iface`` and
-#: ``CLOUDFLARE_API_TOKEN``. Add ``@sha256:…`` once the digest is read from a registry.
+#: The pinned updater release (``home-derp:ddnsImage``; why this one: components/settings/keys.py).
 DEFAULT_IMAGE = keys.default_text("ddnsImage")
 #: The image's own recommendation (README "Docker Compose" and its Dockerfile ``USER 1000:1000``).
 DEFAULT_USER = "1000:1000"

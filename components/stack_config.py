@@ -54,13 +54,18 @@ class StackConfig:
     """Full names of the encrypted (``secure:``) values."""
 
 
-def find_project(start: Path) -> Path:
-    """The directory holding ``Pulumi.yaml``: ``start`` or its nearest parent, as the CLI looks."""
+def find_project(start: Path, *, checkout: Path | None = None) -> Path:
+    """The directory holding ``Pulumi.yaml``: ``start`` or its nearest parent, as the CLI looks.
+
+    ``checkout`` (the home-derp checkout the caller runs from) is named in the error, so a user in
+    another directory reads the exact ``-C`` that works.
+    """
     for directory in (start, *start.parents):
         if any((directory / name).is_file() for name in PROJECT_FILES):
             return directory
+    where = f" (-C {checkout})" if checkout is not None else " (or -C DIR)"
     raise StackFileError(
-        f"no Pulumi.yaml in {start} or above: run it in the home-derp checkout (or -C DIR)"
+        f"no Pulumi.yaml in {start} or above: run it in the home-derp checkout{where}"
     )
 
 

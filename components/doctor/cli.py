@@ -21,6 +21,8 @@ EXIT_USAGE: Final = 2  # argparse's own code
 EXIT_NOT_RUN: Final = 3
 
 MARKS: Final = {"pass": "✓", "fail": "✗", "not_checked": "–"}
+#: The checkout this doctor belongs to (named in the error when no project is found).
+CHECKOUT: Final = Path(__file__).resolve().parents[2]
 DEFAULT_STACK: Final = "home"
 
 EPILOG = f"""\
@@ -110,7 +112,7 @@ def main(
     from components.stack_config import StackFileError, find_project
 
     try:
-        project = find_project((args.cwd or Path.cwd()).resolve())
+        project = find_project((args.cwd or Path.cwd()).resolve(), checkout=CHECKOUT)
         report = run(project, args.stack, os.environ, timeout=args.timeout)
     except StackFileError as exc:
         print(f"python -m components.doctor: error: {exc}", file=err)

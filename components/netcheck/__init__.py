@@ -10,11 +10,40 @@ wire formats; ``report`` is the result model; ``errors`` the one exception tree;
 command line.
 """
 
-from .derp import Admission, AdmissionEvidence, EvidenceSource
-from .errors import DerpError, DerpMapError, HttpError, NetcheckError, StunError, TlsFailure
-from .probes import check_relay, probe_relay
-from .regions import DEFAULT_DERP_MAP_URL, load_derp_map
-from .report import Check, RegionLatency, RelayTarget, Report
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .derp import Admission, AdmissionEvidence, EvidenceSource
+    from .errors import DerpError, DerpMapError, HttpError, NetcheckError, StunError, TlsFailure
+    from .probes import check_relay, probe_relay
+    from .regions import DEFAULT_DERP_MAP_URL, load_derp_map
+    from .report import Check, RegionLatency, RelayTarget, Report
+
+# Resolved on first use (PEP 562): `python -m components.netcheck` imports this package before
+# its __main__, which must be able to say that a Python without the project's packages (PyNaCl,
+# dnspython) needs the venv, instead of failing here with a traceback.
+_EXPORTS = {
+    "Admission": "derp",
+    "AdmissionEvidence": "derp",
+    "EvidenceSource": "derp",
+    "DerpError": "errors",
+    "DerpMapError": "errors",
+    "HttpError": "errors",
+    "NetcheckError": "errors",
+    "StunError": "errors",
+    "TlsFailure": "errors",
+    "check_relay": "probes",
+    "probe_relay": "probes",
+    "DEFAULT_DERP_MAP_URL": "regions",
+    "load_derp_map": "regions",
+    "Check": "report",
+    "RegionLatency": "report",
+    "RelayTarget": "report",
+    "Report": "report",
+}
 
 __all__ = [
     "DEFAULT_DERP_MAP_URL",
@@ -35,3 +64,9 @@ __all__ = [
     "load_derp_map",
     "probe_relay",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -295,6 +295,9 @@ KEYS: Final[tuple[Key, ...]] = (
         False,
         "Run a Cloudflare DDNS updater container beside derper that follows IPv6 prefix changes.",
     ),
+    # favonia/cloudflare-ddns at git tag v1.17.0 (Docker Hub tags are the bare semver): >= 1.17.0
+    # for ``hostid6``, >= 1.15.0 for ``local.iface`` and ``CLOUDFLARE_API_TOKEN``
+    # (components/ddns.py). Add ``@sha256:…`` once the digest is read from a registry.
     Key(
         "ddnsImage",
         "string",
