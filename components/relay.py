@@ -409,7 +409,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
             acl = tailscale.Acl(
                 f"{name}-tailnet-policy",
                 acl=text,
-                # The repo's file *is* the policy in this mode (README: tailnetPolicy=file).
+                # The repo's file *is* the policy in this mode (docs/guide/tailnet-policy.md).
                 overwrite_existing_content=True,
                 opts=after_validation,
             )

@@ -333,7 +333,7 @@ def unjudged_outputs(unroutable: Sequence[str], last_healthy_at: str | None) -> 
             f"this machine has no route to the relay's addresses ({', '.join(unroutable)}), so "
             "it cannot judge the relay; nothing was drained. Run validation from a machine "
             "with IPv6 (a GitHub-hosted runner has none: use an exit node with IPv6 or a "
-            "self-hosted runner, README: CI/CD)"
+            "self-hosted runner, docs/guide/ci-cd.md)"
         ),
     }
 

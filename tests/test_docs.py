@@ -77,6 +77,41 @@ def test_every_docs_citation_resolves() -> None:
     assert not broken, "\n".join(sorted(set(broken)))
 
 
+#: Links in Markdown to a heading of the same file, and to any file of the repository.
+IN_PAGE = re.compile(r"\]\(#([\w-]+)\)")
+REPO_LINK = re.compile(r"\]\((?!https?:|mailto:|#)([^)#\s]+)(?:#[\w-]+)?\)")
+
+
+# Every in-page link of every Markdown file names one of its own headings.
+def test_every_in_page_link_resolves() -> None:
+    broken = []
+    for source in (p for p in SOURCES if p.suffix == ".md"):
+        anchors = headings(source)[0]
+        for m in IN_PAGE.finditer(source.read_text(encoding="utf-8")):
+            if m.group(1) not in anchors:
+                broken.append(f"{source.relative_to(ROOT)}: #{m.group(1)}")
+    assert not broken, "\n".join(broken)
+
+
+# Every relative link of every Markdown file names a file or folder that exists.
+def test_every_relative_link_resolves() -> None:
+    broken = []
+    for source in (p for p in SOURCES if p.suffix == ".md"):
+        for m in REPO_LINK.finditer(source.read_text(encoding="utf-8")):
+            if not (source.parent / m.group(1)).exists():
+                broken.append(f"{source.relative_to(ROOT)}: {m.group(1)}")
+    assert not broken, "\n".join(broken)
+
+
+# The README is a map: short, and every guide is on it.
+def test_readme_is_a_map_of_the_guides() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200
+    guides = sorted(p.name for p in (ROOT / "docs" / "guide").glob("*.md"))
+    missing = [g for g in guides if f"](docs/guide/{g})" not in readme]
+    assert guides and not missing, missing
+
+
 # Every architecture section the code names by title exists with that title.
 def test_every_architecture_section_cited_exists() -> None:
     _, titles = headings(ROOT / "docs" / "architecture.md")

@@ -9,6 +9,7 @@ installed on these machines); these are its rules applied to our files.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,31 @@ def test_defaults_match_settings() -> None:
     defaults = {k.split(":", 1)[1]: v for k, v in project_defaults().items()}
     with_defaults = parse_settings({**defaults, **required}, env=env, host=host).require()
     assert with_defaults == bare
+
+
+def _guide_table() -> dict[str, str]:
+    """``docs/guide/configuration.md``'s key table: key → its default column."""
+    rows: dict[str, str] = {}
+    text = (ROOT / "docs" / "guide" / "configuration.md").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            for key in re.findall(r"`(\w+)`", cells[0]):
+                rows[key] = cells[1]
+    return rows
+
+
+# The configuration guide lists every key, and a default it writes is the key table's.
+def test_configuration_guide_matches_the_key_table() -> None:
+    rows = _guide_table()
+    assert set(rows) == set(KNOWN_KEYS)
+    for key in KEYS:
+        shown = rows[key.name]
+        if key.required:
+            assert "required" in shown, key.name
+        elif isinstance(key.default, bool):
+            assert shown == f"`{'true' if key.default else 'false'}`", key.name
+        elif isinstance(key.default, int):
+            assert shown.startswith(f"`{key.default}`"), key.name
+        elif isinstance(key.default, str) and key.default and key.name != "ddnsImage":
+            assert shown == f"`{key.default}`", key.name

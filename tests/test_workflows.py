@@ -54,7 +54,7 @@ CALLERS = ("preview.yml", "deploy.yml", "health.yml")
 PULUMI = "./.github/workflows/_pulumi.yml"
 KEEPALIVE = "./.github/workflows/_keepalive.yml"
 STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))
-#: The R2 backend of the README needs third-party S3 writes, in the CLI since 3.256.
+#: The R2 backend of docs/guide/ci-cd.md needs third-party S3 writes, in the CLI since 3.256.
 MIN_CLI = (3, 256, 0)
 EXPR = re.compile(r"^\$\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}$")
 
@@ -482,7 +482,8 @@ def test_venv_is_the_programs_requirements() -> None:
 
 
 # The CLI version is read once (requirements.txt's pulumi pin, by stack_facts.py), handed to
-# pulumi/actions, recent enough for the README's R2 backend, and checked before every command.
+# pulumi/actions, recent enough for the R2 backend of docs/guide/ci-cd.md, and checked before
+# every command.
 def test_pulumi_cli_is_the_sdk_pin(runner: dict[str, str], tmp_path: Path) -> None:
     pins = re.findall(r"^pulumi==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M)
     assert len(pins) == 1

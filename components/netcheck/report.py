@@ -1,6 +1,6 @@
 """The checker's results: one named Check per fact, a Report that renders as text or JSON.
 
-The JSON shape is documented in the README ("netcheck"); fields may be
+The JSON shape is documented in docs/guide/netcheck.md; fields may be
 added, never renamed (``skipped`` on checks and ``measured`` on regions were added later).
 """
 

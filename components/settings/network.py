@@ -74,8 +74,8 @@ def docker(c: Collector, env: Environment) -> tuple[Docker, bool]:
             host,
             "this is a GitHub-hosted runner (RUNNER_ENVIRONMENT=github-hosted): a unix:// Docker "
             "host is the runner's own throwaway daemon, not your relay. Set home-derp:dockerHost "
-            "to ssh://user@<relay host> (README: CI/CD), or run the job on a self-hosted runner "
-            "on the relay host",
+            "to ssh://user@<relay host> (docs/guide/ci-cd.md), or run the job on a self-hosted "
+            "runner on the relay host",
         )
         ok = False
     network_mode = c.choice("networkMode", NETWORK_MODES)
