@@ -171,8 +171,9 @@ class RelayMocks(pulumi.runtime.Mocks):
 _MOCKS = RelayMocks()
 
 
-def install_mocks(stack: str = "home") -> RelayMocks:
-    """Reset the suite's mocks and install them process-wide for ``stack``.
+def install_mocks(stack: str = "home", *, preview: bool = False) -> RelayMocks:
+    """Reset the suite's mocks and install them process-wide for ``stack`` (as ``pulumi
+    preview`` with ``preview``: ``pulumi.runtime.is_dry_run()`` is then true).
 
     The root Stack resource is dropped too: it holds futures of the event loop it was made on,
     and ``set_mocks`` only creates a new one when there is none.
@@ -183,7 +184,7 @@ def install_mocks(stack: str = "home") -> RelayMocks:
         _MOCKS,
         project="home-derp",
         stack=stack,
-        preview=False,
+        preview=preview,
         monitor=RecordingMonitor(_MOCKS),
     )
     return _MOCKS

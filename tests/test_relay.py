@@ -20,6 +20,7 @@ from tests.conftest import (
     run_program,
     set_config,
 )
+from tests.peers.cloudflare_api import CloudflarePeer, PeerZone
 
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
@@ -65,7 +66,11 @@ def test_a_record_with_ipv4(mocks: RelayMocks) -> None:
 
 
 # An explicit zone id is used as is; no zone lookup is made.
-def test_zone_id_skips_lookup(mocks: RelayMocks) -> None:
+def test_zone_id_skips_lookup(
+    mocks: RelayMocks, cloudflare_api: CloudflarePeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = PeerZone("fedcba9876543210fedcba9876543210", "example.net")
+    monkeypatch.setitem(cloudflare_api.zones, other.id, other)  # the record lookup may read it
     evaluate(home_config(zone=None, zoneId="fedcba9876543210fedcba9876543210"))
     assert mocks.one(RECORD).inputs["zoneId"] == "fedcba9876543210fedcba9876543210"
     assert not [c for c in mocks.calls if c[0] == "cloudflare:index/getZone:getZone"]
