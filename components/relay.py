@@ -97,6 +97,7 @@ VALIDATION_OUTPUT_FIELDS = (
     ("certificateDaysLeft", "certificate_days_left"),
     ("admission", "admission"),
     ("coverage", "coverage"),
+    ("credentials", "credentials"),
 )
 
 
@@ -364,6 +365,8 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 )
                 if host
                 else None,
+                # publication writes the policy with these credentials: prove them every run
+                policy_access="write" if settings.policy.mode in ("patch", "file") else None,
             ),
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=deployment.resources if deployment else []
@@ -437,6 +440,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 checked_at=validation.checked_at,
                 drained=drained,
                 published=published,
+                credentials=validation.credentials,
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=publication),
         )

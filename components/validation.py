@@ -19,6 +19,11 @@ it avoids (docs/upstream/pulumi.md#dynamic-provider-preview):
   alone looks the same whether tailscaled said "not found" or could not be asked.
 * Coverage: with Tailscale credentials that may list devices, every device the relay host's
   tailscaled cannot see is named — derper's ``-verify-clients`` would reject it.
+* Credentials (``policy_access: "write"``, whenever publication writes the policy): every run —
+  every health run included — proves the Tailscale credential may still read the policy and
+  would be allowed to write it, without writing (``tailscale_api.Client.check_policy_access``).
+  A revoked or demoted credential is then reported while the relay is healthy, and the gate
+  fails the run with the fix, instead of being found by the drain of a failing relay.
 * The provider is pickled by reference as ``components.validation.RelayValidationProvider``:
   that module path is part of the stack state, do not move it. It holds no sockets, clients or
   credentials when pickled; ``configure()`` reads the Tailscale provider's config in the provider
@@ -82,6 +87,7 @@ INPUT_KEYS: Final = (
     "tailscale_version",
     "host_tailscale_version",
     "host_peers",
+    "policy_access",
 )
 OUTPUT_KEYS: Final = (
     "ok",
@@ -97,6 +103,7 @@ OUTPUT_KEYS: Final = (
     "diagnosis",
     "admission",
     "coverage",
+    "credentials",
 )
 # Order-free inputs: a reordered list is not a change.
 _SET_KEYS: Final = frozenset({"expected_addresses", "addresses_override", "host_peers"})
@@ -267,6 +274,7 @@ def off_outputs(last_healthy_at: str | None = None) -> dict[str, Any]:
         "diagnosis": None,
         "admission": None,
         "coverage": None,
+        "credentials": None,
     }
 
 
@@ -348,6 +356,8 @@ def _note(message: str) -> None:
 
 Probe = Callable[..., "Report"]
 Devices = Callable[[], Sequence[Mapping[str, Any]]]
+Access = Callable[[], None]
+"""Raises ``TailscaleApiError`` unless the credential may read and write the policy."""
 
 
 def default_probe(props: Mapping[str, Any]) -> Probe:
@@ -376,6 +386,7 @@ def run_validation(
     *,
     probe: Probe | None = None,
     devices: Devices | None = None,
+    access: Access | None = None,
     last_healthy_at: str | None = None,
     route: Callable[[str], bool] = has_route,
     sleep: Callable[[float], None] = time.sleep,
@@ -394,7 +405,7 @@ def run_validation(
     expected = list(target.expected_addresses)
     routable = [a for a in expected if route(a)]
     if expected and not routable:
-        return unjudged_outputs(expected, last_healthy_at)
+        return {**unjudged_outputs(expected, last_healthy_at), **_credentials(props, access)}
     if not target.addresses and len(routable) < len(expected):
         # Judge what can be reached from here; DNS is still checked for every address.
         _note(f"no route from here to {', '.join(set(expected) - set(routable))}: not probed")
@@ -418,6 +429,7 @@ def run_validation(
         report, attempts=attempts, checked_at=now().isoformat(), last_healthy_at=last_healthy_at
     )
     outputs["coverage"] = _coverage(props, devices)
+    outputs.update(_credentials(props, access))
     if not report.ok:
         outputs["diagnosis"] = diagnosis(report, attempts=attempts, waited=clock() - started)
         _note("the relay is NOT healthy\n" + outputs["diagnosis"])
@@ -430,6 +442,26 @@ def run_validation(
             "a group every device may reach)"
         )
     return outputs
+
+
+def _credentials(props: Mapping[str, Any], access: Access | None) -> dict[str, Any]:
+    """``{"credentials": {ok, detail}}`` when publication writes the policy, else None."""
+    from components.tailscale_api import MISSING_HINT, TailscaleApiError
+
+    if props.get("policy_access") != "write":
+        return {"credentials": None}
+    if access is None:
+        verdict = {"ok": False, "detail": f"no Tailscale credentials: {MISSING_HINT}"}
+    else:
+        try:
+            access()
+        except TailscaleApiError as exc:
+            verdict = {"ok": False, "detail": str(exc)}
+        else:
+            verdict = {"ok": True, "detail": "may read and write the tailnet policy"}
+    if not verdict["ok"]:
+        _note(f"the Tailscale credential is NOT usable: {verdict['detail']}")
+    return {"credentials": verdict}
 
 
 def _coverage(props: Mapping[str, Any], devices: Devices | None) -> dict[str, Any] | None:
@@ -474,21 +506,24 @@ class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
         keys = [f"tailscale:{key}" for key in CONFIG_KEYS]
         self._config = {k: req.config.get(k) for k in keys if req.config.get(k) is not None}
 
-    def _devices(self) -> Devices | None:
+    def _client(self) -> Any:
+        """A Tailscale API client (one token exchange for every call of this run), or None."""
         from components.tailscale_api import Client, TailscaleApiError, resolve_credentials
 
         try:
             credentials = resolve_credentials(self._config, os.environ)
         except TailscaleApiError:
             return None
-        return Client(credentials).list_devices
+        return Client(credentials)
 
     def _run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {k: props[k] for k in INPUT_KEYS if k in props}
         previous = olds.get("last_healthy_at")
+        client = self._client()
         computed = run_validation(
             plain(props),
-            devices=self._devices(),
+            devices=client.list_devices if client is not None else None,
+            access=(lambda: client.check_policy_access(write=True)) if client is not None else None,
             last_healthy_at=previous if isinstance(previous, str) else None,
         )
         return inputs | computed
@@ -556,6 +591,9 @@ class RelayValidationArgs:
     """The host tailscaled's release as read at this run."""
     host_peers: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
     """Node keys the relay host's tailscaled can see (itself included): the coverage check."""
+    policy_access: pulumi.Input[str | None] = None
+    """``"write"`` when publication writes the tailnet policy: the credential is proven on every
+    run (see the module docstring)."""
 
     def to_props(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in INPUT_KEYS}
@@ -590,6 +628,9 @@ class RelayValidation(pulumi.dynamic.Resource, module="homederp", name="RelayVal
     """derper's verdict on the probe's random key: ``{cause, detail, ok}``."""
     coverage: pulumi.Output[dict[str, Any] | None]
     """``{checked, devices, invisible, reason}``: tailnet devices the relay host cannot see."""
+    credentials: pulumi.Output[dict[str, Any] | None]
+    """``{ok, detail}``: the Tailscale credential may read and write the policy (None: not
+    asked, ``policy_access`` unset)."""
 
     def __init__(
         self,

@@ -131,6 +131,9 @@ class RelayMocks(pulumi.runtime.Mocks):
                 "checked_at": "2026-12-02T04:00:00+00:00",
                 "certificate_days_left": 80,
                 "diagnosis": None if healthy is not False else "relay derp.example.com failed",
+                "credentials": {"ok": True, "detail": "may read and write the tailnet policy"}
+                if inputs.get("policy_access") == "write" and healthy is not None
+                else None,
             }
         if typ == "pulumi-python:dynamic/homederp:PeerRelayServer":
             return {"bound": True}
