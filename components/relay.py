@@ -13,6 +13,7 @@ Cloudflare to drain a relay that broke (docs/architecture.md, "Health runs").
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,6 +234,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
         from components.container import create_container
         from components.ddns import DdnsUpdater, DdnsUpdaterArgs
         from components.dns import RECORD_TTL, create_dns_records
+        from components.host import docker_ssh_options, scheme_of
 
         child = pulumi.ResourceOptions(parent=self)
         # An explicit provider does not read cloudflare:baseUrl itself; pass it so the provider
@@ -243,7 +245,16 @@ class HomeDerpRelay(pulumi.ComponentResource):
             base_url=cloudflare_api.runtime_config().get(cloudflare_api.BASE_URL_CONFIG),
             opts=child,
         )
-        docker_provider = docker.Provider(f"{name}-docker", host=settings.docker.host, opts=child)
+        # Over ssh:// the provider's own connection gets the host reads' options (batch mode,
+        # bounded connect, keepalives: components/host.py docker_ssh_options).
+        docker_provider = docker.Provider(
+            f"{name}-docker",
+            host=settings.docker.host,
+            ssh_opts=docker_ssh_options(os.environ)
+            if scheme_of(settings.docker.host) == "ssh"
+            else None,
+            opts=child,
+        )
         records = create_dns_records(name, settings, cloudflare_provider, self)
         cert = create_certificate(name, settings, self)
         relay = create_container(

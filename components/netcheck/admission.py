@@ -170,10 +170,16 @@ def ssh_logs_argv(
     )
     return [
         "ssh",
+        # the options of components/host.py client_options (a leaf cannot import it;
+        # tests/test_host.py keeps the two equal): batch mode, bounded connect, keepalives
         "-o",
         "BatchMode=yes",
         "-o",
         f"ConnectTimeout={max(1, math.ceil(timeout))}",
+        "-o",
+        "ServerAliveInterval=3",
+        "-o",
+        "ServerAliveCountMax=2",
         "-T",
         *(("-p", str(parts.port)) if parts.port else ()),
         *(("-l", parts.username) if parts.username else ()),
