@@ -468,8 +468,13 @@ def _coverage(props: Mapping[str, Any], devices: Devices | None) -> dict[str, An
     from components.tailscale_api import TailscaleApiError
 
     peers = props.get("host_peers")
-    if not props.get("expect_verify_clients") or peers is None:
-        return None
+    if not props.get("expect_verify_clients"):
+        return None  # derper admits everyone: nothing to cover
+    if peers is None:
+        return coverage_not_checked(
+            "the relay host's tailscaled could not be read at this run, so the devices it can "
+            "see are unknown"
+        )
     if devices is None:
         return coverage_not_checked("no Tailscale credentials to list the tailnet's devices")
     try:

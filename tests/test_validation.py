@@ -293,6 +293,13 @@ def test_coverage_without_device_permission_says_not_checked(relay: LocalRelay) 
     assert "no Tailscale credentials" in no_credentials["coverage"]["reason"]
 
 
+# A run that could not read the relay host's peers says coverage was not checked, and why.
+def test_coverage_without_the_hosts_peers_says_not_checked(relay: LocalRelay) -> None:
+    outs = run_validation(program_inputs(relay))  # host_peers unset: the host was not read
+    assert outs["coverage"]["checked"] is False
+    assert "relay host's tailscaled could not be read" in outs["coverage"]["reason"]
+
+
 # Pure: devices without a node key (not yet logged in) are not counted as invisible.
 def test_coverage_ignores_devices_without_a_key() -> None:
     assert coverage([{"name": "new"}], []) == {
