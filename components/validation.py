@@ -298,6 +298,58 @@ def diagnosis(report: Report, *, attempts: int, waited: float | None = None) -> 
     return "\n".join(lines)
 
 
+#: A known last word of derper (docs/upstream/derper.md#key-file) → what to do about it.
+EXIT_HINTS: Final = (
+    (
+        "no space left on device",
+        "the filesystem of derper's state volume (Docker's data root for a plain volume) is full: "
+        "free space on the relay host (`docker system prune`; `python -m components.doctor` "
+        "measures it as docker.space and derper.state)",
+    ),
+    (
+        "read-only file system",
+        "derper's state volume is read-only: find out why on the relay host (`dmesg`: a "
+        "filesystem remounted read-only after errors?) and make it writable again",
+    ),
+    (
+        "derper: config:",
+        "derper.key in the state volume is damaged (often a disk that filled up while it was "
+        "written): free space first, then move the file aside on the relay host (`sudo mv "
+        "\"$(docker volume inspect -f '{{.Mountpoint}}' VOLUME)/derper.key\" /root/`); derper "
+        "then writes a new key, and clients learn it as they reconnect",
+    ),
+)
+
+
+def container_trouble(name: str, inspect: Mapping[str, Any], log_text: str) -> str | None:
+    """What is wrong with derper's container, from ``docker inspect`` and its log; None when it
+    runs normally. A restart loop (``State.Restarting``, or a container Docker keeps restarting)
+    is named with derper's last log line — the reason it exits
+    (docs/upstream/derper.md#key-file)."""
+    raw_state = inspect.get("State")
+    state: Mapping[str, Any] = raw_state if isinstance(raw_state, Mapping) else {}
+    restarts = inspect.get("RestartCount")
+    restarts = restarts if isinstance(restarts, int) else 0
+    status = str(state.get("Status") or "")
+    code = state.get("ExitCode")
+    if state.get("Restarting") or status == "restarting":
+        what = (
+            f"derper's container {name} is in a RESTART LOOP: it exits (code {code}) as soon as it "
+            f"starts and Docker has restarted it {restarts} times"
+        )
+    elif status in ("exited", "dead", "created"):
+        what = f"derper's container {name} is not running ({status}, exit code {code})"
+    elif status == "running" and restarts >= 3:
+        what = f"derper's container {name} keeps restarting (Docker restarted it {restarts} times)"
+    else:
+        return None
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    last = lines[-1] if lines else None
+    text = what + (f"; its last log line: {last!r}" if last else "; its log is empty")
+    hint = next((fix for word, fix in EXIT_HINTS if last and word in last), None)
+    return text + (f"\n      hint: {hint}" if hint else "")
+
+
 def coverage(devices: Sequence[Mapping[str, Any]], host_peers: Sequence[str]) -> dict[str, Any]:
     """Devices of the tailnet that the relay host cannot see (derper would reject them)."""
     visible = {str(k) for k in host_peers}
@@ -358,6 +410,35 @@ Probe = Callable[..., "Report"]
 Devices = Callable[[], Sequence[Mapping[str, Any]]]
 Access = Callable[[], None]
 """Raises ``TailscaleApiError`` unless the credential may read and write the policy."""
+ContainerCheck = Callable[[], "str | None"]
+"""What is wrong with derper's container (a restart loop …), or None."""
+
+
+def default_container_check(props: Mapping[str, Any]) -> ContainerCheck | None:
+    """derper's container on ``docker_host``, inspected and its log read (only after a failed
+    probe: a refused connection alone does not say that derper keeps dying, or why)."""
+    from components.netcheck.admission import (
+        LogReadError,
+        docker_log_reader,
+        docker_state_reader,
+    )
+
+    docker_host, container = props.get("docker_host"), props.get("container")
+    if not docker_host or not container:
+        return None
+    name = str(container)
+
+    def check() -> str | None:
+        try:
+            inspect = docker_state_reader(str(docker_host), name)()
+            if container_trouble(name, inspect, "") is None:
+                return None
+            log_text = docker_log_reader(str(docker_host), name)()
+        except LogReadError as exc:
+            return f"derper's container could not be inspected (a crash loop not ruled out): {exc}"
+        return container_trouble(name, inspect, log_text)
+
+    return check
 
 
 def default_probe(props: Mapping[str, Any]) -> Probe:
@@ -387,6 +468,7 @@ def run_validation(
     probe: Probe | None = None,
     devices: Devices | None = None,
     access: Access | None = None,
+    container: ContainerCheck | None = None,
     last_healthy_at: str | None = None,
     route: Callable[[str], bool] = has_route,
     sleep: Callable[[float], None] = time.sleep,
@@ -432,6 +514,10 @@ def run_validation(
     outputs.update(_credentials(props, access))
     if not report.ok:
         outputs["diagnosis"] = diagnosis(report, attempts=attempts, waited=clock() - started)
+        check = container if container is not None else default_container_check(props)
+        trouble = check() if check is not None else None
+        if trouble:
+            outputs["diagnosis"] = f"{trouble}\n\n{outputs['diagnosis']}"
         _note("the relay is NOT healthy\n" + outputs["diagnosis"])
     invisible = (outputs["coverage"] or {}).get("invisible")
     if invisible:
