@@ -38,9 +38,11 @@ DOCKER_SSH_OPTS_ENV: Final = "DOCKER_SSH_OPTS"
 #: Seconds a host read may take (ssh connect included); reads happen at every preview.
 DEFAULT_TIMEOUT: Final = 10.0
 #: Keepalives inside the ssh connection (ssh_config(5) ServerAliveInterval/ServerAliveCountMax):
-#: a peer that stops answering is given up after 6–9 s, inside a read's 12 s, so a hung shared
-#: connection (ControlMaster) fails one read instead of stalling every read until its timeout.
-SERVER_ALIVE_INTERVAL: Final = 3
+#: a peer that stops answering is given up after about 6 s (the third unanswered probe), well
+#: inside a read's 12 s, so a read through a hung shared connection (ControlMaster) reconnects
+#: instead of stalling until its timeout — every read of the evaluation, before (measured with a
+#: SIGSTOPped sshd session: tests/test_host.py).
+SERVER_ALIVE_INTERVAL: Final = 2
 SERVER_ALIVE_COUNT_MAX: Final = 2
 #: Debian keeps ip and friends in /usr/sbin and /sbin, which a non-root ssh session's PATH lacks.
 _SBIN_DIRS: Final = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/bin", "/usr/local/sbin")

@@ -159,7 +159,7 @@ def test_docker_provider_ssh_options_work_against_sshd(
     opts = json.loads(mocks.one("pulumi:providers:docker").inputs["sshOpts"])
     assert opts == docker_ssh_options(os.environ)
     assert opts[: len(client_options(10))] == client_options(10)
-    assert "ServerAliveInterval=3" in opts and "BatchMode=yes" in opts
+    assert "ServerAliveInterval=2" in opts and "BatchMode=yes" in opts
     # docker/cli connhelper: ssh -l USER -p PORT <sshOpts…> -T -- HOST <command>
     target = parse_ssh_host(sshd.docker_host)
     argv = ["ssh", "-l", str(target.user), "-p", str(target.port), *opts, "-T", "--",

@@ -439,7 +439,7 @@ def test_ssh_command_shape(monkeypatch: pytest.MonkeyPatch) -> None:
         "-o",
         "ConnectTimeout=5",
         "-o",
-        "ServerAliveInterval=3",
+        "ServerAliveInterval=2",
         "-o",
         "ServerAliveCountMax=2",
         "-T",

@@ -186,7 +186,7 @@ def ssh_docker_argv(
         "-o",
         f"ConnectTimeout={max(1, math.ceil(timeout))}",
         "-o",
-        "ServerAliveInterval=3",
+        "ServerAliveInterval=2",
         "-o",
         "ServerAliveCountMax=2",
         "-T",
