@@ -42,6 +42,7 @@ import datetime as dt
 import ipaddress
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -298,6 +299,23 @@ def diagnosis(report: Report, *, attempts: int, waited: float | None = None) -> 
     return "\n".join(lines)
 
 
+#: Seconds a container restarted by Docker counts as still looping (see container_trouble).
+RESTART_LOOP_WINDOW: Final = 60.0
+
+
+_DOCKER_TIME: Final = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def _docker_time(value: Any) -> dt.datetime | None:
+    """Docker's RFC 3339 times with nanoseconds (``2026-12-06T07:16:06.123456789Z``); None for
+    the zero time (``0001-01-01T00:00:00Z``, never started) and anything else."""
+    match = _DOCKER_TIME.match(value) if isinstance(value, str) else None
+    if match is None or value.startswith("0001-"):
+        return None
+    zone = "+00:00" if match[2] == "Z" else match[2]
+    return dt.datetime.fromisoformat(match[1] + zone)
+
+
 #: A known last word of derper (docs/upstream/derper.md#key-file) → what to do about it.
 EXIT_HINTS: Final = (
     (
@@ -321,26 +339,35 @@ EXIT_HINTS: Final = (
 )
 
 
-def container_trouble(name: str, inspect: Mapping[str, Any], log_text: str) -> str | None:
+def container_trouble(
+    name: str, inspect: Mapping[str, Any], log_text: str, now: dt.datetime | None = None
+) -> str | None:
     """What is wrong with derper's container, from ``docker inspect`` and its log; None when it
-    runs normally. A restart loop (``State.Restarting``, or a container Docker keeps restarting)
-    is named with derper's last log line — the reason it exits
-    (docs/upstream/derper.md#key-file)."""
+    runs normally. A restart loop — ``State.Restarting``, or running again for less than a minute
+    after Docker restarted it (a loop caught between two exits) — is named with derper's last
+    log line, the reason it exits (docs/upstream/derper.md#key-file)."""
     raw_state = inspect.get("State")
     state: Mapping[str, Any] = raw_state if isinstance(raw_state, Mapping) else {}
     restarts = inspect.get("RestartCount")
     restarts = restarts if isinstance(restarts, int) else 0
     status = str(state.get("Status") or "")
     code = state.get("ExitCode")
-    if state.get("Restarting") or status == "restarting":
+    started = _docker_time(state.get("StartedAt"))
+    now = now or dt.datetime.now(dt.UTC)
+    just_restarted = (
+        status == "running"
+        and restarts >= 1
+        and started is not None
+        and (now - started).total_seconds() < RESTART_LOOP_WINDOW
+    )
+    if state.get("Restarting") or status == "restarting" or just_restarted:
+        exits = f" (it exits with code {code})" if status != "running" else ""
         what = (
-            f"derper's container {name} is in a RESTART LOOP: it exits (code {code}) as soon as it "
-            f"starts and Docker has restarted it {restarts} times"
+            f"derper's container {name} is in a RESTART LOOP: Docker has restarted it "
+            f"{restarts} times{exits}"
         )
     elif status in ("exited", "dead", "created"):
         what = f"derper's container {name} is not running ({status}, exit code {code})"
-    elif status == "running" and restarts >= 3:
-        what = f"derper's container {name} keeps restarting (Docker restarted it {restarts} times)"
     else:
         return None
     lines = [line.strip() for line in log_text.splitlines() if line.strip()]

@@ -10,6 +10,7 @@ loopback; admission from derper's own log against the real derper in a real Dock
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from components.validation import (
     TYPE_TOKEN,
     RelayValidation,
     RelayValidationArgs,
+    container_trouble,
     coverage,
     run_validation,
     validation_trigger,
@@ -387,6 +389,45 @@ def test_credentials_are_not_asked_when_validation_is_off(relay: LocalRelay) -> 
         ]
         is None
     )
+
+
+# --- derper's container (the real restart loops are in tests/doctor/test_state_volume.py) -----
+
+NOW = dt.datetime(2026, 12, 6, 7, 16, 30, tzinfo=dt.UTC)
+FATAL = "2026/12/06 07:16:06 derper: config: unexpected end of JSON input\n"
+
+
+def inspected(
+    status: str, restarts: int, started: str = "2026-12-06T07:16:20.5Z"
+) -> dict[str, Any]:
+    return {
+        "State": {"Status": status, "Restarting": status == "restarting", "ExitCode": 1,
+                  "StartedAt": started},
+        "RestartCount": restarts,
+    }  # fmt: skip
+
+
+# A container Docker keeps restarting — caught restarting, or running again for seconds — is a
+# restart loop with derper's last line and the hint for it; one running for long, or never
+# restarted, is not; an exited one is named as not running.
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (inspected("restarting", 7), "restarted it 7 times (it exits with code 1)"),
+        (inspected("running", 2), "is in a RESTART LOOP: Docker has restarted it 2 times;"),
+        (inspected("running", 2, "2026-12-06T06:00:00Z"), None),
+        (inspected("running", 0), None),
+        (inspected("exited", 0), "is not running (exited, exit code 1)"),
+    ],
+)  # fmt: skip
+def test_container_trouble(state: dict[str, Any], expected: str | None) -> None:
+    said = container_trouble("derper-900-home", state, FATAL, NOW)
+    if expected is None:
+        assert said is None
+    else:
+        assert said is not None and expected in said
+        assert "its last log line: '2026/12/06 07:16:06 derper: config: unexpected end" in said
+        assert "hint: derper.key in the state volume is damaged" in said
 
 
 # --- the trigger ------------------------------------------------------------------------------
