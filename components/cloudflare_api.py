@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from components import http_retry
 from components.errors import HomeDerpError
+from components.http_retry import RATE_LIMITED, Log, RetryPolicy
 
 #: cloudflare/cloudflare-go@16ae7fd option/requestoption.go:276 (the provider's client).
 DEFAULT_BASE_URL: Final = "https://api.cloudflare.com/client/v4"
@@ -38,6 +39,10 @@ TOKEN_ENV: Final = "CLOUDFLARE_API_TOKEN"
 HTTP_TIMEOUT: Final = 5.0
 """Seconds per request: the API answers in well under a second; evaluation must not hang."""
 MAX_TIMEOUT: Final = 30.0
+#: How hard one call tries (docs/upstream/cloudflare.md#rate-limits-and-errors). The lookup runs
+#: at every preview, so the budget is short; a deploy whose lookup still fails stops
+#: (components/dns_adoption.py) rather than guessing.
+RETRY_POLICY: Final = RetryPolicy(attempts=4, base=1.0, cap=4.0, budget=20.0)
 PER_PAGE: Final = 100
 """The API's default page size for DNS records (docs/upstream/cloudflare.md#pagination)."""
 MAX_PAGES: Final = 20
@@ -140,13 +145,18 @@ def runtime_config() -> dict[str, str]:
 
 
 def client_from_runtime(environ: Mapping[str, str] | None = None) -> Client | None:
-    """A client with the stack's token and base URL, or None when no token is configured."""
+    """A client with the stack's token and base URL, or None when no token is configured; its
+    retries are logged through ``pulumi.log`` (the program has an engine connection)."""
+    import pulumi
+
     environ = os.environ if environ is None else environ
     config = runtime_config()
     token = resolve_token(config, environ)
     if token is None:
         return None
-    return Client(token, base_url=resolve_base_url(config, environ))
+    return Client(
+        token, base_url=resolve_base_url(config, environ), log=lambda m: pulumi.log.info(m)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +198,9 @@ class Client:
         timeout: float = HTTP_TIMEOUT,
         *,
         per_page: int = PER_PAGE,
+        log: Log | None = None,
     ) -> None:
+        """``log`` receives a line per retry (default: stderr)."""
         if not token or not token.strip():
             raise CloudflareApiError(f"no Cloudflare API token: {TOKEN_HINT}")
         self._token = token.strip()
@@ -196,6 +208,7 @@ class Client:
         # Bounded both ways: a zero/negative timeout would block or fail every call.
         self.timeout = min(max(float(timeout), 0.1), MAX_TIMEOUT)
         self.per_page = max(1, int(per_page))
+        self._log = log or http_retry.stderr_log("home-derp")
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, timeout={self.timeout!r})"
@@ -221,21 +234,28 @@ class Client:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                status, body = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, body = err.code, err.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            reason = self._scrub(str(getattr(err, "reason", err)))
+            answer = http_retry.send(
+                request,
+                timeout=self.timeout,
+                policy=RETRY_POLICY,
+                what=f"Cloudflare API {what}",
+                safe=True,  # every call here is a GET
+                log=lambda line: self._log(self._scrub(line)),
+            )
+        except http_retry.TransportError as err:
+            tries = f" ({err.tries} tries)" if err.tries > 1 else ""
             raise CloudflareApiError(
-                f"cannot reach the Cloudflare API at {self.base_url} ({what}): {reason}; check "
-                "the network and DNS of this machine (or cloudflare:baseUrl / "
-                "CLOUDFLARE_BASE_URL if set)"
+                f"cannot reach the Cloudflare API at {self.base_url} ({what}): "
+                f"{self._scrub(err.reason)}{tries}; check the network and DNS of this machine "
+                "(or cloudflare:baseUrl / CLOUDFLARE_BASE_URL if set)"
             ) from None
+        status, body = answer.status, answer.body
         try:
             envelope = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             envelope = None
+        if http_retry.retryable_status(status):
+            raise self._server_trouble(answer, envelope, what)
         if not isinstance(envelope, dict):
             snippet = self._scrub(body.decode("utf-8", "replace").strip()[:200])
             raise CloudflareApiError(
@@ -246,6 +266,28 @@ class Client:
         if envelope.get("success") is True and 200 <= status < 300:
             return envelope
         raise self._failure(status, envelope, what)
+
+    def _server_trouble(
+        self, answer: http_retry.Answer, envelope: Any, what: str
+    ) -> CloudflareApiError:
+        """A 429 or 5xx that outlasted the retries: Cloudflare's side, never the token's."""
+        errors = envelope.get("errors") if isinstance(envelope, dict) else None
+        said = self._scrub("; ".join(_messages(errors))) or f"HTTP {answer.status}"
+        tries = f" ({answer.tries} tries over {answer.waited:.0f}s)" if answer.tries > 1 else ""
+        if answer.status == RATE_LIMITED:
+            after = answer.header("Retry-After")
+            wait = f"; it asks to wait {after}s" if after else ""
+            fix = (
+                f"rate limited by Cloudflare{wait} (1200 requests per 5 minutes per user, shared "
+                "with the dashboard and other tools): wait and run again"
+            )
+        else:
+            fix = "Cloudflare had a problem on its side: run again later (cloudflarestatus.com)"
+        return CloudflareApiError(
+            f"Cloudflare API {what}: HTTP {answer.status} ({said}){tries}: {fix}",
+            status=answer.status,
+            codes=_codes(errors),
+        )
 
     def _failure(self, status: int, envelope: Mapping[str, Any], what: str) -> CloudflareApiError:
         errors = envelope.get("errors")
@@ -269,10 +311,6 @@ class Client:
             )
         elif status == 403:
             fix = "the token is not valid or may not do this; " + TOKEN_HINT
-        elif status == 429:
-            fix = "rate limited by Cloudflare; wait a minute and run again"
-        elif status >= 500:
-            fix = "Cloudflare had a problem; run again later"
         else:
             fix = "see the message above"
         return CloudflareApiError(f"{head}: {fix}", status=status, codes=codes)

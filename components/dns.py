@@ -82,7 +82,11 @@ def create_dns_records(
         Adoption({})
         if settings.health_run  # health runs register no DNS (relay.py); belt and braces
         else lookup_adoption(
-            settings, stack=stack, client=cloudflare_api.client_from_runtime(os.environ)
+            settings,
+            stack=stack,
+            client=cloudflare_api.client_from_runtime(os.environ),
+            # a preview warns about a failed lookup; `up` stops before creating a record blind
+            deploying=not pulumi.runtime.is_dry_run(),
         )
     )
     for note in adoption.notes:

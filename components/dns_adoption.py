@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from components import cloudflare_api
 from components.cloudflare_api import CloudflareApiError, DnsRecord
+from components.errors import HomeDerpError
 from components.settings import ConfigError, RelaySettings
 
 #: Seconds; Cloudflare's minimum for non-enterprise zones is 60. Prefixes change, keep it short.
@@ -191,6 +192,23 @@ def plan_adoption(
 # The lookup (the one edge: Cloudflare's API, read-only)
 
 
+class AdoptionLookupError(HomeDerpError):
+    """A deploy could not look for existing records (after the client's retries): it stops
+    before any record is created, since a foreign record would become a round-robin."""
+
+
+def lookup_failure(hostname: str, why: str) -> str:
+    """The message that stops a deploy whose lookup failed (a preview only warns)."""
+    return (
+        f"home-derp: could not look for existing DNS records of {hostname} ({why}). Nothing was "
+        "deployed: without the lookup, a record that already exists (e.g. from a hand-made "
+        "derper) would be doubled — Cloudflare adds a second record of another address next to "
+        "it, a round-robin you would have to delete by hand. Run `pulumi up` again once the "
+        "Cloudflare API answers (or the token/network is fixed); `pulumi preview` shows the "
+        "adoption when the lookup works"
+    )
+
+
 def collision_warning(hostname: str, why: str) -> str:
     return (
         f"could not look for existing DNS records of {hostname} ({why}). If one exists (e.g. "
@@ -206,11 +224,15 @@ def lookup_adoption(
     *,
     stack: str,
     client: cloudflare_api.Client | None,
+    deploying: bool = False,
 ) -> Adoption:
-    """Look the hostname's records up and plan their adoption; never raises for I/O.
+    """Look the hostname's records up and plan their adoption.
 
-    No client (no token at evaluation), an API error or an unknown zone → no import and a
-    warning; the round-robin :class:`ConfigError` is raised.
+    No client (no token at evaluation) or an unknown zone → no import and a warning; the
+    round-robin :class:`ConfigError` is raised. A lookup that fails (every HTTP fault is a
+    :class:`CloudflareApiError`, after the client's retries) is a warning for a preview
+    (``deploying`` False) and stops a deploy (:class:`AdoptionLookupError`): creating the record
+    blind is what makes a round-robin.
     """
     hostname = settings.hostname
     if client is None:
@@ -225,6 +247,8 @@ def lookup_adoption(
             zone_id = zone.id
         records = client.find_records(zone_id, hostname, RECORD_TYPES)
     except CloudflareApiError as exc:
+        if deploying:
+            raise AdoptionLookupError(lookup_failure(hostname, str(exc))) from None
         return Adoption({}, warnings=(collision_warning(hostname, str(exc)),))
     wanted = {"AAAA": settings.addresses.ipv6}
     if settings.addresses.ipv4:

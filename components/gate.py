@@ -10,8 +10,11 @@ This gate comes after both and makes the run's outcome honest (docs/architecture
   `up` too. Renewal happens at 30 days left on every `up` (``certificate.py``), and a weekly deploy
   would have renewed it long before, so this means renewal has stopped — weeks before the relay
   dies of an expired certificate, not after;
+* any mode but ``off``: a Tailscale credential that may no longer read or write the policy
+  (``credentials`` from validation) fails `up` too, while the relay is still healthy: the next
+  drain of a failing relay would need it;
 * ``warn``: the diagnosis of a failed validation is printed and `up` succeeds (the certificate
-  alarm above still fails it);
+  and credential alarms above still fail it);
 * ``off``: no probes ran; nothing to judge.
 
 The provider is pickled by module path (``components.gate.RelayHealthGateProvider``): that path is
@@ -43,6 +46,7 @@ INPUT_KEYS: Final = (
     "checked_at",
     "drained",
     "published",
+    "credentials",
 )
 
 
@@ -67,9 +71,30 @@ def verdict_problems(inputs: Mapping[str, Any]) -> list[str]:
         else:
             effect = "The region was not published."
         problems.append(f"{diagnosis}\n\n{effect}")
-    if (alarm := certificate_alarm(inputs)) is not None:
-        problems.append(alarm)
+    problems += alarms(inputs)
     return problems
+
+
+def alarms(inputs: Mapping[str, Any]) -> list[str]:
+    """What fails `up` in ``warn`` mode too: renewal stopped, or the credential a drain needs."""
+    found = [certificate_alarm(inputs), credentials_alarm(inputs)]
+    return [alarm for alarm in found if alarm is not None]
+
+
+def credentials_alarm(inputs: Mapping[str, Any]) -> str | None:
+    """The Tailscale credential cannot read or write the policy (any mode but ``off``)."""
+    credentials = inputs.get("credentials")
+    if (inputs.get("mode") or "enforce") == "off" or not isinstance(credentials, Mapping):
+        return None
+    if credentials.get("ok") is not False:
+        return None
+    healthy = inputs.get("healthy")
+    state = "healthy" if healthy is True else "unhealthy" if healthy is False else "not judged"
+    return (
+        f"the Tailscale credential cannot be used (the relay itself is {state}): "
+        f"{credentials.get('detail')}. A failing relay could not be drained with it: replace "
+        "the credential, then run the health workflow or `pulumi up` again"
+    )
 
 
 def certificate_alarm(inputs: Mapping[str, Any]) -> str | None:
@@ -91,7 +116,7 @@ def judge(inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Raise for a bad verdict (see :func:`verdict_problems`); otherwise the outputs."""
     problems = verdict_problems(inputs)
     mode = inputs.get("mode") or "enforce"
-    if problems and (mode == "enforce" or certificate_alarm(inputs) is not None):
+    if problems and (mode == "enforce" or alarms(inputs)):
         advice = "\n\nFix the relay and run `pulumi up` again"
         if mode == "enforce":
             advice += (
@@ -143,6 +168,8 @@ class RelayHealthGateArgs:
     """Changes with every validation run, so the gate judges each one."""
     drained: pulumi.Input[bool | None] = None
     published: pulumi.Input[bool | None] = None
+    credentials: pulumi.Input[dict[str, Any] | None] = None
+    """Validation's ``credentials`` verdict (``{ok, detail}``; None: not asked)."""
 
 
 class RelayHealthGate(pulumi.dynamic.Resource, module="homederp", name="RelayHealthGate"):

@@ -22,7 +22,7 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import urlsplit
@@ -31,14 +31,25 @@ from components.errors import HomeDerpError
 
 #: Env var with extra OpenSSH client options (shell words), appended after our own options.
 SSH_OPTS_ENV: Final = "HOME_DERP_SSH_OPTS"
+#: The Docker provider's own variable for its ssh options, read only while the provider's ssh_opts
+#: is unset (kreuzwerker/terraform-provider-docker@v4.5.0 internal/provider/provider.go:65-76,
+#: framework_provider.go:179-186; the provider inside pulumi-docker 5.x).
+DOCKER_SSH_OPTS_ENV: Final = "DOCKER_SSH_OPTS"
 #: Seconds a host read may take (ssh connect included); reads happen at every preview.
 DEFAULT_TIMEOUT: Final = 10.0
+#: Keepalives inside the ssh connection (ssh_config(5) ServerAliveInterval/ServerAliveCountMax):
+#: a peer that stops answering is given up after about 6 s (the third unanswered probe), well
+#: inside a read's 12 s, so a read through a hung shared connection (ControlMaster) reconnects
+#: instead of stalling until its timeout — every read of the evaluation, before (measured with a
+#: SIGSTOPped sshd session: tests/test_host.py).
+SERVER_ALIVE_INTERVAL: Final = 2
+SERVER_ALIVE_COUNT_MAX: Final = 2
 #: Debian keeps ip and friends in /usr/sbin and /sbin, which a non-root ssh session's PATH lacks.
 _SBIN_DIRS: Final = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/bin", "/usr/local/sbin")
 
 Scheme = Literal["unix", "ssh", "tcp"]
 FailureKind = Literal["unsupported", "auth", "host-key", "resolve", "unreachable", "ssh",
-                      "missing-command", "timeout"]  # fmt: skip
+                      "dropped", "missing-command", "timeout"]  # fmt: skip
 
 
 class HostReadError(HomeDerpError):
@@ -62,6 +73,17 @@ class SshTarget:
         port = f":{self.port}" if self.port else ""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{user}{host}{port}"
+
+    def ssh_line(self) -> str:
+        """The ssh command a person types to reach the host (ssh takes no ``host:port``)."""
+        user = f"{self.user}@" if self.user else ""
+        port = f"-p {self.port} " if self.port else ""
+        return f"ssh {port}{user}{self.host}"
+
+    def known_hosts_name(self) -> str:
+        """How ``known_hosts`` names the host: ``[host]:port`` for any port but 22 (sshd(8),
+        SSH_KNOWN_HOSTS FILE FORMAT)."""
+        return f"[{self.host}]:{self.port}" if self.port and self.port != 22 else self.host
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,39 @@ def parse_ssh_host(docker_host: str) -> SshTarget:
     return SshTarget(host=parts.hostname, user=parts.username or None, port=port)
 
 
+def client_options(timeout: float) -> list[str]:
+    """home-derp's own OpenSSH options, for every ssh connection it makes or configures: batch
+    mode (never prompts), a bounded connect, keepalives (see :data:`SERVER_ALIVE_INTERVAL`)."""
+    return [
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={max(1, math.ceil(timeout))}",
+        "-o",
+        f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
+        "-o",
+        f"ServerAliveCountMax={SERVER_ALIVE_COUNT_MAX}",
+    ]
+
+
+def docker_ssh_options(environ: Mapping[str, str]) -> list[str]:
+    """The Docker provider's ``sshOpts`` for an ``ssh://`` host: our options, then the user's
+    (``HOME_DERP_SSH_OPTS``, as for the host reads, and ``DOCKER_SSH_OPTS``, which the provider
+    stops reading once ``sshOpts`` is set).
+
+    The provider hands each element to ``ssh`` as one argument, before ``--`` and the host
+    (docker/cli@v28.5.2 cli/connhelper/connhelper.go:38-70, ssh/ssh.go:103-135), and adds
+    ``-o ConnectTimeout=30`` only when no ConnectTimeout is given (connhelper.go:82-87). A change
+    of ``sshOpts`` updates the provider in place: pulumi-docker marks no config key as forcing a
+    replacement (docs/upstream/docker.md#pulumi-docker-ssh-opts).
+    """
+    return [
+        *client_options(DEFAULT_TIMEOUT),
+        *shlex.split(environ.get(SSH_OPTS_ENV, "")),
+        *shlex.split(environ.get(DOCKER_SSH_OPTS_ENV, "")),
+    ]
+
+
 def ssh_command(
     target: SshTarget,
     remote: Sequence[str],
@@ -104,7 +159,7 @@ def ssh_command(
     timeout: float,
     ssh_options: Sequence[str] = (),
 ) -> list[str]:
-    """The OpenSSH client call: batch mode (never prompts), bounded connect, ~/.ssh/config honored.
+    """The OpenSSH client call: :func:`client_options`, ~/.ssh/config honored.
 
     Our ``-o`` options come first because ssh keeps the first value it sees for an option.
     """
@@ -112,10 +167,7 @@ def ssh_command(
     remote_line = f'PATH="$PATH:{":".join(_SBIN_DIRS)}" ' + shlex.join(remote)
     return [
         "ssh",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"ConnectTimeout={max(1, math.ceil(timeout))}",
+        *client_options(timeout),
         "-T",
         *(("-p", str(target.port)) if target.port else ()),
         *(("-l", target.user) if target.user else ()),
@@ -126,8 +178,9 @@ def ssh_command(
     ]
 
 
-def ssh_failure(target: SshTarget, stderr: str) -> HostReadError:
-    """A diagnosis for ssh's exit status 255 from its stderr."""
+def ssh_failure(target: SshTarget, stderr: str, *, shared: bool = False) -> HostReadError:
+    """A diagnosis for ssh's exit status 255 from its stderr; ``shared``: the call went through
+    a shared connection (ControlMaster), which ssh ends without a word when it drops."""
     dest = target.display()
     text = stderr.strip()
     low = text.lower()
@@ -138,11 +191,21 @@ def ssh_failure(target: SshTarget, stderr: str) -> HostReadError:
             "load the key the Docker ssh:// connection uses into ssh-agent or name it in "
             f"~/.ssh/config. ssh said: {text}",
         )
-    if "host key verification failed" in low or "remote host identification" in low:
+    if "remote host identification has changed" in low:
         return HostReadError(
             "host-key",
-            f"ssh to {dest}: the host key is unknown or changed; connect once with "
-            f"`ssh {dest}` to check and record it. ssh said: {text}",
+            f"ssh to {dest}: the host key CHANGED since it was recorded. If the host was "
+            "reinstalled or its key rotated, forget the old key with "
+            f"`ssh-keygen -R '{target.known_hosts_name()}'` and connect once with "
+            f"`{target.ssh_line()}` to check and record the new one; otherwise stop, someone may "
+            f"be in between. ssh said: {text}",
+        )
+    if "host key verification failed" in low:
+        return HostReadError(
+            "host-key",
+            f"ssh to {dest}: the host key is not known; connect once with "
+            f"`{target.ssh_line()}` to check and record it (batch mode never asks). "
+            f"ssh said: {text}",
         )
     if "could not resolve hostname" in low:
         return HostReadError(
@@ -161,7 +224,16 @@ def ssh_failure(target: SshTarget, stderr: str) -> HostReadError:
             "unreachable",
             f"ssh to {dest}: host unreachable (is sshd running and the port open?). {text}",
         )
-    return HostReadError("ssh", f"ssh to {dest} failed: {text or 'no message (exit 255)'}")
+    if not text or "mux_client" in low:
+        via = "the shared ssh connection (ControlMaster)" if shared else "the ssh connection"
+        return HostReadError(
+            "dropped",
+            f"ssh to {dest}: {via} closed while the command ran (sshd restarted, the host "
+            "rebooted, or the network or a NAT/firewall timeout dropped it); run again. If it "
+            "keeps happening, check the relay host's sshd and the link to it"
+            + (f". ssh said: {text}" if text else " (ssh exited 255 without a message)"),
+        )
+    return HostReadError("ssh", f"ssh to {dest} failed: {text}")
 
 
 def _local_executable(name: str) -> str | None:
@@ -248,7 +320,8 @@ class HostChannel:
                 "command was stopped",
             ) from exc
         if self.scheme == "ssh" and done.returncode == 255:
-            raise ssh_failure(parse_ssh_host(self.docker_host), done.stderr)
+            shared = any("ControlPath=" in option for option in self.ssh_options)
+            raise ssh_failure(parse_ssh_host(self.docker_host), done.stderr, shared=shared)
         if done.returncode == 127:
             raise HostReadError(
                 "missing-command",

@@ -13,6 +13,7 @@ Cloudflare to drain a relay that broke (docs/architecture.md, "Health runs").
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,7 @@ VALIDATION_OUTPUT_FIELDS = (
     ("certificateDaysLeft", "certificate_days_left"),
     ("admission", "admission"),
     ("coverage", "coverage"),
+    ("credentials", "credentials"),
 )
 
 
@@ -232,6 +234,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
         from components.container import create_container
         from components.ddns import DdnsUpdater, DdnsUpdaterArgs
         from components.dns import RECORD_TTL, create_dns_records
+        from components.host import docker_ssh_options, scheme_of
 
         child = pulumi.ResourceOptions(parent=self)
         # An explicit provider does not read cloudflare:baseUrl itself; pass it so the provider
@@ -242,7 +245,16 @@ class HomeDerpRelay(pulumi.ComponentResource):
             base_url=cloudflare_api.runtime_config().get(cloudflare_api.BASE_URL_CONFIG),
             opts=child,
         )
-        docker_provider = docker.Provider(f"{name}-docker", host=settings.docker.host, opts=child)
+        # Over ssh:// the provider's own connection gets the host reads' options (batch mode,
+        # bounded connect, keepalives: components/host.py docker_ssh_options).
+        docker_provider = docker.Provider(
+            f"{name}-docker",
+            host=settings.docker.host,
+            ssh_opts=docker_ssh_options(os.environ)
+            if scheme_of(settings.docker.host) == "ssh"
+            else None,
+            opts=child,
+        )
         records = create_dns_records(name, settings, cloudflare_provider, self)
         cert = create_certificate(name, settings, self)
         relay = create_container(
@@ -364,6 +376,8 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 )
                 if host
                 else None,
+                # publication writes the policy with these credentials: prove them every run
+                policy_access="write" if settings.policy.mode in ("patch", "file") else None,
             ),
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=deployment.resources if deployment else []
@@ -437,6 +451,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 checked_at=validation.checked_at,
                 drained=drained,
                 published=published,
+                credentials=validation.credentials,
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=publication),
         )

@@ -14,7 +14,9 @@ Two Pulumi dynamic resources, each owning one path of the HuJSON policy and noth
 
 Every write is a read-modify-write: ``GET …/acl`` (HuJSON, ETag) → edit → ``POST …/acl/validate``
 → ``POST …/acl`` with ``If-Match``; on ``412`` (someone saved in between) read again and retry, a
-bounded number of times (docs/upstream/tailscale-api.md#policy-file-post).
+bounded number of times (docs/upstream/tailscale-api.md#policy-file-post). A write that got no
+clear answer (a 5xx, a timeout, a cut-short answer) is never sent again blindly: the policy is read
+again, and if it already holds the edit, the write landed (docs/architecture.md, "Faults").
 
 The provider classes are pickled **by module path** into the stack state
 (``components.tailnet.TailnetDerpRegionProvider``, ``…TailnetPeerRelayGrantProvider``): do not
@@ -40,6 +42,7 @@ from components import derpmap
 from components.errors import HomeDerpError
 from components.tailscale_api import (
     CONFIG_KEYS,
+    AmbiguousWrite,
     Client,
     PreconditionFailed,
     TailscaleApiError,
@@ -136,6 +139,10 @@ def edit_region(
     """
     region_id = int(region["RegionID"])
     live = derpmap.find_region(text, region_id)
+    if not was.published and live is not None and _written_by_us(text, region, region_id):
+        # Our own write that landed without an answer (or whose run failed after it): the
+        # region is ours, so it is drained, restored or withdrawn like any region we published.
+        was = RegionState(True, derpmap.region_drained(live), _only_region(text, region_id))
     if not was.published:
         _refuse_foreign(live, region_id, adopt)
     if healthy is None:
@@ -164,6 +171,28 @@ def edit_region(
             # We own OmitDefaultRegions only in a derpMap block we created.
             new_text = derpmap.set_omit_default_regions(new_text, omit_default_regions)
     return new_text, RegionState(True, False, created)
+
+
+def _written_by_us(text: str, region: dict[str, Any], region_id: int) -> bool:
+    """The live region is exactly what this stack writes (drained or not): splicing ours over it
+    changes nothing (``derpmap.splice_region`` keeps a region equal member for member and type
+    for type)."""
+    undrained = derpmap.restore_region(text, region_id)
+    spliced = derpmap.splice_region(undrained, region, omit_default_regions=False).text
+    return spliced == undrained
+
+
+def _only_region(text: str, region_id: int) -> bool:
+    """``derpMap`` holds our region and nothing but ``OmitDefaultRegions``: the block a create of
+    ours makes, so the last one out may remove it (``withdraw_region``)."""
+    derp_map = _field(derpmap.parse_hujson(text), "derpMap")
+    regions = _field(derp_map, "Regions")
+    others = [k for k in derp_map or {} if not derpmap.hujson.equal_fold(k, "Regions")]
+    return (
+        isinstance(regions, dict)
+        and [str(k) for k in regions] == [str(region_id)]
+        and all(derpmap.hujson.equal_fold(k, "OmitDefaultRegions") for k in others)
+    )
 
 
 def withdraw_region(policy_text: str, region_id: int, *, created_derp_map: bool) -> str:
@@ -209,17 +238,34 @@ def read_modify_write(
 ) -> tuple[str, Any]:
     """Apply ``mutate`` to the live policy with ETag/If-Match; returns (etag, mutate's extra).
 
-    A text that ``mutate`` leaves unchanged is not written (no validate, no POST).
+    A text that ``mutate`` leaves unchanged is not written (no validate, no POST). A write that got
+    no clear answer (:class:`AmbiguousWrite`) is followed by a fresh read: the policy holding
+    exactly the text we sent, or already holding the edit (``mutate`` changes nothing), means it
+    landed; otherwise it is tried again like a 412.
     """
     attempts = MAX_ATTEMPTS if attempts is None else attempts
     pause = RETRY_PAUSE if pause is None else pause
+    sent: tuple[str, Any] | None = None  # (text, extra) of a write whose answer we never got
+    ambiguous: AmbiguousWrite | None = None
     for attempt in range(1, attempts + 1):
-        text, etag = client.get_policy()
+        try:
+            text, etag = client.get_policy()
+        except TailscaleApiError as err:
+            if ambiguous is None:
+                raise
+            raise TailnetPolicyError(
+                _unconfirmed(ambiguous, f"reading it again failed: {err}")
+            ) from None
+        if sent is not None and text == sent[0]:
+            _note("the policy holds exactly what home-derp sent: the unanswered write landed")
+            return etag, sent[1]
         try:
             new_text, extra = mutate(text)
         except derpmap.PolicyTextError as err:
             raise TailnetPolicyError(f"cannot edit the tailnet policy file: {err}") from None
         if new_text == text:
+            if ambiguous is not None:
+                _note("the policy already holds home-derp's edit: the unanswered write landed")
             return etag, extra
         for warning in client.validate_policy(new_text):
             _note(f"Tailscale warns about the policy (saved anyway): {warning}")
@@ -229,13 +275,31 @@ def read_modify_write(
             if attempt < attempts:
                 time.sleep(pause * attempt)
             continue
+        except AmbiguousWrite as err:
+            sent, ambiguous = (new_text, extra), err
+            _note(f"the policy write got no clear answer ({err}); reading the policy again")
+            if attempt < attempts:
+                time.sleep(pause * attempt)
+            continue
+        sent = ambiguous = None
         if not new_etag:  # fall back to a fresh read so the recorded ETag is the live one
             new_etag = client.get_policy()[1]
         return new_etag, extra
+    if ambiguous is not None:
+        raise TailnetPolicyError(_unconfirmed(ambiguous, f"{attempts} tries"))
     raise TailnetPolicyError(
         f"the tailnet policy file changed while we were writing it, {attempts} times in a row "
         "(HTTP 412 on If-Match); someone or something keeps editing it: retry `pulumi up` when "
         "the other editor is done. Nothing was written."
+    )
+
+
+def _unconfirmed(ambiguous: AmbiguousWrite, after: str) -> str:
+    return (
+        f"the tailnet policy write got no clear answer ({ambiguous}) and could not be confirmed "
+        f"({after}): it MAY HAVE BEEN SAVED. Run `pulumi up` again when the Tailscale API "
+        "answers: it reads the policy, recognises home-derp's own edit if it landed, and "
+        "finishes it otherwise"
     )
 
 

@@ -33,7 +33,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from components import http_retry
 from components.errors import HomeDerpError
+from components.http_retry import RATE_LIMITED, Log, RetryPolicy
 
 DEFAULT_BASE_URL: Final = "https://api.tailscale.com"
 HTTP_TIMEOUT: Final = 30.0
@@ -52,6 +54,12 @@ CONFIG_KEYS: Final = (
     "baseUrl",
     "scopes",
 )
+
+#: The write-permission probe (docs/upstream/tailscale-api.md#write-permission-probe): an ETag the
+#: API never makes (its ETags are quoted hashes) and a body that is not a policy (unclosed object),
+#: so the probe can never be saved.
+WRITE_PROBE_ETAG: Final = '"home-derp-write-permission-probe"'
+WRITE_PROBE_BODY: Final = "// home-derp write-permission probe: never a valid policy\n{"
 
 SCOPE_HINT: Final = (
     "writing the tailnet policy file needs an API access token of a user with the Owner, Admin "
@@ -73,7 +81,23 @@ class TailscaleApiError(HomeDerpError):
 
 
 class TailscaleApiUnreachable(TailscaleApiError):
-    """No HTTP answer at all (DNS, connection, timeout): nothing was judged."""
+    """No whole HTTP answer (DNS, connection, timeout, a cut-short body) after the retries.
+
+    ``sent`` is True when the request may have reached the API (so a write may have landed).
+    """
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class AmbiguousWrite(TailscaleApiError):
+    """A policy write got no clear answer (a 5xx, no answer, a cut-short answer): it may or may
+    not have been saved. ``tailnet.read_modify_write`` reads the policy again to find out."""
+
+
+class AccessDenied(TailscaleApiError):
+    """HTTP 401 (the credential is not valid) or 403 (it may not do this)."""
 
 
 class PreconditionFailed(TailscaleApiError):
@@ -224,11 +248,19 @@ def resolve_credentials(
 # HTTP
 
 
+#: How hard one API call tries (docs/upstream/tailscale-api.md#rate-limits-and-errors): a drain
+#: that gives up on one 503 leaves a broken relay published for hours, so retries are worth a
+#: minute; longer than that, the run fails with what happened.
+RETRY_POLICY: Final = RetryPolicy(attempts=5, base=1.0, cap=10.0, budget=60.0)
+
+
 @dataclass
 class Response:
     status: int
     body: bytes
     headers: Mapping[str, str]
+    tries: int = 1
+    waited: float = 0.0
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
@@ -268,20 +300,66 @@ def api_message(body: bytes) -> str:
     return json.dumps(parsed)[:500]
 
 
-def _send(request: urllib.request.Request, timeout: float, base_url: str) -> Response:
+def _tries(resp: Response) -> str:
+    if resp.tries <= 1:
+        return ""
+    return f" ({resp.tries} tries over {resp.waited:.0f}s)"
+
+
+def server_trouble(resp: Response, what: str) -> str | None:
+    """The message for a 429 or 5xx that outlasted the retries, None for any other status."""
+    if resp.status == RATE_LIMITED:
+        after = resp.header("Retry-After")
+        wait = f", and asks to wait {after}s more" if after else ""
+        return (
+            f"{what}: the Tailscale API rate-limited home-derp (HTTP 429{wait}){_tries(resp)}; "
+            "wait a few minutes and run again (another tool using the same credential may be "
+            "busy)"
+        )
+    if 500 <= resp.status <= 599:
+        return (
+            f"{what}: the Tailscale API failed (HTTP {resp.status}: {api_message(resp.body)})"
+            f"{_tries(resp)}; this is on Tailscale's side: run again later "
+            "(https://status.tailscale.com)"
+        )
+    return None
+
+
+def _send(
+    request: urllib.request.Request,
+    timeout: float,
+    base_url: str,
+    *,
+    safe: bool = True,
+    log: Log | None = None,
+) -> Response:
+    """One call with the retries of :data:`RETRY_POLICY`; no answer at all is
+    :class:`TailscaleApiUnreachable` (``safe=False``: the caller turns it into an ambiguity)."""
+    what = f"{request.get_method()} {request.full_url}"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return Response(resp.status, resp.read(), dict(resp.headers.items()))
-    except urllib.error.HTTPError as err:
-        return Response(err.code, err.read(), dict(err.headers.items()))
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
-        reason = getattr(err, "reason", err)
+        answer = http_retry.send(
+            request,
+            timeout=timeout,
+            policy=RETRY_POLICY,
+            what=what,
+            safe=safe,
+            log=log or _stderr,
+        )
+    except http_retry.TransportError as err:
+        tries = f" ({err.tries} tries)" if err.tries > 1 else ""
         raise TailscaleApiUnreachable(
-            f"cannot reach the Tailscale API at {base_url}: {reason}"
+            f"cannot reach the Tailscale API at {base_url}: {err.reason}{tries}",
+            sent=err.sent,
         ) from None
+    return Response(answer.status, answer.body, answer.headers, answer.tries, answer.waited)
 
 
-def github_oidc_token(environ: Mapping[str, str], audience: str, timeout: float) -> str:
+_stderr = http_retry.stderr_log("home-derp")
+
+
+def github_oidc_token(
+    environ: Mapping[str, str], audience: str, timeout: float, *, log: Log | None = None
+) -> str:
     """An ID token from GitHub Actions' OIDC endpoint (tailscale.com@v1.102.5/wif/wif.go:121)."""
     url = environ.get("ACTIONS_ID_TOKEN_REQUEST_URL")
     token = environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
@@ -297,7 +375,7 @@ def github_oidc_token(environ: Mapping[str, str], audience: str, timeout: float)
     request = urllib.request.Request(
         full, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
     )
-    resp = _send(request, timeout, "the GitHub OIDC endpoint")
+    resp = _send(request, timeout, "the GitHub OIDC endpoint", log=log)
     if resp.status // 100 != 2:
         raise TailscaleApiError(
             f"GitHub's OIDC endpoint answered HTTP {resp.status}: {api_message(resp.body)}"
@@ -320,10 +398,13 @@ class Client:
         *,
         environ: Mapping[str, str] | None = None,
         timeout: float = HTTP_TIMEOUT,
+        log: Log | None = None,
     ) -> None:
+        """``log`` receives a line per retry (default: stderr, what the provider process has)."""
         self.credentials = credentials
         self.environ = os.environ if environ is None else environ
         self.timeout = timeout
+        self.log = log or _stderr
         self._token: str | None = None
 
     @property
@@ -343,7 +424,11 @@ class Client:
             method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
-        resp = _send(request, self.timeout, self.credentials.base_url)
+        # Asking for a token again is harmless, so every fault may be retried.
+        resp = _send(request, self.timeout, self.credentials.base_url, log=self.log)
+        trouble = server_trouble(resp, f"Tailscale {what}")
+        if trouble:
+            raise TailscaleApiError(trouble)  # not the credential's fault: no "check the id"
         if resp.status != 200:
             raise TailscaleApiError(
                 f"Tailscale {what} failed (HTTP {resp.status}: {api_message(resp.body)}); check "
@@ -374,7 +459,7 @@ class Client:
                 self._token = self._form("/oauth/token", fields, "OAuth token exchange")
             else:
                 jwt = creds.identity_token or github_oidc_token(
-                    self.environ, creds.audience or "", self.timeout
+                    self.environ, creds.audience or "", self.timeout, log=self.log
                 )
                 self._token = self._form(
                     "/oauth/token-exchange",
@@ -392,8 +477,14 @@ class Client:
         *,
         accept: str = HUJSON,
         also_ok: tuple[int, ...] = (),
+        write: bool = False,
     ) -> Response:
-        """One call under ``/tailnet/{tailnet}``; 401/403/404/412 become clear errors."""
+        """One call under ``/tailnet/{tailnet}``; 401/403/404/412, a 429 or 5xx that outlasted
+        the retries, and no answer at all become clear errors.
+
+        ``write``: the call changes the policy. It is then not sent again after a fault that may
+        have come after the API saved it; such a fault raises :class:`AmbiguousWrite`.
+        """
         url = self._tailnet_url(suffix)
         all_headers = {"Authorization": f"Bearer {self._bearer()}", "Accept": accept}
         all_headers.update(headers or {})
@@ -402,10 +493,23 @@ class Client:
             data = body.encode("utf-8")
             all_headers["Content-Type"] = HUJSON
         request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
-        resp = _send(request, self.timeout, self.credentials.base_url)
+        try:
+            resp = _send(
+                request, self.timeout, self.credentials.base_url, safe=not write, log=self.log
+            )
+        except TailscaleApiUnreachable as exc:
+            if write and exc.sent:
+                raise AmbiguousWrite(f"{method} {url}: {exc}") from None
+            raise
+        if write and 500 <= resp.status <= 599:
+            raise AmbiguousWrite(
+                f"{method} {url}: HTTP {resp.status} ({api_message(resp.body)})"
+            ) from None
+        if (trouble := server_trouble(resp, f"Tailscale API {method} {url}")) is not None:
+            raise TailscaleApiError(trouble)
         if resp.status in (401, 403):
             what = "rejected" if resp.status == 401 else "not allowed"
-            raise TailscaleApiError(
+            raise AccessDenied(
                 f"Tailscale API {method} {url}: HTTP {resp.status} ({what}: "
                 f"{api_message(resp.body)}) with the {self.credentials.source} for tailnet "
                 f"{self.tailnet!r}; " + SCOPE_HINT
@@ -457,8 +561,31 @@ class Client:
 
     def set_policy(self, text: str, etag: str) -> str:
         """Save ``text`` if the policy is still at ``etag``; the new ETag ('' if none sent)."""
-        resp = self.request("POST", "/acl", text, {"If-Match": etag})
+        resp = self.request("POST", "/acl", text, {"If-Match": etag}, write=True)
         return resp.header("ETag") or ""
+
+    def check_policy_access(self, *, write: bool) -> None:
+        """Prove the credential may read the policy and, with ``write``, may save it — without
+        saving anything (docs/upstream/tailscale-api.md#write-permission-probe); raise
+        :class:`TailscaleApiError` with the fix otherwise.
+
+        The write half sends ``POST …/acl`` with an ``If-Match`` no policy can have and a body no
+        policy can be: an authorized credential gets 412 (or 400 for the body), one that may not
+        write gets 403, a revoked one 401.
+        """
+        self.get_policy()
+        if not write:
+            return
+        try:
+            self.request("POST", "/acl", WRITE_PROBE_BODY, {"If-Match": WRITE_PROBE_ETAG},
+                         also_ok=(400,))  # fmt: skip
+        except PreconditionFailed:
+            return
+        except AccessDenied as exc:
+            raise AccessDenied(
+                "the Tailscale credential may read the tailnet policy but not write it, so a "
+                f"drain of a failing relay would fail: {exc}"
+            ) from None
 
     # -- devices (GET /tailnet/{tailnet}/devices)
 

@@ -333,14 +333,30 @@ def runtime_directory_problem(systemctl_show: str, socket: str) -> str | None:
 
 
 def read_runtime_directory_problem(channel: HostChannel, socket: str) -> str | None:
-    """:func:`runtime_directory_problem` on the host; None when systemd is not there to ask."""
+    """:func:`runtime_directory_problem` on the host, or a note that the check was skipped
+    because systemd could not be asked (never a silent skip: a host without systemd cannot have
+    the problem, but one whose systemctl failed may)."""
     try:
         result = channel.run(SYSTEMD_SHOW, what="ask systemd about tailscaled")
-    except HostReadError:
-        return None
+    except HostReadError as exc:
+        return runtime_directory_skipped(socket, str(exc))
     if result.returncode != 0:
-        return None
+        said = (result.stderr or result.stdout).strip().splitlines()
+        why = f"`systemctl show` exited {result.returncode}" + (f": {said[0]}" if said else "")
+        return runtime_directory_skipped(socket, why)
     return runtime_directory_problem(result.stdout, socket)
+
+
+def runtime_directory_skipped(socket: str, why: str) -> str:
+    """The note for a :func:`runtime_directory_problem` check that could not run."""
+    return (
+        f"not checked whether tailscaled's systemd unit recreates {os.path.dirname(socket)} at "
+        f"every restart (RuntimeDirectoryPreserve), because systemd could not be asked ({why}). "
+        "Without systemd this does not apply; with it, run `systemctl show tailscaled -p "
+        "RuntimeDirectory -p RuntimeDirectoryPreserve` on the relay host: RuntimeDirectory "
+        "naming the socket's directory with RuntimeDirectoryPreserve=no needs the drop-in "
+        "'[Service]' 'RuntimeDirectoryPreserve=yes' (`sudo systemctl edit tailscaled`)"
+    )
 
 
 def socket_exists(channel: HostChannel, socket: str) -> bool:

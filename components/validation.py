@@ -19,6 +19,11 @@ it avoids (docs/upstream/pulumi.md#dynamic-provider-preview):
   alone looks the same whether tailscaled said "not found" or could not be asked.
 * Coverage: with Tailscale credentials that may list devices, every device the relay host's
   tailscaled cannot see is named — derper's ``-verify-clients`` would reject it.
+* Credentials (``policy_access: "write"``, whenever publication writes the policy): every run —
+  every health run included — proves the Tailscale credential may still read the policy and
+  would be allowed to write it, without writing (``tailscale_api.Client.check_policy_access``).
+  A revoked or demoted credential is then reported while the relay is healthy, and the gate
+  fails the run with the fix, instead of being found by the drain of a failing relay.
 * The provider is pickled by reference as ``components.validation.RelayValidationProvider``:
   that module path is part of the stack state, do not move it. It holds no sockets, clients or
   credentials when pickled; ``configure()`` reads the Tailscale provider's config in the provider
@@ -37,6 +42,7 @@ import datetime as dt
 import ipaddress
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -83,6 +89,7 @@ INPUT_KEYS: Final = (
     "tailscale_version",
     "host_tailscale_version",
     "host_peers",
+    "policy_access",
 )
 OUTPUT_KEYS: Final = (
     "ok",
@@ -98,6 +105,7 @@ OUTPUT_KEYS: Final = (
     "diagnosis",
     "admission",
     "coverage",
+    "credentials",
 )
 # Order-free inputs: a reordered list is not a change.
 _SET_KEYS: Final = frozenset({"expected_addresses", "addresses_override", "host_peers"})
@@ -268,6 +276,7 @@ def off_outputs(last_healthy_at: str | None = None) -> dict[str, Any]:
         "diagnosis": None,
         "admission": None,
         "coverage": None,
+        "credentials": None,
     }
 
 
@@ -289,6 +298,84 @@ def diagnosis(report: Report, *, attempts: int, waited: float | None = None) -> 
             lines.append(f"      hint: {c.hint}")
     lines += ["", report.format_text()]
     return "\n".join(lines)
+
+
+#: Seconds a container restarted by Docker counts as still looping (see container_trouble).
+RESTART_LOOP_WINDOW: Final = 60.0
+
+
+_DOCKER_TIME: Final = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def _docker_time(value: Any) -> dt.datetime | None:
+    """Docker's RFC 3339 times with nanoseconds (``2026-12-06T07:16:06.123456789Z``); None for
+    the zero time (``0001-01-01T00:00:00Z``, never started) and anything else."""
+    match = _DOCKER_TIME.match(value) if isinstance(value, str) else None
+    if match is None or value.startswith("0001-"):
+        return None
+    zone = "+00:00" if match[2] == "Z" else match[2]
+    return dt.datetime.fromisoformat(match[1] + zone)
+
+
+#: A known last word of derper (docs/upstream/derper.md#key-file) → what to do about it.
+EXIT_HINTS: Final = (
+    (
+        "no space left on device",
+        "the filesystem of derper's state volume (Docker's data root for a plain volume) is full: "
+        "free space on the relay host (`docker system prune`; `python -m components.doctor` "
+        "measures it as docker.space and derper.state)",
+    ),
+    (
+        "read-only file system",
+        "derper's state volume is read-only: find out why on the relay host (`dmesg`: a "
+        "filesystem remounted read-only after errors?) and make it writable again",
+    ),
+    (
+        "derper: config:",
+        "derper.key in the state volume is damaged (often a disk that filled up while it was "
+        "written): free space first, then move the file aside on the relay host (`sudo mv "
+        "\"$(docker volume inspect -f '{{.Mountpoint}}' VOLUME)/derper.key\" /root/`); derper "
+        "then writes a new key, and clients learn it as they reconnect",
+    ),
+)
+
+
+def container_trouble(
+    name: str, inspect: Mapping[str, Any], log_text: str, now: dt.datetime | None = None
+) -> str | None:
+    """What is wrong with derper's container, from ``docker inspect`` and its log; None when it
+    runs normally. A restart loop — ``State.Restarting``, or running again for less than a minute
+    after Docker restarted it (a loop caught between two exits) — is named with derper's last
+    log line, the reason it exits (docs/upstream/derper.md#key-file)."""
+    raw_state = inspect.get("State")
+    state: Mapping[str, Any] = raw_state if isinstance(raw_state, Mapping) else {}
+    restarts = inspect.get("RestartCount")
+    restarts = restarts if isinstance(restarts, int) else 0
+    status = str(state.get("Status") or "")
+    code = state.get("ExitCode")
+    started = _docker_time(state.get("StartedAt"))
+    now = now or dt.datetime.now(dt.UTC)
+    just_restarted = (
+        status == "running"
+        and restarts >= 1
+        and started is not None
+        and (now - started).total_seconds() < RESTART_LOOP_WINDOW
+    )
+    if state.get("Restarting") or status == "restarting" or just_restarted:
+        exits = f" (it exits with code {code})" if status != "running" else ""
+        what = (
+            f"derper's container {name} is in a RESTART LOOP: Docker has restarted it "
+            f"{restarts} times{exits}"
+        )
+    elif status in ("exited", "dead", "created"):
+        what = f"derper's container {name} is not running ({status}, exit code {code})"
+    else:
+        return None
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    last = lines[-1] if lines else None
+    text = what + (f"; its last log line: {last!r}" if last else "; its log is empty")
+    hint = next((fix for word, fix in EXIT_HINTS if last and word in last), None)
+    return text + (f"\n      hint: {hint}" if hint else "")
 
 
 def coverage(devices: Sequence[Mapping[str, Any]], host_peers: Sequence[str]) -> dict[str, Any]:
@@ -349,6 +436,37 @@ def _note(message: str) -> None:
 
 Probe = Callable[..., "Report"]
 Devices = Callable[[], Sequence[Mapping[str, Any]]]
+Access = Callable[[], None]
+"""Raises ``TailscaleApiError`` unless the credential may read and write the policy."""
+ContainerCheck = Callable[[], "str | None"]
+"""What is wrong with derper's container (a restart loop …), or None."""
+
+
+def default_container_check(props: Mapping[str, Any]) -> ContainerCheck | None:
+    """derper's container on ``docker_host``, inspected and its log read (only after a failed
+    probe: a refused connection alone does not say that derper keeps dying, or why)."""
+    from components.netcheck.admission import (
+        LogReadError,
+        docker_log_reader,
+        docker_state_reader,
+    )
+
+    docker_host, container = props.get("docker_host"), props.get("container")
+    if not docker_host or not container:
+        return None
+    name = str(container)
+
+    def check() -> str | None:
+        try:
+            inspect = docker_state_reader(str(docker_host), name)()
+            if container_trouble(name, inspect, "") is None:
+                return None
+            log_text = docker_log_reader(str(docker_host), name)()
+        except LogReadError as exc:
+            return f"derper's container could not be inspected (a crash loop not ruled out): {exc}"
+        return container_trouble(name, inspect, log_text)
+
+    return check
 
 
 def default_probe(props: Mapping[str, Any]) -> Probe:
@@ -377,6 +495,8 @@ def run_validation(
     *,
     probe: Probe | None = None,
     devices: Devices | None = None,
+    access: Access | None = None,
+    container: ContainerCheck | None = None,
     last_healthy_at: str | None = None,
     route: Callable[[str], bool] = has_route,
     sleep: Callable[[float], None] = time.sleep,
@@ -395,7 +515,7 @@ def run_validation(
     expected = list(target.expected_addresses)
     routable = [a for a in expected if route(a)]
     if expected and not routable:
-        return unjudged_outputs(expected, last_healthy_at)
+        return {**unjudged_outputs(expected, last_healthy_at), **_credentials(props, access)}
     if not target.addresses and len(routable) < len(expected):
         # Judge what can be reached from here; DNS is still checked for every address.
         _note(f"no route from here to {', '.join(set(expected) - set(routable))}: not probed")
@@ -419,8 +539,13 @@ def run_validation(
         report, attempts=attempts, checked_at=now().isoformat(), last_healthy_at=last_healthy_at
     )
     outputs["coverage"] = _coverage(props, devices)
+    outputs.update(_credentials(props, access))
     if not report.ok:
         outputs["diagnosis"] = diagnosis(report, attempts=attempts, waited=clock() - started)
+        check = container if container is not None else default_container_check(props)
+        trouble = check() if check is not None else None
+        if trouble:
+            outputs["diagnosis"] = f"{trouble}\n\n{outputs['diagnosis']}"
         _note("the relay is NOT healthy\n" + outputs["diagnosis"])
     invisible = (outputs["coverage"] or {}).get("invisible")
     if invisible:
@@ -433,12 +558,37 @@ def run_validation(
     return outputs
 
 
+def _credentials(props: Mapping[str, Any], access: Access | None) -> dict[str, Any]:
+    """``{"credentials": {ok, detail}}`` when publication writes the policy, else None."""
+    from components.tailscale_api import MISSING_HINT, TailscaleApiError
+
+    if props.get("policy_access") != "write":
+        return {"credentials": None}
+    if access is None:
+        verdict = {"ok": False, "detail": f"no Tailscale credentials: {MISSING_HINT}"}
+    else:
+        try:
+            access()
+        except TailscaleApiError as exc:
+            verdict = {"ok": False, "detail": str(exc)}
+        else:
+            verdict = {"ok": True, "detail": "may read and write the tailnet policy"}
+    if not verdict["ok"]:
+        _note(f"the Tailscale credential is NOT usable: {verdict['detail']}")
+    return {"credentials": verdict}
+
+
 def _coverage(props: Mapping[str, Any], devices: Devices | None) -> dict[str, Any] | None:
     from components.tailscale_api import TailscaleApiError
 
     peers = props.get("host_peers")
-    if not props.get("expect_verify_clients") or peers is None:
-        return None
+    if not props.get("expect_verify_clients"):
+        return None  # derper admits everyone: nothing to cover
+    if peers is None:
+        return coverage_not_checked(
+            "the relay host's tailscaled could not be read at this run, so the devices it can "
+            "see are unknown"
+        )
     if devices is None:
         return coverage_not_checked("no Tailscale credentials to list the tailnet's devices")
     try:
@@ -475,21 +625,24 @@ class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
         keys = [f"tailscale:{key}" for key in CONFIG_KEYS]
         self._config = {k: req.config.get(k) for k in keys if req.config.get(k) is not None}
 
-    def _devices(self) -> Devices | None:
+    def _client(self) -> Any:
+        """A Tailscale API client (one token exchange for every call of this run), or None."""
         from components.tailscale_api import Client, TailscaleApiError, resolve_credentials
 
         try:
             credentials = resolve_credentials(self._config, os.environ)
         except TailscaleApiError:
             return None
-        return Client(credentials).list_devices
+        return Client(credentials)
 
     def _run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {k: props[k] for k in INPUT_KEYS if k in props}
         previous = olds.get("last_healthy_at")
+        client = self._client()
         computed = run_validation(
             plain(props),
-            devices=self._devices(),
+            devices=client.list_devices if client is not None else None,
+            access=(lambda: client.check_policy_access(write=True)) if client is not None else None,
             last_healthy_at=previous if isinstance(previous, str) else None,
         )
         return inputs | computed
@@ -557,6 +710,9 @@ class RelayValidationArgs:
     """The host tailscaled's release as read at this run."""
     host_peers: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
     """Node keys the relay host's tailscaled can see (itself included): the coverage check."""
+    policy_access: pulumi.Input[str | None] = None
+    """``"write"`` when publication writes the tailnet policy: the credential is proven on every
+    run (see the module docstring)."""
 
     def to_props(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in INPUT_KEYS}
@@ -591,6 +747,9 @@ class RelayValidation(pulumi.dynamic.Resource, module="homederp", name="RelayVal
     """derper's verdict on the probe's random key: ``{cause, detail, ok}``."""
     coverage: pulumi.Output[dict[str, Any] | None]
     """``{checked, devices, invisible, reason}``: tailnet devices the relay host cannot see."""
+    credentials: pulumi.Output[dict[str, Any] | None]
+    """``{ok, detail}``: the Tailscale credential may read and write the policy (None: not
+    asked, ``policy_access`` unset)."""
 
     def __init__(
         self,

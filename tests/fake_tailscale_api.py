@@ -28,6 +28,23 @@ The policy is parsed with ``json5`` (a HuJSON superset, independent of ``compone
 plus the derpMap rules the control plane enforces that matter here (``Regions`` keys equal
 ``RegionID``, every node's ``RegionID`` equals its region's, node names unique).
 
+Faults (:class:`Fault`, queued with :meth:`FakeTailscaleApi.fail`; they fire in queue order, each
+once, on the first request that matches the head of the queue), as the API and the HTTP layer in
+front of it can answer (docs/upstream/tailscale-api.md#rate-limits-and-errors):
+
+* ``429`` with or without ``Retry-After`` (seconds or an HTTP date): the request was not acted on
+  (RFC 6585 §4). Tailscale does not publish its API's limits (tailscale/tailscale#14328, open);
+  its own control server answers a rate-limited request with 429 and ``Retry-After``
+  (tailscale.com@v1.102.5 tstest/integration/testcontrol/testcontrol.go:953-961) and its clients
+  read both header forms (control/controlclient/direct.go:641-661);
+* ``5xx`` with the API's error body ``{"message": …}`` (client.go:72-82 of the Go client: every
+  error status is decoded that way);
+* ``after_save``: the write is saved, then the fault is the answer — the ambiguous write a
+  gateway timeout or a dropped connection leaves behind;
+* ``truncate``: the status line and headers of the real answer (its full ``Content-Length``),
+  half of the body, then the connection closes (``http.client.IncompleteRead`` for the client);
+* ``stall``: seconds to wait before answering at all (a client timeout).
+
 Test hooks: :attr:`FakeTailscaleApi.before_write` runs inside a ``POST …/acl`` before the
 ``If-Match`` check (to simulate someone saving between our read and our write); :attr:`requests`
 logs every request (method, path, headers).
@@ -40,6 +57,7 @@ import hashlib
 import json
 import secrets
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +78,25 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault for the next request whose method and path match (see the module
+    docstring); ``path`` is a suffix of the URL path (``/acl``, ``/acl/validate``,
+    ``/oauth/token``, ``/devices``)."""
+
+    method: str
+    path: str
+    status: int | None = 503
+    """The status to answer with (None: the real answer, for ``truncate``/``stall`` alone)."""
+    retry_after: str | None = None
+    after_save: bool = False
+    truncate: bool = False
+    stall: float = 0.0
+
+
+FAULT_MESSAGES = {429: "rate limit exceeded", 500: "internal server error"}
 
 
 @dataclass
@@ -87,6 +124,8 @@ class FakeTailscaleApi:
     before_write: Callable[[FakeTailscaleApi], None] | None = None
     requests: list[Request] = field(default_factory=list)
     writes: int = 0
+    faults: list[Fault] = field(default_factory=list)
+    """Queued faults, fired in order (:meth:`fail`)."""
     _tokens: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -132,8 +171,30 @@ class FakeTailscaleApi:
         with self._lock:
             self.policy = text
 
+    def fail(self, *faults: Fault) -> None:
+        """Queue faults; the head of the queue answers the next request that matches it."""
+        with self._lock:
+            self.faults.extend(faults)
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        """The first queued fault, if this request matches it (faults fire in queue order)."""
+        with self._lock:
+            head = self.faults[0] if self.faults else None
+            if head is not None and head.method == method and path.endswith(head.path):
+                return self.faults.pop(0)
+        return None
+
     def calls(self, method: str, suffix: str = "") -> list[Request]:
         return [r for r in self.requests if r.method == method and r.path.endswith(suffix)]
+
+
+def _fault_answer(fault: Fault) -> tuple[int, bytes, str, dict[str, str]]:
+    """(status, body, content type, headers) of an injected status fault."""
+    status = fault.status or 503
+    message = FAULT_MESSAGES.get(status, "service unavailable")
+    body = json.dumps({"message": message, "status": status}).encode()
+    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+    return status, body, "application/json", headers
 
 
 def etag_of(text: str) -> str:
@@ -175,6 +236,7 @@ def policy_problems(text: str) -> list[str]:
 class _Handler(BaseHTTPRequestHandler):
     state: FakeTailscaleApi
     protocol_version = "HTTP/1.1"
+    _fault: Fault | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -194,13 +256,34 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(body, dict):
             body = json.dumps(body)
         data = body.encode("utf-8") if isinstance(body, str) else body
+        fault, self._fault = self._fault, None
+        if fault is not None and fault.after_save and fault.status is not None:
+            status, data, content_type, headers = _fault_answer(fault)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
+        if fault is not None and fault.truncate:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True  # the rest never comes
+            return
         self.wfile.write(data)
+
+    def _injected(self) -> bool:
+        """Take this request's fault; True when the fault is the whole answer (already sent)."""
+        self._fault = self.state.take_fault(self.command, urllib.parse.urlsplit(self.path).path)
+        fault = self._fault
+        if fault is None:
+            return False
+        if fault.stall:
+            time.sleep(fault.stall)
+        if fault.status is None or fault.after_save or fault.truncate:
+            return False  # the real answer, saved first / cut short in _send
+        self._send(*_fault_answer(fault))
+        return True
 
     def _record(self, body: bytes) -> None:
         with self.state._lock:
@@ -263,6 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- verbs
     def do_GET(self) -> None:
         self._record(b"")
+        if self._injected():
+            return
         parts = urllib.parse.urlsplit(self.path).path.split("/")
         if len(parts) == 6 and parts[1:4] == ["api", "v2", "tailnet"] and parts[5] == "devices":
             if self._authorize(DEVICES_SCOPE) and self._tailnet_ok(urllib.parse.unquote(parts[4])):
@@ -285,6 +370,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self._body()
         self._record(body)
+        if self._injected():
+            return
         path = urllib.parse.urlsplit(self.path).path
         if path == "/api/v2/oauth/token":
             self._token(body)

@@ -131,6 +131,9 @@ class RelayMocks(pulumi.runtime.Mocks):
                 "checked_at": "2026-12-02T04:00:00+00:00",
                 "certificate_days_left": 80,
                 "diagnosis": None if healthy is not False else "relay derp.example.com failed",
+                "credentials": {"ok": True, "detail": "may read and write the tailnet policy"}
+                if inputs.get("policy_access") == "write" and healthy is not None
+                else None,
             }
         if typ == "pulumi-python:dynamic/homederp:PeerRelayServer":
             return {"bound": True}
@@ -171,8 +174,9 @@ class RelayMocks(pulumi.runtime.Mocks):
 _MOCKS = RelayMocks()
 
 
-def install_mocks(stack: str = "home") -> RelayMocks:
-    """Reset the suite's mocks and install them process-wide for ``stack``.
+def install_mocks(stack: str = "home", *, preview: bool = False) -> RelayMocks:
+    """Reset the suite's mocks and install them process-wide for ``stack`` (as ``pulumi
+    preview`` with ``preview``: ``pulumi.runtime.is_dry_run()`` is then true).
 
     The root Stack resource is dropped too: it holds futures of the event loop it was made on,
     and ``set_mocks`` only creates a new one when there is none.
@@ -183,7 +187,7 @@ def install_mocks(stack: str = "home") -> RelayMocks:
         _MOCKS,
         project="home-derp",
         stack=stack,
-        preview=False,
+        preview=preview,
         monitor=RecordingMonitor(_MOCKS),
     )
     return _MOCKS

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from components import cloudflare_api
 from components.cloudflare_api import (
     DEFAULT_BASE_URL,
     Client,
@@ -21,7 +22,8 @@ from components.cloudflare_api import (
     resolve_base_url,
     resolve_token,
 )
-from tests.peers.cloudflare_api import CloudflarePeer
+from components.http_retry import RetryPolicy
+from tests.peers.cloudflare_api import CloudflarePeer, Fault
 from tests.peers.silent_tcp import silent_tcp
 
 GOOD = "Gd0dT0kenForTheTestsOnly0123456789abcdefXY"  # 42 of [A-Za-z0-9_-]: well-formed
@@ -52,6 +54,16 @@ def peer() -> Iterator[CloudflarePeer]:
     state.add_record(ZONE_ID, "AAAA", "derp.example.com.evil", "2001:db8::3")
     with state.serve() as running:
         yield running
+
+
+#: Short waits for this module; the product's own policy is exercised through the program
+#: (tests/test_dns.py) and the retry rules in tests/test_http_retry.py.
+FAST = RetryPolicy(attempts=4, base=0.05, cap=0.05, budget=2.0)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cloudflare_api, "RETRY_POLICY", FAST)
 
 
 def client(peer: CloudflarePeer, token: str = GOOD, **kwargs: object) -> Client:
@@ -209,14 +221,14 @@ def test_network_refused() -> None:
     no_token_in(caught.value)
 
 
-# A server that accepts and never answers costs the timeout, not forever.
+# A server that accepts and never answers costs the retry budget and one timeout, not forever.
 def test_timeout_is_bounded() -> None:
     with silent_tcp(("127.0.0.1",)) as port:
         api = Client(GOOD, base_url=f"http://127.0.0.1:{port}/client/v4", timeout=0.5)
         start = time.monotonic()
         with pytest.raises(CloudflareApiError, match="cannot reach"):
             api.find_zone("example.com")
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < FAST.budget + 0.5 + 2  # margin for a loaded machine
 
 
 # A path the API has no route for is its 400 7003/7000, surfaced with both codes.
@@ -264,3 +276,73 @@ def test_resolution_order() -> None:
     assert resolve_token(config, env) == "from-cfg"
     assert resolve_token({}, env) == "from-env"
     assert resolve_token({}, {}) is None
+
+
+# --- transient faults (docs/upstream/cloudflare.md#rate-limits-and-errors) -------------------
+
+
+def logged_client(peer: CloudflarePeer) -> tuple[Client, list[str]]:
+    lines: list[str] = []
+    return Client(GOOD, base_url=peer.base_url, log=lines.append), lines
+
+
+# One 429 (Retry-After honoured) on the record listing is waited out; the retry is logged,
+# without the token.
+def test_a_429_is_waited_out(peer: CloudflarePeer) -> None:
+    api, lines = logged_client(peer)
+    peer.fail(Fault("GET", "/dns_records", 429, retry_after="1"))
+    started = time.monotonic()
+    records = api.find_records(ZONE_ID, "derp.example.com", ("AAAA",))
+    assert [r.content for r in records] == ["2001:db8::1"]
+    assert time.monotonic() - started >= 0.9
+    assert lines == [
+        "Cloudflare API list the AAAA records of derp.example.com: HTTP 429, Retry-After 1s; "
+        "retry 1 of 3 in 1.0s"
+    ]
+
+
+# A rate limit that outlasts the budget is named as such — with the wait Cloudflare asked for —
+# never as a token problem.
+def test_a_long_rate_limit_is_not_a_token_problem(peer: CloudflarePeer) -> None:
+    peer.fail(Fault("GET", "/zones", 429, retry_after="300"))
+    with pytest.raises(CloudflareApiError) as caught:
+        client(peer).find_zone("example.com")
+    said = str(caught.value)
+    assert caught.value.status == 429 and caught.value.codes == (971,)
+    assert "asks to wait 300s" in said and "1200 requests per 5 minutes" in said
+    assert "API Tokens" not in said
+    no_token_in(caught.value)
+
+
+# Edge 5xx pages (HTML, no envelope) are retried; when they last, the error says it is
+# Cloudflare's side and how often it was tried — not "is this the Cloudflare API?".
+def test_lasting_edge_5xx_is_cloudflares_side(peer: CloudflarePeer) -> None:
+    peer.fail(*[Fault("GET", "/zones", 502)] * 4)
+    with pytest.raises(CloudflareApiError) as caught:
+        client(peer).find_zone("example.com")
+    said = str(caught.value)
+    assert caught.value.status == 502 and "(4 tries over" in said
+    assert "Cloudflare had a problem on its side" in said and "v4?" not in said
+
+
+# One edge 503 page, then the real answer.
+def test_one_edge_5xx_is_retried(peer: CloudflarePeer) -> None:
+    peer.fail(Fault("GET", "/zones", 503))
+    zone = client(peer).find_zone("example.com")
+    assert zone is not None and zone.id == ZONE_ID
+
+
+# A body cut short is read again; cut short every time it is a typed error (never
+# http.client.IncompleteRead).
+def test_cut_short_answers(peer: CloudflarePeer) -> None:
+    peer.fail(Fault("GET", "/zones", None, truncate=True))
+    assert client(peer).find_zone("example.com") is not None
+    peer.fail(*[Fault("GET", "/zones", None, truncate=True)] * 4)
+    with pytest.raises(CloudflareApiError, match=r"cut short .* \(4 tries\)"):
+        client(peer).find_zone("example.com")
+
+
+# A stalled answer is asked again within the budget.
+def test_a_stall_is_asked_again(peer: CloudflarePeer) -> None:
+    peer.fail(Fault("GET", "/zones", None, stall=1.0))
+    assert client(peer, timeout=0.3).find_zone("example.com") is not None

@@ -15,12 +15,15 @@ from collections.abc import Iterator
 import pulumi
 import pytest
 
+from components import cloudflare_api
 from components.cloudflare_api import DnsRecord
 from components.dns_adoption import lookup_adoption, plan_adoption, record_comment
+from components.http_retry import RetryPolicy
 from components.settings import ConfigError
 from tests.conftest import FAKE_TOKEN, FAKE_ZONE_ID, RelayMocks, evaluate, home_config, run_program
 from tests.conftest import set_config as set_stack_config
-from tests.peers.cloudflare_api import CloudflarePeer
+from tests.mocks import install_mocks
+from tests.peers.cloudflare_api import CloudflarePeer, Fault
 
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 HOST = "derp.example.com"
@@ -165,38 +168,100 @@ def test_no_token_warns(peer: CloudflarePeer) -> None:
     assert "second record" in warning and peer.requests == []
 
 
-# The lookup's network failure (nothing listens) means no import and the collision warning.
-def test_unreachable_api_warns(
-    peer: CloudflarePeer,
-    mocks: RelayMocks,
-    import_ids: dict[str, str | None],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short waits: the product's retry policy is exercised in tests/test_cloudflare_api.py."""
+    monkeypatch.setattr(cloudflare_api, "RETRY_POLICY", RetryPolicy(4, base=0.05, cap=0.05))
+
+
+def nothing_listens() -> str:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    evaluate(home_config(**{"cloudflare:baseUrl": f"http://127.0.0.1:{port}/client/v4"}))
+    return f"http://127.0.0.1:{port}/client/v4"
+
+
+def deploy_fails(config: dict[str, str]) -> str:
+    """Run the program as `pulumi up` does and return the error it ends with."""
+    set_stack_config(config)
+
+    @pulumi.runtime.test
+    def run() -> None:
+        run_program()
+
+    with pytest.raises(pulumi.RunError) as caught:
+        run()
+    return str(caught.value)
+
+
+# A preview whose lookup cannot reach the API (nothing listens): no import and the collision
+# warning, never a traceback.
+def test_unreachable_api_warns_on_preview(
+    peer: CloudflarePeer,
+    import_ids: dict[str, str | None],
+    caplog: pytest.LogCaptureFixture,
+    fast_retries: None,
+) -> None:
+    mocks = install_mocks(preview=True)
+    evaluate(home_config(**{"cloudflare:baseUrl": nothing_listens()}))
     assert import_ids[mocks.one(RECORD).name] is None
     (warning,) = [w for w in warnings(caplog) if "existing DNS records" in w]
     assert "cannot reach the Cloudflare API" in warning and "identical record" in warning
-    assert FAKE_TOKEN not in warning
+    assert "(4 tries)" in warning and FAKE_TOKEN not in warning
 
 
-# A token the API refuses is the same warning (the provider will fail on it anyway, louder).
-def test_refused_token_warns(
+# The same failure on `up` stops the deploy with the fix before any record is registered.
+def test_unreachable_api_stops_a_deploy(
+    peer: CloudflarePeer, mocks: RelayMocks, fast_retries: None
+) -> None:
+    said = deploy_fails(home_config(**{"cloudflare:baseUrl": nothing_listens()}))
+    assert "could not look for existing DNS records of derp.example.com" in said
+    assert "Nothing was deployed" in said and "round-robin" in said and "Traceback" not in said
+    assert not mocks.of_type(RECORD) and FAKE_TOKEN not in said
+
+
+# A foreign record of another address and a Cloudflare API that keeps failing: the deploy stops
+# instead of creating a second record next to it (a round-robin the user deletes by hand).
+def test_a_failing_lookup_never_makes_a_round_robin(
+    peer: CloudflarePeer, mocks: RelayMocks, fast_retries: None
+) -> None:
+    peer.add_record(FAKE_ZONE_ID, "AAAA", HOST, "2001:db8::dead")
+    peer.fail(*[Fault("GET", "/dns_records", 503)] * 4)
+    said = deploy_fails(config(peer))
+    assert "HTTP 503" in said and "Cloudflare had a problem on its side" in said
+    assert not mocks.of_type(RECORD)
+    assert [r.content for r in peer.records_of(HOST)] == ["2001:db8::dead"]
+
+
+# One 429 during the lookup is waited out (the retry logged through pulumi.log) and the
+# foreign record is adopted as usual.
+def test_a_rate_limited_lookup_is_retried_then_adopts(
     peer: CloudflarePeer,
     mocks: RelayMocks,
     import_ids: dict[str, str | None],
     caplog: pytest.LogCaptureFixture,
+    fast_retries: None,
 ) -> None:
+    old = peer.add_record(FAKE_ZONE_ID, "AAAA", HOST, "2001:db8::dead")
+    peer.fail(Fault("GET", "/dns_records", 429, retry_after="0"))
+    caplog.set_level(logging.INFO)
+    evaluate(config(peer))
+    assert import_ids[mocks.one(RECORD).name] == f"{FAKE_ZONE_ID}/{old.id}"
+    retried = [
+        r.getMessage() for r in caplog.records if "HTTP 429, Retry-After 0s" in r.getMessage()
+    ]
+    assert len(retried) == 1 and FAKE_TOKEN not in retried[0]
+
+
+# A token the API refuses stops a deploy too, naming the token's fix (a preview only warns).
+def test_refused_token_stops_a_deploy(peer: CloudflarePeer, mocks: RelayMocks) -> None:
     peer.tokens.clear()
     peer.add_record(FAKE_ZONE_ID, "AAAA", HOST, "2001:db8::dead")
-    evaluate(config(peer))
-    assert import_ids[mocks.one(RECORD).name] is None
-    (warning,) = [w for w in warnings(caplog) if "existing DNS records" in w]
-    assert "HTTP 400" in warning or "HTTP 403" in warning
+    said = deploy_fails(config(peer))
+    assert "HTTP 400" in said or "HTTP 403" in said
+    assert "API Tokens" in said and not mocks.of_type(RECORD)
 
 
 # A health run registers no DNS and asks Cloudflare nothing.

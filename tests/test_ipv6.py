@@ -425,25 +425,30 @@ def test_parse_ssh_host() -> None:
             parse_ssh_host(bad)
 
 
-# ssh runs in batch mode with a connect timeout before any user option, the interface is quoted.
+# ssh runs in batch mode with a connect timeout and keepalives before any user option, the
+# interface is quoted.
 def test_ssh_command_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SSH_OPTS_ENV, "-o 'ProxyJump=bastion'")
     argv = ssh_command(
         parse_ssh_host("ssh://u@h:2200"), ip_command("eth0"), timeout=4.5, ssh_options=["-i", "/k"]
     )
-    assert argv[:10] == [
+    assert argv[:14] == [
         "ssh",
         "-o",
         "BatchMode=yes",
         "-o",
         "ConnectTimeout=5",
+        "-o",
+        "ServerAliveInterval=2",
+        "-o",
+        "ServerAliveCountMax=2",
         "-T",
         "-p",
         "2200",
         "-l",
         "u",
     ]
-    assert argv[10:] == ["-i", "/k", "-o", "ProxyJump=bastion", "--", "h", argv[-1]]
+    assert argv[14:] == ["-i", "/k", "-o", "ProxyJump=bastion", "--", "h", argv[-1]]
     assert argv[-1].endswith("ip -j -6 addr show scope global dev eth0")
     with pytest.raises(ValueError):
         ip_command("eth0; rm -rf /")

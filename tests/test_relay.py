@@ -20,6 +20,7 @@ from tests.conftest import (
     run_program,
     set_config,
 )
+from tests.peers.cloudflare_api import CloudflarePeer, PeerZone
 
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
@@ -65,7 +66,11 @@ def test_a_record_with_ipv4(mocks: RelayMocks) -> None:
 
 
 # An explicit zone id is used as is; no zone lookup is made.
-def test_zone_id_skips_lookup(mocks: RelayMocks) -> None:
+def test_zone_id_skips_lookup(
+    mocks: RelayMocks, cloudflare_api: CloudflarePeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = PeerZone("fedcba9876543210fedcba9876543210", "example.net")
+    monkeypatch.setitem(cloudflare_api.zones, other.id, other)  # the record lookup may read it
     evaluate(home_config(zone=None, zoneId="fedcba9876543210fedcba9876543210"))
     assert mocks.one(RECORD).inputs["zoneId"] == "fedcba9876543210fedcba9876543210"
     assert not [c for c in mocks.calls if c[0] == "cloudflare:index/getZone:getZone"]
@@ -486,6 +491,23 @@ def test_dynamic_providers_pickled_by_reference(mocks: RelayMocks) -> None:
         assert len(blob) < 2000  # a reference, not pickled bytecode
 
 
+# When publication writes the policy (patch, file), validation proves the Tailscale credential on
+# every run and the gate judges that verdict; with off nothing is asked.
+def test_validation_proves_the_publication_credential(mocks: RelayMocks, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.hujson"
+    policy.write_text(POLICY_WITH_COMMENTS)
+    for config, access in (
+        ({}, "write"),
+        ({"tailnetPolicy": "file", "policyFile": str(policy)}, "write"),
+        ({"tailnetPolicy": "off"}, None),
+    ):
+        mocks.reset()
+        evaluate(home_config(**config))
+        assert mocks.one(VALIDATION).inputs.get("policy_access") == access, config
+        gate = mocks.one("pulumi-python:dynamic/homederp:RelayHealthGate").inputs
+        assert (gate.get("credentials") or {}).get("ok") is (True if access else None)
+
+
 # tailnetPolicy=off: only the fragment output, nothing touches the tailnet.
 def test_tailnet_policy_off(mocks: RelayMocks) -> None:
     evaluate(home_config(tailnetPolicy="off"))
@@ -677,6 +699,7 @@ def test_validation_output(mocks: RelayMocks, healthy: bool) -> None:
         "certificateDaysLeft",
         "admission",
         "coverage",
+        "credentials",
     ]
     assert validation["ok"] is healthy and validation["healthy"] is healthy
     assert validation["checkedAt"] == "2026-12-02T04:00:00+00:00"

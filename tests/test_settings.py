@@ -22,6 +22,7 @@ from components.settings.keys import FALLBACK_TAILSCALE_VERSION
 from components.tailscaled import TailscaledError
 from tests.conftest import HostFacts, RelayMocks, home_config, run_program, set_config
 from tests.mocks import HostProbeAdapter
+from tests.peers.cloudflare_api import CloudflarePeer, Token
 
 TOKEN = pulumi.Output.secret("token")
 
@@ -690,7 +691,11 @@ def test_tailscale_key_from_file(
 
 
 # The env var is an alternative to the secret config, as for the Cloudflare provider itself.
-def test_token_from_environment(mocks: RelayMocks, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_from_environment(
+    mocks: RelayMocks, monkeypatch: pytest.MonkeyPatch, cloudflare_api: CloudflarePeer
+) -> None:
+    # the record lookup uses the same token (a deploy stops when Cloudflare refuses it)
+    monkeypatch.setitem(cloudflare_api.tokens, "from-env", Token(id="env"))
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "from-env")
     set_config(home_config(**{"cloudflare:apiToken": None}))
 

@@ -31,7 +31,7 @@ from components.tailnet import (
     TailnetPeerRelayGrant,
     TailnetPolicyError,
 )
-from tests.fake_tailscale_api import FakeTailscaleApi, OAuthClient, etag_of
+from tests.fake_tailscale_api import FakeTailscaleApi, Fault, OAuthClient, etag_of
 from tests.mocks import dynamic_inputs, register
 from tests.provider_host import UNKNOWN, ProviderError, ProviderHost, secret, urn_for
 
@@ -455,6 +455,97 @@ def test_refresh_reads_the_drain_flag(api: FakeTailscaleApi, host: ProviderHost,
     drained = host.update(rid, outs, props(blob, healthy=False), urn=URN).outputs
     read = host.read(rid, {**drained, "drained": False}, urn=URN).outputs
     assert read["drained"] is True and read["region"] == region()
+
+
+# --------------------------------------------------------------------------------------------
+# transient API faults (docs/architecture.md, "Faults")
+
+
+# A drain survives one 429 (Retry-After honoured) on the read and one 503 on the write; each retry
+# is on the provider's stderr, and the broken relay does not stay published.
+def test_drain_survives_a_429_and_a_503(
+    api: FakeTailscaleApi, host: ProviderHost, blob: str
+) -> None:
+    rid, outs = create(host, props(blob))
+    api.fail(Fault("GET", "/acl", 429, retry_after="1"), Fault("POST", "/acl", 503))
+    drained = host.update(rid, outs, props(blob, healthy=False), urn=URN).outputs
+    assert drained["drained"] is True and api.faults == []
+    assert json5.loads(api.policy)["derpMap"]["Regions"]["900"]["NoMeasureNoHome"] is True
+    log = host.stderr_text()
+    assert "HTTP 429, Retry-After 1s; retry 1 of 4 in 1.0s" in log
+    assert "the policy write got no clear answer" in log and "DRAINED" in log
+
+
+# A restore survives one 503 on validate and one 429 on the write; a healthy relay comes back.
+def test_restore_survives_a_503_and_a_429(
+    api: FakeTailscaleApi, host: ProviderHost, blob: str
+) -> None:
+    rid, outs = create(host, props(blob))
+    published = api.policy
+    drained = host.update(rid, outs, props(blob, healthy=False), urn=URN).outputs
+    api.fail(Fault("POST", "/acl/validate", 503), Fault("POST", "/acl", 429, retry_after="1"))
+    restored = host.update(rid, drained, props(blob), urn=URN).outputs
+    assert restored["drained"] is False and api.policy == published and api.faults == []
+    assert "HTTP 503; retry 1 of 4" in host.stderr_text()
+
+
+# A 503 the API sends after it saved the drain: the re-read finds exactly what we sent, so the
+# drain counts as done and is not written twice.
+def test_a_drain_saved_behind_a_503_is_recognised(
+    api: FakeTailscaleApi, host: ProviderHost, blob: str
+) -> None:
+    rid, outs = create(host, props(blob))
+    api.fail(Fault("POST", "/acl", 503, after_save=True))
+    writes = api.writes
+    drained = host.update(rid, outs, props(blob, healthy=False), urn=URN).outputs
+    assert drained["drained"] is True and api.writes == writes + 1
+    assert drained["policy_etag"] == api.etag
+    assert "the unanswered write landed" in host.stderr_text()
+
+
+# An ambiguous create (saved, then the connection drops mid-answer) fails this run without hiding
+# that it may have landed; the next `up` recognises the region as its own instead of refusing it.
+def test_an_ambiguous_create_succeeds_on_the_next_run(
+    api: FakeTailscaleApi, host: ProviderHost, blob: str
+) -> None:
+    # saved, then the answer is cut short; the re-read is rate-limited until the retries run out
+    cut_short = Fault("POST", "/acl", None, after_save=True, truncate=True)
+    api.fail(cut_short, *[Fault("GET", "/acl", 429, retry_after="0")] * 5)
+    with pytest.raises(ProviderError) as failed:
+        create(host, props(blob))
+    assert "MAY HAVE BEEN SAVED" in failed.value.details
+    assert "Traceback" not in failed.value.details.splitlines()[-1]
+    assert json5.loads(api.policy)["derpMap"]["Regions"]["900"] == region()  # it did land
+    rid, outs = create(host, props(blob))  # the next `up`: no "this stack did not create it"
+    assert outs["published"] is True and outs["created_derp_map"] is True
+    assert api.writes == 1
+    host.delete(rid, outs, urn=URN)
+    assert api.policy == POLICY
+
+
+# The same ambiguous create followed by a failing relay: the next run drains its own region
+# (a broken relay is never left published because the state missed the first write).
+def test_an_ambiguous_create_then_a_failing_relay_is_drained(
+    api: FakeTailscaleApi, host: ProviderHost, blob: str
+) -> None:
+    limited = Fault("GET", "/acl", 429, retry_after="0")
+    api.fail(Fault("POST", "/acl", 504, after_save=True), *[limited] * 5)
+    with pytest.raises(ProviderError):
+        create(host, props(blob))
+    _, outs = create(host, props(blob, healthy=False))
+    assert outs["published"] is True and outs["drained"] is True
+    assert json5.loads(api.policy)["derpMap"]["Regions"]["900"]["NoMeasureNoHome"] is True
+
+
+# A region equal to ours but not ours (another value, a hand edit) is still refused.
+def test_a_region_that_differs_from_ours_is_still_refused(
+    api: FakeTailscaleApi, host: ProviderHost, blob: str
+) -> None:
+    api.edit(
+        derpmap.splice_region(POLICY, region(RegionName="theirs"), omit_default_regions=True).text
+    )
+    with pytest.raises(ProviderError, match=r"this stack did not\s+create it"):
+        create(host, props(blob))
 
 
 # --------------------------------------------------------------------------------------------

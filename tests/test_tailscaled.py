@@ -341,12 +341,27 @@ def test_runtime_directory_problem() -> None:
     assert tailscaled.runtime_directory_problem("", "/var/run/tailscale/tailscaled.sock") is None
 
 
-# On this machine's real systemd (when it has one) the read works without root and gives a
-# verdict or None; a host without systemd is simply not asked.
-def test_runtime_directory_read_on_a_host_without_the_unit(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert (
-        tailscaled.read_runtime_directory_problem(
-            HostChannel(LOCAL), "/var/run/tailscale/tailscaled.sock"
-        )
-        is None
-    )  # no tailscaled unit on this machine: RuntimeDirectory is empty
+# This machine's real systemctl: on a systemd host the read gives a verdict (no tailscaled unit
+# here: nothing to warn about); where systemd is not running (a container) systemctl fails, and
+# the check says it was skipped and why instead of passing silently.
+def test_runtime_directory_read_on_this_machine() -> None:
+    note = tailscaled.read_runtime_directory_problem(
+        HostChannel(LOCAL), "/var/run/tailscale/tailscaled.sock"
+    )
+    if os.path.isdir("/run/systemd/system"):  # sd_booted(3): systemd is PID 1
+        assert note is None
+    else:
+        assert note is not None and note.startswith("not checked whether tailscaled's systemd unit")
+        assert "`systemctl show` exited 1" in note and "RuntimeDirectoryPreserve=yes" in note
+
+
+# A relay host without systemctl (a real sshd whose sessions lack it): said to be skipped, with
+# how to check by hand — never a silent pass.
+def test_runtime_directory_check_without_systemctl_is_said_to_be_skipped(
+    sshd_factory: Callable[..., Sshd],
+) -> None:
+    sshd = sshd_factory(hide=("systemctl",))
+    channel = HostChannel(sshd.docker_host, ssh_options=tuple(sshd.client_options))
+    note = tailscaled.read_runtime_directory_problem(channel, "/run/tailscale/tailscaled.sock")
+    assert note is not None and "/run/tailscale at every restart" in note
+    assert "`systemctl` is not installed" in note and "Without systemd this does not apply" in note

@@ -5,8 +5,9 @@ the CLI hands them to the program, runs every rule of the program (``settings.pa
 with the live relay host), then asks the relay host (through the program's own channel), its
 Docker engine, Cloudflare and the Tailscale API what would stop the relay from working. It never
 changes anything: only read-only commands (``ip``, ``ss``, ``tailscale status``/``version``,
-``test -S``, ``systemctl show``, ``grep /proc/<pid>/cgroup``) and ``GET`` requests (plus, for a
-Tailscale OAuth client, the token exchange that any API call starts with).
+``test -S``, ``systemctl show``, ``grep /proc/<pid>/cgroup``, ``df``, ``cat /proc/self/mounts``)
+and ``GET`` requests (plus, for a Tailscale OAuth client, the token exchange that any API call
+starts with).
 
 Rows, in order (``id``: what passes):
 
@@ -22,6 +23,10 @@ Rows, in order (``id``: what passes):
 * ``ports.derp`` / ``ports.stun`` — TCP ``derpPort`` and UDP ``stunPort`` are free on the host or
   held by this stack's derper;
 * ``docker.derper`` — no hand-made derper container (not labelled by home-derp) runs;
+* ``docker.space`` / ``derper.state`` — Docker's data root has room for a derper build (2 GiB,
+  10,000 inodes) and the filesystem of derper's state volume room for its key, neither read-only
+  (``df -Pk``, ``df -Pi``, ``/proc/self/mounts`` on the host; a volume with driver options is
+  measured while it is mounted);
 * ``cloudflare.token`` / ``cloudflare.zone`` / ``cloudflare.records`` — the token is active, the
   zone active, existing records adoptable (one per type; a round-robin or a CNAME fails);
 * ``tailnet.policy`` / ``tailnet.region`` — the policy is readable with the credentials, the

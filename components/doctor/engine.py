@@ -1,7 +1,8 @@
 """The relay host's Docker engine, read-only: its version and its containers (docker-py).
 
-Only ``GET`` endpoints are called: ``/version``, ``/containers/json?all=1`` and
-``/containers/{id}/json`` (https://docs.docker.com/reference/api/engine/). ``unix://`` and ``tcp://``
+Only ``GET`` endpoints are called: ``/version``, ``/info`` (``DockerRootDir``),
+``/containers/json?all=1``, ``/containers/{id}/json`` and ``/volumes/{name}``
+(https://docs.docker.com/reference/api/engine/). ``unix://`` and ``tcp://``
 go straight to the engine. For ``ssh://`` the doctor connects the way the Docker provider does —
 the Docker CLI's connection helper runs ``docker system dial-stdio`` on the host over the system
 OpenSSH client and speaks the API through it (github.com/docker/cli cli/connhelper/connhelper.go,
@@ -57,12 +58,28 @@ class Container:
 
 
 @dataclass(frozen=True)
+class Volume:
+    """A named volume as ``/volumes/{name}`` describes it."""
+
+    name: str
+    driver: str
+    mountpoint: str
+    options: Mapping[str, str]
+    """Driver options (``type``/``device``/``o`` for a tmpfs or bind volume); empty for a plain
+    local volume, which lives on the data root's filesystem."""
+
+
+@dataclass(frozen=True)
 class Engine:
     version: str
     api_version: str
     os: str
     arch: str
     containers: tuple[Container, ...] = field(default=())
+    root_dir: str | None = None
+    """``DockerRootDir`` from ``/info``: where images, containers and local volumes live."""
+    volumes: Mapping[str, Volume] = field(default_factory=dict)
+    """The volumes asked for that exist, by name."""
 
 
 def _published(ports: Any) -> tuple[tuple[int, str], ...]:
@@ -199,13 +216,22 @@ def _api(docker_host: str, channel: HostChannel, timeout: float) -> Iterator[Any
             bridge.close()
 
 
-def read_engine(docker_host: str, channel: HostChannel, timeout: float = 10.0) -> Engine:
-    """Version and containers of the engine; :class:`EngineError` when it cannot be read."""
+def read_engine(
+    docker_host: str,
+    channel: HostChannel,
+    timeout: float = 10.0,
+    *,
+    volumes: tuple[str, ...] = (),
+) -> Engine:
+    """Version, data root, containers and the named ``volumes`` (those that exist) of the engine;
+    :class:`EngineError` when it cannot be read."""
     try:
         with _api(docker_host, channel, timeout) as api:
             version = api.version()
+            root_dir = api.info().get("DockerRootDir")
             containers = [container_from_summary(c) for c in api.containers(all=True)]
             containers = [_with_restart_policy(api, c) for c in containers]
+            found = {name: v for name in volumes if (v := _volume(api, name)) is not None}
     except HostReadError as exc:
         raise EngineError(str(exc)) from None
     except (docker.errors.DockerException, requests.RequestException) as exc:
@@ -216,6 +242,21 @@ def read_engine(docker_host: str, channel: HostChannel, timeout: float = 10.0) -
         os=str(version.get("Os", "?")),
         arch=str(version.get("Arch", "?")),
         containers=tuple(containers),
+        root_dir=str(root_dir) if root_dir else None,
+        volumes=found,
+    )
+
+
+def _volume(api: Any, name: str) -> Volume | None:
+    try:
+        data = api.inspect_volume(name)
+    except docker.errors.NotFound:
+        return None
+    return Volume(
+        name=str(data.get("Name", name)),
+        driver=str(data.get("Driver", "")),
+        mountpoint=str(data.get("Mountpoint", "")),
+        options={str(k): str(v) for k, v in (data.get("Options") or {}).items()},
     )
 
 

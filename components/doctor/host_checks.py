@@ -1,4 +1,5 @@
-"""Rows about the relay host: its channel, Docker, tailscaled, the address, the ports, derpers.
+"""Rows about the relay host: its channel, Docker, tailscaled, the address, the ports, derpers,
+and the free space derper and its builds need.
 
 Every read goes through the channel the program itself uses (``relay_host.LiveHost``: this machine
 for ``unix://``, the system OpenSSH client for ``ssh://``), and the verdicts are the program's own
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from components import naming, tailscaled
 from components.doctor.engine import Container, Engine, EngineError, looks_like_derper, read_engine
@@ -30,6 +31,14 @@ from components.tailscaled import TailscaledError
 
 #: Listening TCP and bound UDP sockets, numeric, with owning processes, no header (iproute2 ss(8)).
 SS_COMMAND: Final = ("ss", "-Hlnptu")
+#: Free space below which a rebuild of derper may fail: the build pulls a Go toolchain image and
+#: fills Go's module and build caches (docs/architecture.md, "derper"); a judgement, not a measure.
+DATA_ROOT_MIN_FREE: Final = 2 * 1024**3
+DATA_ROOT_MIN_INODES: Final = 10_000
+#: derper writes one small key file, through a temporary file beside it
+#: (docs/upstream/derper.md#key-file): any less than this and it cannot start.
+STATE_MIN_FREE: Final = 1024**2
+STATE_MIN_INODES: Final = 16
 _SS_USER = re.compile(r'\("([^"]*)",pid=(\d+)')
 _CGROUP_LINE = re.compile(r"^/proc/(\d+)/cgroup:.*?([0-9a-f]{64})", re.M)
 
@@ -126,6 +135,83 @@ def holders(
     return list(found.items())
 
 
+@dataclass(frozen=True)
+class Space:
+    """What ``df -P`` and ``/proc/self/mounts`` say about the filesystem holding a path."""
+
+    path: str
+    mountpoint: str
+    size: int
+    """Bytes."""
+    free: int
+    """Bytes available to unprivileged writers."""
+    free_inodes: int | None
+    """None when the filesystem has no inode count (``-`` in ``df -Pi``)."""
+    read_only: bool
+
+    def describe(self) -> str:
+        inodes = "" if self.free_inodes is None else f", {self.free_inodes:,} inodes"
+        ro = ", READ-ONLY" if self.read_only else ""
+        return f"{gib(self.free)} of {gib(self.size)} free{inodes} ({self.mountpoint}{ro})"
+
+
+def gib(size: int) -> str:
+    return f"{size / 1024**3:.1f} GiB" if size >= 1024**3 else f"{size / 1024**2:.1f} MiB"
+
+
+def parse_df(text: str) -> list[tuple[int, int, str]]:
+    """``df -P`` rows after the header, in the order of the paths asked: (second column, fourth
+    column, mountpoint) — for ``df -Pk`` (1024-blocks, available), for ``df -Pi`` (inodes, free
+    inodes). A ``-`` (a filesystem without inode counts) is -1. POSIX fixes the columns (df(1p),
+    ``-P``: one line per filesystem)."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        fields = line.split(None, 5)
+        if len(fields) == 6:
+            total, avail = (int(f) if f.isdigit() else -1 for f in (fields[1], fields[3]))
+            rows.append((total, avail, fields[5]))
+    return rows
+
+
+def parse_mounts(text: str) -> dict[str, list[str]]:
+    """``/proc/self/mounts`` → mountpoint → options of its last (topmost) mount (proc(5):
+    spaces in paths are ``\040``)."""
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            point = fields[1].encode().decode("unicode_escape")
+            found[point] = fields[3].split(",")
+    return found
+
+
+def space_verdict(
+    space: Space, what: str, min_free: int, min_inodes: int, fix: str, check_id: str
+) -> Check:
+    """Pass, or fail with ``fix``: read-only, too little space, or too few inodes."""
+    if space.read_only:
+        return failed(
+            check_id,
+            f"{what} is on a READ-ONLY filesystem ({space.mountpoint})",
+            "derper cannot write its key there and exits at start ('read-only file system' in "
+            "its log). Find out why it is read-only on the relay host (`dmesg`: a filesystem "
+            "remounted read-only after errors?) and remount it read-write",
+            space.describe(),
+        )
+    low_space = space.free < min_free
+    low_inodes = space.free_inodes is not None and 0 <= space.free_inodes < min_inodes
+    if low_space or low_inodes:
+        short = "space" if low_space else "inodes"
+        return failed(
+            check_id,
+            f"{what} is nearly full: {space.describe()}",
+            f"free {short} on the relay host ({fix}); derper exits at start with 'no space left "
+            "on device' when it cannot write its key",
+            f"needs at least {gib(min_free)} and {min_inodes:,} inodes",
+        )
+    return passed(check_id, f"{what}: {space.describe()}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The edge: what the host says
 
@@ -144,6 +230,33 @@ def read_cgroups(channel: HostChannel, pids: Sequence[int]) -> dict[int, str]:
     files = [f"/proc/{pid}/cgroup" for pid in sorted(set(pids))]
     result = channel.run(["grep", "-H", "", *files], what="read the processes' cgroups")
     return parse_cgroups(result.stdout)
+
+
+def read_space(channel: HostChannel, paths: Sequence[str]) -> dict[str, Space]:
+    """Free space of the filesystems holding ``paths`` on the host (``df -Pk``, ``df -Pi``,
+    ``/proc/self/mounts``). :class:`HostReadError` names what could not be read (``df`` cannot
+    look into a directory the user may not enter: Docker's data root is root's)."""
+    blocks = channel.run(["df", "-Pk", *paths], what="measure free space")
+    if blocks.returncode != 0:
+        said = blocks.stderr.strip() or f"exit {blocks.returncode}"
+        raise HostReadError("ssh", f"`df` failed on {channel.where()}: {said}")
+    inodes = channel.run(["df", "-Pi", *paths], what="count free inodes")
+    mounts = parse_mounts(channel.run(["cat", "/proc/self/mounts"], what="read mounts").stdout)
+    sizes = parse_df(blocks.stdout)
+    counts = parse_df(inodes.stdout) if inodes.returncode == 0 else []
+    found = {}
+    for n, (path, (size, avail, mountpoint)) in enumerate(zip(paths, sizes, strict=False)):
+        # btrfs and others count no inodes (0 in every column): no inode limit to judge
+        free_inodes = counts[n][1] if n < len(counts) and counts[n][0] > 0 else -1
+        found[path] = Space(
+            path=path,
+            mountpoint=mountpoint,
+            size=size * 1024,
+            free=max(avail, 0) * 1024,
+            free_inodes=None if free_inodes < 0 else free_inodes,
+            read_only="ro" in mounts.get(mountpoint, []),
+        )
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +293,7 @@ def engine_check(plan: Plan, host: LiveHost | None, gate: Check) -> tuple[Check,
         return blocked("docker.engine", gate), None
     channel = host.channel if host is not None else HostChannel(plan.docker_host)
     try:
-        engine = read_engine(plan.docker_host, channel)
+        engine = read_engine(plan.docker_host, channel, volumes=_state_volume(plan))
     except EngineError as exc:
         return failed(
             "docker.engine",
@@ -409,3 +522,72 @@ def derper_check(plan: Plan, engine: Engine | None, gate: Check) -> Check:
         "`pulumi config set home-derp:adoptRegion true`",
         lines([describe(c) for c in blocking]),
     )
+
+
+def _state_volume(plan: Plan) -> tuple[str, ...]:
+    if plan.region_id is None or plan.region_code is None:
+        return ()
+    return (naming.state_volume_name(plan.region_id, plan.region_code),)
+
+
+def space_checks(
+    plan: Plan, host: LiveHost | None, gate: Check, engine: Engine | None
+) -> list[Check]:
+    """``docker.space`` (Docker's data root: images, builds, logs, local volumes) and
+    ``derper.state`` (the filesystem of derper's state volume, where its key lives)."""
+    ids = ("docker.space", "derper.state")
+    if engine is None:
+        return [blocked(i, gate) for i in ids]
+    if host is None or gate.status != "pass":
+        why = "the relay host's commands cannot be run (a tcp:// Docker host, or host.channel)"
+        fix = "run the doctor on the relay host with dockerHost unix://, or use ssh://user@host"
+        return [not_checked(i, why, fix) for i in ids]
+    if engine.root_dir is None:
+        return [not_checked(i, "the engine did not say where its data root is") for i in ids]
+    volume = next(iter(engine.volumes.values()), None)
+    paths = [engine.root_dir]
+    if volume is not None and volume.options and volume.mountpoint:
+        paths.append(volume.mountpoint)
+    try:
+        spaces = read_space(host.channel, paths)
+    except HostReadError as exc:
+        why = f"free space could not be measured: {exc}"
+        fix = "run the doctor as root on the relay host (Docker's data root is root's)"
+        return [not_checked(i, why, fix) for i in ids]
+    root = spaces.get(engine.root_dir)
+    if root is None:
+        return [not_checked(i, f"`df` said nothing about {engine.root_dir}") for i in ids]
+    data_root = space_verdict(
+        root,
+        f"Docker's data root {engine.root_dir}",
+        DATA_ROOT_MIN_FREE,
+        DATA_ROOT_MIN_INODES,
+        "`docker system prune` removes stopped containers, unused images and build cache",
+        "docker.space",
+    )
+    return [data_root, _state_row(plan, volume, root, spaces)]
+
+
+def _state_row(plan: Plan, volume: Any, root: Space, spaces: Mapping[str, Space]) -> Check:
+    fix = "`docker system prune`, or free the disk that holds it"
+    if volume is None:
+        name = _state_volume(plan)
+        if not name:
+            return not_checked("derper.state", "regionId/regionCode are not valid (settings)")
+        return passed(
+            "derper.state",
+            f"{name[0]} does not exist yet: `up` creates it on Docker's data root "
+            f"({root.describe()})",
+        )
+    what = f"derper's state volume {volume.name}"
+    if not volume.options:
+        return space_verdict(root, what, STATE_MIN_FREE, STATE_MIN_INODES, fix, "derper.state")
+    mounted = spaces.get(volume.mountpoint)
+    if mounted is None or mounted.mountpoint != volume.mountpoint:
+        return not_checked(
+            "derper.state",
+            f"{what} is a {volume.options.get('type', volume.driver)} volume ({volume.options}) "
+            "that is mounted only while a container uses it; it is not mounted now",
+            "start derper (`pulumi up`) and run the doctor again while it runs",
+        )
+    return space_verdict(mounted, what, STATE_MIN_FREE, STATE_MIN_INODES, fix, "derper.state")

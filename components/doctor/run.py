@@ -108,6 +108,7 @@ def _checks(
     checks.append(ipv6)
     checks += host_checks.port_checks(plan, host, channel, engine)
     checks.append(host_checks.derper_check(plan, engine, engine_row))
+    checks += host_checks.space_checks(plan, host, channel, engine)
     cloudflare, dns_warnings = _cloudflare(stack, plan, secrets, environ, timeout, address)
     checks += cloudflare
     policy, text = tailnet_checks.policy_check(plan, secrets, timeout, environ)

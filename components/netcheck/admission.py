@@ -35,6 +35,7 @@ reads a container's log:
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import re
@@ -153,6 +154,14 @@ def ssh_logs_argv(
     docker_host: str, container: str, *, timeout: float, control_dir: str | None = None
 ) -> list[str]:
     """``ssh … -- host docker logs --tail N <container>`` for ``ssh://[user@]host[:port]``."""
+    remote = ["docker", "logs", "--tail", str(TAIL_LINES), container]
+    return ssh_docker_argv(docker_host, remote, timeout=timeout, control_dir=control_dir)
+
+
+def ssh_docker_argv(
+    docker_host: str, remote: list[str], *, timeout: float, control_dir: str | None = None
+) -> list[str]:
+    """``ssh … -- host <remote>`` for ``ssh://[user@]host[:port]`` (see the module docstring)."""
     parts = urllib.parse.urlsplit(docker_host)
     if parts.scheme != "ssh" or not parts.hostname:
         raise LogReadError(f"{docker_host!r} is not an ssh://[user@]host[:port] Docker host")
@@ -170,10 +179,16 @@ def ssh_logs_argv(
     )
     return [
         "ssh",
+        # the options of components/host.py client_options (a leaf cannot import it;
+        # tests/test_host.py keeps the two equal): batch mode, bounded connect, keepalives
         "-o",
         "BatchMode=yes",
         "-o",
         f"ConnectTimeout={max(1, math.ceil(timeout))}",
+        "-o",
+        "ServerAliveInterval=2",
+        "-o",
+        "ServerAliveCountMax=2",
         "-T",
         *(("-p", str(parts.port)) if parts.port else ()),
         *(("-l", parts.username) if parts.username else ()),
@@ -181,7 +196,7 @@ def ssh_logs_argv(
         *shlex.split(os.environ.get(SSH_OPTS_ENV, "")),
         "--",
         parts.hostname,
-        shlex.join(["docker", "logs", "--tail", str(TAIL_LINES), container]),
+        shlex.join(remote),
     ]
 
 
@@ -218,6 +233,60 @@ def ssh_log_reader(docker_host: str, container: str, *, timeout: float = 10.0) -
         return done.stdout + done.stderr
 
     return read  # its closure keeps the control directory for as long as the reader lives
+
+
+StateReader = Callable[[], dict[str, Any]]
+
+
+def docker_state_reader(docker_host: str, container: str, *, timeout: float = 10.0) -> StateReader:
+    """A reader of ``container``'s ``docker inspect`` object (``State``, ``RestartCount`` …:
+    docs/upstream/docker.md#container-inspect) on ``docker_host``; :class:`LogReadError` when it
+    cannot be read (no such container, the host cannot be reached)."""
+    if docker_host.startswith("ssh://"):
+
+        def read_ssh() -> dict[str, Any]:
+            try:
+                argv = ssh_docker_argv(
+                    docker_host, ["docker", "inspect", container], timeout=timeout
+                )
+            except ValueError as exc:
+                raise LogReadError(f"bad Docker host {docker_host!r}: {exc}") from None
+            try:
+                done = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    errors="replace",
+                    timeout=timeout + 2,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise LogReadError(f"cannot inspect {container} on {docker_host}: {exc}") from None
+            try:
+                found = json.loads(done.stdout) if done.returncode == 0 else None
+            except ValueError:
+                found = None
+            if not isinstance(found, list) or not found or not isinstance(found[0], dict):
+                said = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no answer"]
+                raise LogReadError(f"cannot inspect {container} on {docker_host}: {said[0]}")
+            return found[0]
+
+        return read_ssh
+    import docker
+    from docker.errors import DockerException
+
+    def read_api() -> dict[str, Any]:
+        try:
+            api = docker.APIClient(base_url=docker_host, timeout=int(timeout))
+            try:
+                return dict(api.inspect_container(container))
+            finally:
+                api.close()
+        except (DockerException, OSError) as exc:
+            raise LogReadError(f"cannot inspect {container} on {docker_host}: {exc}") from None
+
+    return read_api
 
 
 def docker_evidence(

@@ -44,6 +44,16 @@ reference and the sources of the clients that talk to it (anchors: docs/upstream
   a second record, a round-robin (github.com/cloudflare/node-cloudflare/issues/46).
   ``DELETE /zones/{id}/dns_records/{record_id}`` → ``{"id"}``.
 
+* **Faults** (#rate-limits-and-errors), queued with :meth:`CloudflarePeer.fail` and fired in
+  order, each once, on the first request matching the head of the queue: ``429`` with
+  ``Retry-After`` (seconds, rounded up; "only returned when the request has exceeded the rate
+  limit": https://developers.cloudflare.com/fundamentals/api/reference/limits/) and the error
+  ``971 "Please wait and consider throttling your request speed"`` (observed:
+  github.com/cloudflare/workers-sdk/issues/10025); a ``5xx`` from Cloudflare's edge as its branded
+  HTML page, not an API envelope (observed for APIs behind that edge:
+  github.com/orgs/supabase/discussions/52588; the page's text here is the peer's own); a body cut
+  short (full ``Content-Length``, half the bytes, then the connection closes); a stall.
+
 Test hooks: :meth:`CloudflarePeer.add_token`, :meth:`add_zone`, :meth:`add_record` set the state;
 :attr:`requests` logs every request (method, path, query); :attr:`max_per_page` caps page sizes.
 """
@@ -54,6 +64,7 @@ import json
 import re
 import secrets
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,6 +122,25 @@ class PeerRecord:
             "created_on": "2026-01-01T00:00:00.000000Z",
             "modified_on": "2026-01-01T00:00:00.000000Z",
         }
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault (see the module docstring); ``path`` is a suffix of the URL path."""
+
+    method: str
+    path: str
+    status: int | None = 503
+    """The status to answer with (None: the real answer, for ``truncate``/``stall`` alone)."""
+    retry_after: str | None = None
+    truncate: bool = False
+    stall: float = 0.0
+
+
+EDGE_ERROR_PAGE = (
+    "<!DOCTYPE html><html><head><title>{status} | Cloudflare</title></head>"
+    "<body><h1>Error {status}</h1><p>The web server reported an error.</p></body></html>"
+)
 
 
 @dataclass(frozen=True)
@@ -172,6 +202,18 @@ class CloudflarePeer:
     max_per_page: int | None = None
     base_url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    faults: list[Fault] = field(default_factory=list)
+
+    def fail(self, *faults: Fault) -> None:
+        """Queue faults; the head of the queue answers the next request that matches it."""
+        with self.lock:
+            self.faults.extend(faults)
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        head = self.faults[0] if self.faults else None
+        if head is not None and head.method == method and path.endswith(head.path):
+            return self.faults.pop(0)
+        return None
 
     # -- state
 
@@ -370,6 +412,13 @@ class CloudflarePeer:
                 raw = self.rfile.read(length) if length else b""
                 with peer.lock:
                     peer.requests.append(Request(self.command, path, tuple(sorted(query.items()))))
+                    fault = peer._take_fault(self.command, path)
+                if fault is not None and fault.stall:
+                    time.sleep(fault.stall)
+                if fault is not None and fault.status is not None and not fault.truncate:
+                    self._fault_answer(fault)
+                    return
+                with peer.lock:
                     if not path.startswith("/client/v4/"):
                         err = _no_route(path)
                         status, envelope = err.status, _error(err)
@@ -392,6 +441,27 @@ class CloudflarePeer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if fault is not None and fault.truncate:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.close_connection = True  # the rest never comes
+                    return
+                self.wfile.write(data)
+
+            def _fault_answer(self, fault: Fault) -> None:
+                status = fault.status or 503
+                if status == 429:
+                    throttle = ApiError(
+                        429, 971, "Please wait and consider throttling your request speed", None
+                    )
+                    data, kind = json.dumps(_error(throttle)).encode(), "application/json"
+                else:
+                    data, kind = EDGE_ERROR_PAGE.format(status=status).encode(), "text/html"
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                if fault.retry_after is not None:
+                    self.send_header("Retry-After", fault.retry_after)
                 self.end_headers()
                 self.wfile.write(data)
 

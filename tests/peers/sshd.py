@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -58,16 +59,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def hide_ip_prefix(scratch: Path) -> list[str]:
-    """A private mount namespace in which ``ip`` is gone (overlay whiteouts over the bin dirs)."""
+def hide_ip_prefix(scratch: Path, commands: Sequence[str] = ("ip",)) -> list[str]:
+    """A private mount namespace in which ``commands`` are gone (overlay whiteouts over the bin
+    dirs)."""
     script = []
+    gone = " ".join(shlex.quote(c) for c in commands)
     for n, directory in enumerate(("/usr/bin", "/usr/sbin")):
         upper, work = scratch / f"upper{n}", scratch / f"work{n}"
         upper.mkdir()
         work.mkdir()
         script.append(
             f"mount -t overlay overlay -o lowerdir={directory},upperdir={upper},workdir={work} "
-            f"{directory} && rm -f {directory}/ip"
+            f"{directory} && (cd {directory} && rm -f {gone})"
         )
     return [
         "unshare",
@@ -90,10 +93,15 @@ def sshd_factory() -> Iterator[Callable[..., Sshd]]:
     scratch_dirs: list[tempfile.TemporaryDirectory[str]] = []
 
     def start(
-        *, prefix: Sequence[str] = (), hide_ip: bool = False, path_dirs: Sequence[str] = ()
+        *,
+        prefix: Sequence[str] = (),
+        hide_ip: bool = False,
+        hide: Sequence[str] = (),
+        path_dirs: Sequence[str] = (),
     ) -> Sshd:
         """``prefix`` wraps sshd (``ip netns exec NS``); ``hide_ip`` hides ``ip`` from its
-        sessions; ``path_dirs`` go first on the sessions' PATH (command stand-ins)."""
+        sessions, ``hide`` any other commands; ``path_dirs`` go first on the sessions' PATH
+        (command stand-ins)."""
         scratch = tempfile.TemporaryDirectory(prefix="hd6-sshd-")
         scratch_dirs.append(scratch)
         d = Path(scratch.name)
@@ -118,7 +126,8 @@ def sshd_factory() -> Iterator[Callable[..., Sshd]]:
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privsep dir
         log = d / "sshd.log"
-        wrapper = hide_ip_prefix(d) if hide_ip else []
+        hidden = [*(["ip"] if hide_ip else []), *hide]
+        wrapper = hide_ip_prefix(d, hidden) if hidden else []
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [*prefix, *wrapper, SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
