@@ -12,17 +12,23 @@ Three containers' worth of decisions live here (docs/architecture.md, "derper"):
   volume of their own and hands that volume and the state volume to derper's user. That is also
   how an existing stack upgrades in place: a state volume written by an older, root-run image keeps
   its server key, now owned by derper's user, so the relay keeps its identity.
-* **derper** runs as uid 65532 with a read-only root filesystem, every capability dropped and
-  ``no-new-privileges``; the flags are on its command line. A ``derpPort`` or ``stunPort`` below
-  1024 needs ``CAP_NET_BIND_SERVICE``, which Docker grants only to root (it sets no ambient
-  capabilities, and no-new-privileges forbids file capabilities), so then derper runs as root with
-  that capability alone. tailscaled's LocalAPI answers ``whois`` to any local uid
-  (docs/upstream/localapi.md#whois-permission), so verification works without root.
+* **derper** runs as uid 65532 with a read-only root filesystem, every capability dropped but
+  ``NET_BIND_SERVICE`` kept in the bounding set, and ``no-new-privileges``; the flags are on its
+  command line. Its binary carries the file capability ``cap_net_bind_service=+ep``
+  (``components/derper/filecap.go``), which the kernel honours only when the bounding set holds
+  it (else it refuses to execute the file) and only without no-new-privileges
+  (docs/upstream/capabilities.md). So below port 1024 in host networking — the only case where
+  a capability is needed at all — derper runs without no-new-privileges and binds through that
+  file capability; scratch holds no other program that could gain anything from it. Elsewhere
+  no-new-privileges stays on and derper holds no capability at all; in bridge mode its own
+  network namespace lets any uid bind any port. Never root: tailscaled's LocalAPI answers
+  ``whois`` to any local uid (docs/upstream/localapi.md#whois-permission) and gives uid 0 write
+  access (docs/upstream/localapi.md#write-permission). The rule: ``settings.derper_privileges``.
 * **A pinned image** (``home-derp:image``) is configured through the ``DERP_*`` variables of the
   common images, whose entrypoints give derper no ``-c``; derper then refuses to start unless it
-  is root (docs/upstream/derper.md#key-file). So a pinned image runs as root — still with every
-  capability dropped, a read-only root filesystem and ``no-new-privileges``, so root can write
-  only what it owns (the init container hands it the volumes).
+  is root (docs/upstream/derper.md#key-file). So a pinned image runs as root — with every
+  capability dropped, a read-only root filesystem and ``no-new-privileges`` — and settings refuse
+  it together with ``verifyClients``: it never gets tailscaled's socket.
 """
 
 from __future__ import annotations
@@ -36,7 +42,13 @@ import pulumi
 import pulumi_docker as docker
 
 from components import naming
-from components.settings import Derper, Ports, RelaySettings, derper_runs_as_root
+from components.settings import (
+    Derper,
+    Ports,
+    Privileges,
+    RelaySettings,
+    derper_privileges,
+)
 
 #: The build context: the Dockerfile's folder and nothing else (a change elsewhere in the repo
 #: must not rebuild derper).
@@ -50,9 +62,6 @@ CERT_DIR: Final = "/certs"
 #: mounted, not the socket file: tailscaled re-creates the file when it restarts and a file
 #: bind-mount would keep pointing at the old one (docs/upstream/localapi.md#socket-mode).
 SOCKET_DIR: Final = "/var/run/tailscale"
-#: The unprivileged user of the built image (components/derper/Dockerfile ``USER``).
-DERPER_USER: Final = "65532:65532"
-ROOT_USER: Final = "0:0"
 NO_NEW_PRIVILEGES: Final = "no-new-privileges:true"
 #: The init container's mount points.
 INIT_CERT_DIR: Final = "/certs"
@@ -81,20 +90,19 @@ def cert_file_base(hostname: str) -> str:
     return "".join(ch for ch in hostname if ch.isascii() and (ch.isalnum() or ch in "-."))
 
 
-def needs_privileged_port(ports: Ports) -> bool:
-    """Ports below 1024 need CAP_NET_BIND_SERVICE (the rule: ``Ports.privileged``)."""
-    return ports.privileged
+def privileges(settings: RelaySettings) -> Privileges:
+    """Who derper runs as and what it may gain (the rule: ``settings.derper_privileges``)."""
+    return derper_privileges(settings.derper, settings.ports, settings.docker.network_mode)
 
 
 def derper_user(settings: RelaySettings) -> str:
-    """uid:gid derper runs as (see the module docstring for why root below 1024, and for a
-    pinned image; the rule is ``settings.derper_runs_as_root``)."""
-    return ROOT_USER if derper_runs_as_root(settings.derper, settings.ports) else DERPER_USER
+    """uid:gid derper runs as: 65532, or root for a pinned image (which never gets the socket)."""
+    return privileges(settings).user
 
 
-def capability_adds(ports: Ports) -> list[str]:
-    """The only capability derper may need; everything else is dropped."""
-    return ["NET_BIND_SERVICE"] if needs_privileged_port(ports) else []
+def security_options(granted: Privileges) -> list[str]:
+    """no-new-privileges unless derper binds through its file capability (module docstring)."""
+    return [NO_NEW_PRIVILEGES] if granted.no_new_privileges else []
 
 
 def socket_in_container(derper: Derper) -> str:
@@ -252,7 +260,7 @@ def derper_labels(
     return [
         {"label": naming.ROLE_LABEL, "value": naming.ROLE_DERPER},
         {"label": naming.REGION_LABEL, "value": str(settings.region.id)},
-        # The policy pack allows root without a low port only for a pinned image (see above).
+        # The policy pack allows root only for a pinned image, never with the socket (see above).
         {"label": naming.IMAGE_LABEL, "value": naming.image_source(settings.derper.build is None)},
         # derper reads manual certificates once: a new one must restart it (a new container).
         {"label": "home-derp.certificate-serial", "value": certificate_serial},
@@ -271,15 +279,16 @@ def derper_container_args(
     region = settings.region
     bridge = settings.docker.network_mode == "bridge"
     built = settings.derper.build is not None
+    granted = privileges(settings)
     return {
         "name": naming.container_name(region.id, region.code),
         "image": image,
         "command": derper_command(settings) if built else None,
         "envs": None if built else derper_env(settings),
-        "user": derper_user(settings),
+        "user": granted.user,
         "read_only": True,
-        "capabilities": {"drops": ["ALL"], "adds": capability_adds(settings.ports)},
-        "security_opts": [NO_NEW_PRIVILEGES],
+        "capabilities": {"drops": ["ALL"], "adds": list(granted.capabilities)},
+        "security_opts": security_options(granted),
         "volumes": derper_volumes(settings, state_volume=state_volume, certs_volume=certs_volume),
         "network_mode": settings.docker.network_mode,
         "ports": published_ports(settings.ports) if bridge else None,

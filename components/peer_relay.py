@@ -115,11 +115,15 @@ def set_failure(result: CommandResult, command: Sequence[str], where: str) -> st
     return f"`{shown}` failed on {where} (exit {result.returncode}): {text}"
 
 
-def grant_destination(facts: TailscaledFacts) -> str:
-    """Who the grant's ``dst`` names: the host's first tag (stable across a re-login), else its
-    Tailscale IPv4 (stable for the node; read again at every run)."""
-    if facts.tags:
-        return facts.tags[0]
+def grant_destination(facts: TailscaledFacts, tag: str | None = None) -> str:
+    """Who the grant's ``dst`` names: the tag the user chose (``home-derp:peerRelayDestination``),
+    else the relay host's own Tailscale IPv4 (stable for the node, read again at every run).
+
+    Never the host's tags on their own: a tag names every device that carries it, and each would
+    become a relay candidate for all the sources (docs/upstream/peer-relay.md#grant).
+    """
+    if tag is not None:
+        return tag
     v4 = [ip for ip in facts.tailscale_ips if ipaddress.ip_address(ip).version == 4]
     if v4:
         return v4[0]
@@ -162,6 +166,23 @@ def member_of(sources: Sequence[str], status: Mapping[str, Any]) -> bool | None:
     return None if any(v is None for v in verdicts) else False
 
 
+def servers_failure(result: CommandResult) -> str:
+    """Why ``tailscale debug peer-relay-servers`` could not answer, and the fix.
+
+    The LocalAPI serves every debug action only to a writer: root, tailscaled's own user or its
+    operator (docs/upstream/localapi.md#debug-needs-write); anyone else gets "Access denied".
+    """
+    text = (result.stderr + result.stdout).strip()
+    first = text.splitlines()[0] if text else f"exit {result.returncode}"
+    if "access denied" in text.lower():
+        return (
+            "not confirmed from a client: this machine's tailscaled lists its peer relay servers "
+            f"only to root or its operator ({first}): run `sudo tailscale set --operator=$USER` "
+            "once on this machine, or run pulumi up as root"
+        )
+    return f"not confirmed from a client: `tailscale debug peer-relay-servers` failed ({first})"
+
+
 def confirmation_from_client(
     run_local: Callable[[Sequence[str]], CommandResult],
     relay_ips: Sequence[str],
@@ -173,7 +194,9 @@ def confirmation_from_client(
 ) -> dict[str, Any]:
     """Ask this machine's own tailscaled whether it sees the relay as a peer relay server.
 
-    Only meaningful when this machine is a tailnet node among ``sources``; otherwise say so.
+    Only meaningful when this machine is a tailnet node among ``sources``; otherwise say so. The
+    question needs write access to this machine's LocalAPI; without it (or on any other failure
+    of the command) the answer comes at once, never after ``timeout``.
     """
     status_result = run_local(["tailscale", "status", "--json"])
     if status_result.returncode != 0:
@@ -194,6 +217,8 @@ def confirmation_from_client(
     wanted = {str(ipaddress.ip_address(ip)) for ip in relay_ips}
     while True:
         result = run_local(["tailscale", "debug", "peer-relay-servers"])
+        if result.returncode != 0:  # asking again will not help: say why, at once
+            return {"confirmed": None, "detail": servers_failure(result)}
         try:
             servers = {str(ipaddress.ip_address(s)) for s in json.loads(result.stdout or "[]")}
         except (ValueError, TypeError):

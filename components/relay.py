@@ -69,7 +69,8 @@ def policy_text_for_file_mode(settings: RelaySettings, region: dict[str, Any]) -
             from components.peer_relay import grant_destination
 
             grant = derpmap.peer_relay_grant(
-                list(settings.peer_relay.sources), grant_destination(settings.relay_host)
+                list(settings.peer_relay.sources),
+                grant_destination(settings.relay_host, settings.peer_relay.destination),
             )
             text = derpmap.insert_grant(text, settings.region.id, grant)[0]
         return text
@@ -314,7 +315,10 @@ class HomeDerpRelay(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        grant = derpmap.peer_relay_grant(list(settings.peer_relay.sources), grant_destination(host))
+        grant = derpmap.peer_relay_grant(
+            list(settings.peer_relay.sources),
+            grant_destination(host, settings.peer_relay.destination),
+        )
         confirmation: pulumi.Input[dict[str, Any] | None] = None
         if settings.policy.mode == "patch":  # file mode: the grant is in policy_text
             written = TailnetPeerRelayGrant(

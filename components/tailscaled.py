@@ -78,6 +78,8 @@ class Peer:
     host_name: str
     dns_name: str
     tailscale_ips: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    """``PeerStatus.Tags`` (ipn/ipnstate/ipnstate.go:254-256): who else a tag selector names."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ def _peer(node_key: str, entry: Any) -> Peer:
         host_name=_text(item.get("HostName")),
         dns_name=_text(item.get("DNSName")),
         tailscale_ips=_strings(item.get("TailscaleIPs")),
+        tags=_strings(item.get("Tags")),
     )
 
 

@@ -32,7 +32,8 @@ from components.naming import (
     ROLE_LABEL,
     image_source,
 )
-from components.settings import ACME_DIRECTORIES
+from components.settings import ACME_DIRECTORIES, Ports, file_capability_needed
+from components.settings.derper import NET_BIND_SERVICE
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
@@ -51,7 +52,7 @@ NON_PRODUCTION_MARKERS = ("test", "dev")
 #: derpMap region ids reserved for custom relays (docs/upstream/derpmap.md#regions).
 REGION_MIN, REGION_MAX = CUSTOM_REGION_IDS
 #: The one capability derper may keep: binding a port below 1024 (components/container.py).
-ALLOWED_CAPABILITY = "NET_BIND_SERVICE"
+ALLOWED_CAPABILITY = NET_BIND_SERVICE
 #: Where the program's Dockerfile lives: the only build a derper image may come from.
 DERPER_BUILD_CONTEXT = "components/derper"
 
@@ -127,6 +128,35 @@ def _is_root(user: str) -> bool:
     return name in ("", "0", "root")
 
 
+def socket_mount(props: Mapping[str, Any]) -> str | None:
+    """The host directory bound into derper (tailscaled's socket directory: the only host path
+    the program mounts), or None."""
+    for volume in _items(props.get("volumes")):
+        if isinstance(volume, Mapping) and volume.get("hostPath"):
+            return str(volume["hostPath"])
+    return None
+
+
+def _flag_port(command: Sequence[str], flag: str) -> int | None:
+    """The port of ``-a=[ip]:PORT`` or ``-stun-port=PORT`` on derper's command line."""
+    for arg in command:
+        if arg.startswith(f"{flag}="):
+            tail = arg.split("=", 1)[1].rsplit(":", 1)[-1]
+            return int(tail) if tail.isdigit() else None
+    return None
+
+
+def binds_through_file_capability(props: Mapping[str, Any]) -> bool:
+    """Whether the built derper binds a port below 1024 in host networking: the one case where
+    it may run without no-new-privileges (``settings.file_capability_needed``, the same rule
+    the program applies)."""
+    command = [str(c) for c in _items(props.get("command"))]
+    derp, stun = _flag_port(command, "-a"), _flag_port(command, "-stun-port")
+    if derp is None or stun is None:
+        return False
+    return file_capability_needed(Ports(derp, stun), str(props.get("networkMode") or "bridge"))
+
+
 def hardening_problems(props: Mapping[str, Any]) -> list[str]:
     """What is missing from derper's least-privilege settings (components/container.py)."""
     problems = []
@@ -141,16 +171,28 @@ def hardening_problems(props: Mapping[str, Any]) -> list[str]:
     extra = sorted(set(adds) - {ALLOWED_CAPABILITY})
     if extra:
         problems.append(f"capabilities {', '.join(extra)} are added (at most {ALLOWED_CAPABILITY})")
-    options = [str(o).replace("=", ":") for o in _items(props.get("securityOpts"))]
-    if "no-new-privileges:true" not in options and "no-new-privileges" not in options:
-        problems.append("no-new-privileges is not set (security_opts)")
     user = str(props.get("user") or "")
-    # A pinned third-party image's derper starts only as root (components/container.py); it
-    # still gets no capability. The image's provenance is checked by derper-image-provenance.
+    root = _is_root(user)
     pinned = labels_of(props).get(IMAGE_LABEL) == image_source(pinned=True)
-    if _is_root(user) and ALLOWED_CAPABILITY not in adds and not pinned:
+    options = [str(o).replace("=", ":") for o in _items(props.get("securityOpts"))]
+    no_new_privileges = "no-new-privileges:true" in options or "no-new-privileges" in options
+    # Only the built derper binding below 1024 in host networking may go without it: its file
+    # capability works only then, and its image holds no other program.
+    exempt = not root and not pinned and binds_through_file_capability(props)
+    if not no_new_privileges and not exempt:
+        problems.append("no-new-privileges is not set (security_opts)")
+    mounted = socket_mount(props)
+    if root and (mounted is not None or verify_clients_on(props) is None):
+        # tailscaled gives uid 0 write access to its LocalAPI (docs/upstream/localapi.md).
         problems.append(
-            f"it runs as root ({user or 'the image default'}) though no port below 1024 needs it"
+            f"it runs as root ({user or 'the image default'}) with tailscaled's socket "
+            f"({mounted or 'verify-clients'}): uid 0 may change tailscaled's prefs"
+        )
+    elif root and not pinned:
+        # A pinned third-party image's derper starts only as root (components/container.py),
+        # without the socket; the built derper never runs as root.
+        problems.append(
+            f"it runs as root ({user or 'the image default'}); the built derper is 65532"
         )
     return problems
 
@@ -437,7 +479,10 @@ derp_region_range = ResourceValidationPolicy(
 
 derper_hardened = ResourceValidationPolicy(
     name="derper-hardened",
-    description="derper runs read-only, without capabilities, no-new-privileges, not as root.",
+    description=(
+        "derper runs read-only, with at most NET_BIND_SERVICE, no-new-privileges (unless it binds "
+        "below 1024 through its file capability), never as root with tailscaled's socket."
+    ),
     enforcement_level=EnforcementLevel.MANDATORY,
     validate=validate_derper_hardened,
 )

@@ -348,6 +348,10 @@ class HostFacts:
     """Raised by every read (a host that cannot be asked)."""
     tailscaled_error: Exception | None = None
     reads: list[str] = field(default_factory=list)
+    tags: tuple[str, ...] = ()
+    """The relay host's own ACL tags (``Self.Tags``)."""
+    peer_tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """ACL tags of peers, by node key (``Peer[…].Tags``)."""
 
     def _fail(self, what: str) -> None:
         self.reads.append(what)
@@ -397,10 +401,16 @@ class HostFacts:
             host_name="homeserver",
             dns_name="homeserver.tail1234.ts.net." if running else "",
             tailscale_ips=("100.101.102.103", "fd7a:115c:a1e0::1") if running else (),
-            tags=(),
+            tags=self.tags,
             tailnet="example.com" if running else None,
             peers=tuple(
-                Peer(key, f"peer{i}", f"peer{i}.tail1234.ts.net.", (f"100.64.0.{i + 1}",))
+                Peer(
+                    key,
+                    f"peer{i}",
+                    f"peer{i}.tail1234.ts.net.",
+                    (f"100.64.0.{i + 1}",),
+                    self.peer_tags.get(key, ()),
+                )
                 for i, key in enumerate(self.peers)
             ),
         )

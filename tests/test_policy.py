@@ -389,69 +389,118 @@ def hardened(**changes: Any) -> dict[str, Any]:
     props.pop("envs")
     props.update(
         {
-            "command": ["-hostname=derp.example.com", "-verify-clients", "-socket=/x/y.sock"],
+            "command": [
+                "-hostname=derp.example.com",
+                "-a=:12345",
+                "-stun-port=3478",
+                "-verify-clients",
+                "-socket=/var/run/tailscale/tailscaled.sock",
+            ],
             "user": "65532:65532",
             "readOnly": True,
-            "capabilities": {"drops": ["ALL"], "adds": []},
+            "capabilities": {"drops": ["ALL"], "adds": ["NET_BIND_SERVICE"]},
             "securityOpts": ["no-new-privileges:true"],
+            "networkMode": "host",
+            "volumes": [
+                {"containerPath": "/var/lib/derper", "volumeName": "derper-900-home-state"},
+                {"containerPath": "/var/run/tailscale", "hostPath": "/run/tailscale"},
+            ],
         }
     )
     props.update(changes)
     return props
 
 
-# The built derper's settings pass; so does root with only NET_BIND_SERVICE (ports below 1024).
+def low_port(**changes: Any) -> dict[str, Any]:
+    """The built derper on 443 in host networking: it binds through its file capability, so it
+    runs without no-new-privileges (components/container.py)."""
+    command = [c.replace("-a=:12345", "-a=:443") for c in hardened()["command"]]
+    return hardened(command=command, securityOpts=[], **changes)
+
+
+PINNED = [
+    {"label": "home-derp.role", "value": "derper"},
+    {"label": "home-derp.image", "value": "pinned"},
+]
+BUILT = [
+    {"label": "home-derp.role", "value": "derper"},
+    {"label": "home-derp.image", "value": "built"},
+]
+
+
+# The built derper's settings pass: 65532 with no-new-privileges; 65532 without it only where
+# it binds below 1024 in host networking (derpPort or stunPort).
 @pytest.mark.parametrize(
-    "changes",
+    "props",
     [
-        {},
-        {"user": "0:0", "capabilities": {"drops": ["ALL"], "adds": ["NET_BIND_SERVICE"]}},
-        {"securityOpts": ["no-new-privileges=true"]},
+        hardened(),
+        hardened(securityOpts=["no-new-privileges=true"]),
+        low_port(),
+        hardened(
+            command=[c.replace("-stun-port=3478", "-stun-port=999") for c in hardened()["command"]],
+            securityOpts=[],
+        ),
+        hardened(networkMode="bridge", ports=[{"internal": 443, "external": 443, "ip": "::"}]),
     ],
 )
-def test_hardened_derper_passes(changes: dict[str, Any]) -> None:
-    assert violations(rules.derper_hardened, rules.CONTAINER, hardened(**changes)) == []
-    assert violations(rules.verify_clients, rules.CONTAINER, hardened(**changes)) == []
+def test_hardened_derper_passes(props: dict[str, Any]) -> None:
+    assert violations(rules.derper_hardened, rules.CONTAINER, props) == []
+    assert violations(rules.verify_clients, rules.CONTAINER, props) == []
 
 
-# A pinned third-party image (labelled so by components/container.py) runs as root, since its
-# entrypoint gives derper no -c; everything else of the hardening still applies to it.
-def test_pinned_image_may_run_as_root_without_capabilities() -> None:
-    labels = [
-        {"label": "home-derp.role", "value": "derper"},
-        {"label": "home-derp.image", "value": "pinned"},
-    ]
-    assert (
-        violations(rules.derper_hardened, rules.CONTAINER, hardened(user="0:0", labels=labels))
-        == []
-    )
-    found = violations(
-        rules.derper_hardened, rules.CONTAINER, hardened(user="0:0", labels=labels, readOnly=False)
-    )
-    assert len(found) == 1 and "root filesystem is writable" in found[0]
-    built = [
-        {"label": "home-derp.role", "value": "derper"},
-        {"label": "home-derp.image", "value": "built"},
-    ]
-    found = violations(rules.derper_hardened, rules.CONTAINER, hardened(user="0:0", labels=built))
-    assert len(found) == 1 and "runs as root" in found[0]
-
-
-# Each missing piece of least privilege is named; the rule is mandatory.
+# uid 0 never with tailscaled's socket: tailscaled gives uid 0 write access to its LocalAPI
+# (docs/upstream/localapi.md#write-permission). A pinned image (labelled so by
+# components/container.py) may run as root only without it; the built derper never as root.
 @pytest.mark.parametrize(
     ("changes", "words"),
     [
-        ({"readOnly": False}, "root filesystem is writable"),
-        ({"capabilities": {"drops": ["NET_RAW"], "adds": []}}, "not every capability is dropped"),
-        ({"capabilities": {"drops": ["ALL"], "adds": ["SYS_ADMIN"]}}, "SYS_ADMIN are added"),
-        ({"securityOpts": []}, "no-new-privileges is not set"),
-        ({"user": ""}, "runs as root (the image default)"),
-        ({"user": "root"}, "runs as root (root)"),
+        ({"user": "0:0"}, "runs as root (0:0) with tailscaled's socket (/run/tailscale)"),
+        ({"user": "0:0", "labels": PINNED}, "with tailscaled's socket (/run/tailscale)"),
+        (
+            {"user": "", "labels": PINNED, "volumes": []},
+            "with tailscaled's socket (verify-clients)",
+        ),
+        (
+            {"user": "0:0", "labels": BUILT, "volumes": [], "command": []},
+            "the built derper is 65532",
+        ),
     ],
 )
-def test_unhardened_derper_is_violation(changes: dict[str, Any], words: str) -> None:
+def test_root_with_the_socket_is_violation(changes: dict[str, Any], words: str) -> None:
     found = violations(rules.derper_hardened, rules.CONTAINER, hardened(**changes))
-    assert len(found) == 1 and words in found[0]
+    assert len(found) == 1 and words in found[0], found
+
+
+# A pinned image without the socket may run as root; everything else of the hardening applies.
+def test_pinned_image_may_run_as_root_without_the_socket() -> None:
+    pinned = hardened(
+        user="0:0", labels=PINNED, volumes=[], command=[], capabilities={"drops": ["ALL"]}
+    )
+    assert violations(rules.derper_hardened, rules.CONTAINER, pinned) == []
+    found = violations(rules.derper_hardened, rules.CONTAINER, {**pinned, "readOnly": False})
+    assert len(found) == 1 and "root filesystem is writable" in found[0]
+    found = violations(rules.derper_hardened, rules.CONTAINER, {**pinned, "securityOpts": []})
+    assert len(found) == 1 and "no-new-privileges is not set" in found[0]
+
+
+# Each missing piece of least privilege is named; the rule is mandatory. Without
+# no-new-privileges only the built derper binding below 1024 in host networking passes.
+@pytest.mark.parametrize(
+    ("props", "words"),
+    [
+        (hardened(readOnly=False), "root filesystem is writable"),
+        (hardened(capabilities={"drops": ["NET_RAW"], "adds": []}), "not every capability"),
+        (hardened(capabilities={"drops": ["ALL"], "adds": ["SYS_ADMIN"]}), "SYS_ADMIN are added"),
+        (hardened(securityOpts=[]), "no-new-privileges is not set"),
+        (low_port(networkMode="bridge"), "no-new-privileges is not set"),
+        (low_port(labels=PINNED, user="65532"), "no-new-privileges is not set"),
+        (hardened(user=""), "runs as root (the image default)"),
+        (hardened(user="root"), "runs as root (root)"),
+    ],
+)
+def test_unhardened_derper_is_violation(props: dict[str, Any], words: str) -> None:
+    found = violations(rules.derper_hardened, rules.CONTAINER, props)
+    assert len(found) == 1 and words in found[0], found
     assert rules.derper_hardened.enforcement_level is EnforcementLevel.MANDATORY
 
 

@@ -142,7 +142,9 @@ def test_derper_built_and_hardened(mocks: RelayMocks) -> None:
     assert "envs" not in container.inputs
     assert container.inputs["user"] == "65532:65532"
     assert container.inputs["readOnly"] is True
-    assert container.inputs["capabilities"] == {"drops": ["ALL"], "adds": []}
+    # NET_BIND_SERVICE only in the bounding set: the binary's file capability needs it there to
+    # execute at all, and no-new-privileges keeps it out of effect (components/container.py).
+    assert container.inputs["capabilities"] == {"drops": ["ALL"], "adds": ["NET_BIND_SERVICE"]}
     assert container.inputs["securityOpts"] == ["no-new-privileges:true"]
     assert container.inputs["name"] == "derper-900-homelab"
     assert container.inputs["networkMode"] == "host"
@@ -195,15 +197,28 @@ def test_build_settings_reach_the_build(mocks: RelayMocks) -> None:
     assert images == {"registry.example.cn/library/golang:1.26-alpine"}  # the init image
 
 
-# Below port 1024 derper needs CAP_NET_BIND_SERVICE, which Docker grants only to root: root with
-# that one capability, still read-only and no-new-privileges.
-def test_privileged_port_runs_root_with_one_capability(mocks: RelayMocks) -> None:
-    evaluate(home_config(derpPort="443"))
+# Below port 1024 in host networking derper still runs as 65532: it binds through its binary's
+# file capability, which works only without no-new-privileges (components/container.py); the
+# init container hands the volumes to 65532. In bridge mode no-new-privileges stays on.
+@pytest.mark.parametrize(
+    ("extra", "no_new_privileges"),
+    [
+        ({"derpPort": "443"}, False),
+        ({"stunPort": "999"}, False),
+        ({"derpPort": "443", "networkMode": "bridge"}, True),
+    ],
+)
+def test_privileged_port_runs_as_65532(
+    mocks: RelayMocks, extra: dict[str, str], no_new_privileges: bool
+) -> None:
+    evaluate(home_config(**extra))
     container = derper(mocks)
-    assert container.inputs["user"] == "0:0"
+    assert container.inputs["user"] == "65532:65532"
     assert container.inputs["capabilities"] == {"drops": ["ALL"], "adds": ["NET_BIND_SERVICE"]}
     assert container.inputs["readOnly"] is True
-    assert "chown -R 0:0" in init(mocks).inputs["command"][-1]
+    options = container.inputs.get("securityOpts", [])
+    assert (options == ["no-new-privileges:true"]) is no_new_privileges, options
+    assert "chown -R 65532:65532" in init(mocks).inputs["command"][-1]
 
 
 # A socket elsewhere (the tailscale container's /tmp/tailscaled.sock): its directory is mounted
@@ -216,10 +231,11 @@ def test_custom_socket(mocks: RelayMocks) -> None:
     assert volumes["/var/run/tailscale"]["hostPath"] == "/srv/tailscale/run"
 
 
-# A pinned image replaces the build: its DERP_* interface, the same hardening and volumes.
+# A pinned image replaces the build: its DERP_* interface, the same hardening and volumes, and
+# never tailscaled's socket (it runs as root: settings refuse it with verifyClients).
 def test_pinned_image(mocks: RelayMocks) -> None:
     digest = "sha256:" + "ab" * 32
-    evaluate(home_config(image=f"fredliang/derper@{digest}"))
+    evaluate(home_config(image=f"fredliang/derper@{digest}", verifyClients="false"))
     assert not mocks.of_type(IMAGE)
     names = {r.inputs["name"] for r in mocks.of_type("docker:index/remoteImage:RemoteImage")}
     assert names == {f"fredliang/derper@{digest}", "golang:1.26-alpine"}
@@ -233,11 +249,13 @@ def test_pinned_image(mocks: RelayMocks) -> None:
         "DERP_STUN": "true",
         "DERP_STUN_PORT": "3478",
         "DERP_HTTP_PORT": "-1",
-        "DERP_VERIFY_CLIENTS": "true",
+        "DERP_VERIFY_CLIENTS": "false",
     }
-    # Its entrypoint gives derper no -c, so it runs as root, without any capability.
+    # Its entrypoint gives derper no -c, so it runs as root, without any capability or socket.
     assert container.inputs["readOnly"] is True and container.inputs["user"] == "0:0"
     assert container.inputs["capabilities"] == {"drops": ["ALL"], "adds": []}
+    assert container.inputs["securityOpts"] == ["no-new-privileges:true"]
+    assert [v for v in container.inputs["volumes"] if "hostPath" in v] == []
     labels = {item["label"]: item["value"] for item in container.inputs["labels"]}
     assert labels["home-derp.image"] == "pinned"
 
@@ -646,27 +664,37 @@ GRANT = "pulumi-python:dynamic/homederp:TailnetPeerRelayGrant"
 
 
 # peerRelayPort: the host's tailscaled is set as a peer relay, then (after it reports the port
-# bound) the grant lets the sources use it; dst is the host's Tailscale IP, or its tag.
-@pytest.mark.parametrize("tags", [(), ("tag:derp",)])
-def test_peer_relay_wiring(mocks: RelayMocks, relay_host: HostFacts, tags: tuple[str, ...]) -> None:
-    if tags:
-        original = relay_host.tailscaled_facts
-
-        def tagged(socket: str) -> Any:
-            import dataclasses
-
-            return dataclasses.replace(original(socket), tags=tags)
-
-        relay_host.tailscaled_facts = tagged  # type: ignore[method-assign]
+# bound) the grant lets the sources use it. dst is the host's own Tailscale IP even when the host
+# is tagged (a tag names every device that carries it), unless peerRelayDestination names a tag.
+@pytest.mark.parametrize(
+    ("tags", "destination", "dst"),
+    [
+        ((), None, "100.101.102.103"),
+        (("tag:derp",), None, "100.101.102.103"),
+        (("tag:derp",), "tag:derp", "tag:derp"),
+    ],
+)
+def test_peer_relay_wiring(
+    mocks: RelayMocks,
+    relay_host: HostFacts,
+    tags: tuple[str, ...],
+    destination: str | None,
+    dst: str,
+) -> None:
+    relay_host.tags = tags
     evaluate(
-        home_config(peerRelayPort="40000", peerRelaySources='["tag:laptop"]', ipv4="203.0.114.7")
+        home_config(
+            peerRelayPort="40000",
+            peerRelaySources='["tag:laptop"]',
+            ipv4="203.0.114.7",
+            peerRelayDestination=destination,
+        )
     )
     server = mocks.one(PEER_RELAY).inputs
     assert server["port"] == 40000 and server["socket"] == "/var/run/tailscale/tailscaled.sock"
     assert server["docker_host"] == "unix:///var/run/docker.sock"
     assert server["static_endpoints"] == ["203.0.114.7:40000"]
     grant = mocks.one(GRANT).inputs
-    dst = tags[0] if tags else "100.101.102.103"
     assert grant["grant"] == {
         "src": ["tag:laptop"],
         "dst": [dst],

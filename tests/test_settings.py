@@ -143,14 +143,50 @@ BAD_CONFIGS: list[tuple[str, dict[str, str | None], str, str]] = [
         "home-derp:tailscaleSocket",
         "directory",
     ),
+    # A pinned image runs as root: never with tailscaled's socket (uid 0 may write to it).
     (
-        "pinned image with another socket name",
-        {
-            "image": "fredliang/derper:v1.102.5@sha256:" + "a" * 64,
-            "tailscaleSocket": "/tmp/tailscaled-x.sock",
-        },
+        "pinned image with verifyClients",
+        {"image": "fredliang/derper:v1.102.5@sha256:" + "a" * 64},
+        "home-derp:image",
+        "home-derp:verifyClients false to run the image without tailscaled's socket",
+    ),
+    # derper gets the socket's whole directory: never a shared one.
+    (
+        "socket in /tmp",
+        {"tailscaleSocket": "/tmp/tailscaled.sock"},
         "home-derp:tailscaleSocket",
-        "-socket",
+        "`tailscaled --socket=/run/tailscale/tailscaled.sock`",
+    ),
+    (
+        "socket in /run",
+        {"tailscaleSocket": "/run/tailscaled.sock"},
+        "home-derp:tailscaleSocket",
+        "/run holds far more than tailscaled's socket",
+    ),
+    # Without no-new-privileges (a low port in host networking) only scratch: no other program.
+    (
+        "runtimeImage with a low port",
+        {"derpPort": "443", "runtimeImage": "alpine:3.22@sha256:" + "b" * 64},
+        "home-derp:runtimeImage",
+        "keep home-derp:runtimeImage scratch",
+    ),
+    (
+        "peerRelayDestination not a tag",
+        {"peerRelayPort": "40000", "peerRelayDestination": "100.64.0.1"},
+        "home-derp:peerRelayDestination",
+        "must be a tag (tag:name)",
+    ),
+    (
+        "peerRelayDestination without a port",
+        {"peerRelayDestination": "tag:relay"},
+        "home-derp:peerRelayDestination",
+        "peerRelayPort is 0",
+    ),
+    (
+        "peerRelayDestination not the host's tag",
+        {"peerRelayPort": "40000", "peerRelayDestination": "tag:relay"},
+        "home-derp:peerRelayDestination",
+        "the relay host does not carry tag:relay (its tags: none)",
     ),
     ("goProxy junk", {"goProxy": "goproxy.cn"}, "home-derp:goProxy", "proxy URL"),
     ("buildImage unpinned", {"buildImage": "golang"}, "home-derp:buildImage", "not pinned"),
@@ -784,15 +820,56 @@ def test_peer_relay_static_endpoint_needs_1_92(version: str, endpoints: tuple[st
     assert bool(warned) is (not endpoints)
 
 
-# derper as root with tailscaled's socket (a port below 1024, the default 443, or a pinned image)
-# is warned about: root gets write access to the LocalAPI. Port 12345 and the build: no warning.
+# The default stack is safe without a warning: port 443 (the default) and any port below 1024 run
+# the built derper as 65532. A runtimeImage other than scratch is fine where no-new-privileges
+# stays on (ports of 1024 and above, or bridge mode); a socket in /tmp is fine when derper does
+# not get it (verifyClients false).
 @pytest.mark.parametrize(
-    ("extra", "warned"),
-    [({"derpPort": "443"}, True), ({"stunPort": "999"}, True), ({}, False)],
+    "extra",
+    [
+        {"derpPort": None},
+        {"derpPort": "443", "stunPort": "999"},
+        {"runtimeImage": "alpine:3.22@sha256:" + "b" * 64},
+        {
+            "derpPort": "443",
+            "networkMode": "bridge",
+            "runtimeImage": "alpine:3.22@sha256:" + "b" * 64,
+        },
+        {"tailscaleSocket": "/tmp/tailscaled.sock", "verifyClients": "false"},
+    ],
 )
-def test_root_derper_with_the_socket_is_warned(extra: dict[str, str], warned: bool) -> None:
+def test_low_ports_and_the_default_need_no_warning(extra: dict[str, str | None]) -> None:
     raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
-    raw = {**raw, "derpPort": "12345", **extra}
+    merged = {k: v for k, v in {**raw, "derpPort": "12345", **extra}.items() if v is not None}
     host = probe(HostFacts(addresses=["2409:8a00::10"]))
-    settings = parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=host).require()
-    assert any("may change tailscaled's prefs" in w for w in settings.warnings) is warned
+    verdict = parse_settings(merged, env=Environment(cloudflare_api_token=TOKEN), host=host)
+    settings = verdict.require()
+    privileged = [w for w in settings.warnings if "root" in w or "prefs" in w]
+    assert privileged == [], settings.warnings
+    if "verifyClients" not in extra and "networkMode" not in extra:
+        assert settings.warnings == ()
+
+
+# A tag as the grant's dst is accepted when the relay host carries it, with a warning that names
+# the other devices the host sees with that tag: each becomes a relay for the sources. Without
+# the key the dst is the host's own Tailscale IP and nothing is warned.
+def test_peer_relay_tag_destination_is_warned() -> None:
+    from tests.mocks import PEER_NODE_KEYS
+
+    raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10",
+           "derpPort": "12345", "peerRelayPort": "40000"}  # fmt: skip
+    facts = HostFacts(
+        addresses=["2409:8a00::10"],
+        tags=("tag:relay",),
+        peer_tags={PEER_NODE_KEYS[1]: ("tag:relay", "tag:nas")},
+    )
+    env = Environment(cloudflare_api_token=TOKEN)
+    tagged = parse_settings({**raw, "peerRelayDestination": "tag:relay"}, env=env,
+                            host=probe(facts)).require()  # fmt: skip
+    assert tagged.peer_relay.destination == "tag:relay"
+    warned = [w for w in tagged.warnings if "peerRelayDestination" in w]
+    assert len(warned) == 1, tagged.warnings
+    assert "every device tagged tag:relay a peer relay" in warned[0]
+    assert "the relay host sees 1 other(s) with it: peer1" in warned[0]
+    plain = parse_settings(raw, env=env, host=probe(facts)).require()
+    assert plain.peer_relay.destination is None and plain.warnings == ()

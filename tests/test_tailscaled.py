@@ -309,12 +309,15 @@ def test_port_never_bound(stand_in: Callable[[CliScenario], Path], sock: str) ->
         peer_relay.enable(HostChannel(LOCAL), sock, port, [], timeout=1)
 
 
-# Pure: who the grant's dst names, and whether a node is among the sources.
+# Pure: who the grant's dst names — the host's own Tailscale IPv4 even when it is tagged (a tag
+# names every device that carries it), a tag only when the user chose one — and whether a node
+# is among the sources.
 def test_grant_destination_and_membership() -> None:
     from tests.mocks import HostFacts
 
-    facts = HostFacts().tailscaled_facts("/x")
+    facts = HostFacts(tags=("tag:derp",)).tailscaled_facts("/x")
     assert peer_relay.grant_destination(facts) == "100.101.102.103"
+    assert peer_relay.grant_destination(facts, "tag:derp") == "tag:derp"
     status = {
         "Self": {"Tags": ["tag:laptop"], "TailscaleIPs": ["100.64.0.7"], "UserID": 5},
         "User": {"5": {"LoginName": "alice@example.com"}},

@@ -34,7 +34,13 @@ from components.settings.checks import (
     unknown_keys,
 )
 from components.settings.collector import Collector
-from components.settings.derper import derper_runs_as_root
+from components.settings.derper import (
+    DERPER_USER,
+    ROOT_USER,
+    Privileges,
+    derper_privileges,
+    file_capability_needed,
+)
 from components.settings.keys import (
     ACME_DIRECTORIES,
     HEALTH_RUN_ENV,
@@ -75,6 +81,7 @@ _LAZY = ("environment", "load_settings", "tailscale_config")
 
 __all__ = [
     "ACME_DIRECTORIES",
+    "DERPER_USER",
     "HEALTH_RUN_ENV",
     "KEY",
     "KEYS",
@@ -82,6 +89,7 @@ __all__ = [
     "NAMESPACE",
     "NETWORK_MODES",
     "POLICY_MODES",
+    "ROOT_USER",
     "SECRET_KEYS",
     "VALIDATE_MODES",
     "Acme",
@@ -98,6 +106,7 @@ __all__ = [
     "PeerRelay",
     "Policy",
     "Ports",
+    "Privileges",
     "Problem",
     "Region",
     "RelaySettings",
@@ -111,8 +120,9 @@ __all__ = [
     "check_ipv6",
     "check_selector",
     "check_socket_path",
-    "derper_runs_as_root",
+    "derper_privileges",
     "environment",
+    "file_capability_needed",
     "github_hosted_runner",
     "hostname_in_zone",
     "load_settings",

@@ -6,24 +6,90 @@ image, client verification through the host's tailscaled, and who derper runs as
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from components import image_reference, naming, tailscaled
 from components.host import HostReadError, can_read_host
 from components.settings.checks import check_go_proxy, check_image, check_socket_path
 from components.settings.collector import Collector
-from components.settings.keys import FALLBACK_TAILSCALE_VERSION, full_name
+from components.settings.keys import FALLBACK_TAILSCALE_VERSION, NetworkMode, full_name
 from components.settings.model import Derper, DerperBuild, Docker, Ports
 from components.tailscaled import TailscaledError, TailscaledFacts
 
 if TYPE_CHECKING:
     from components.settings.parse import Environment, HostProbe
 
+#: The user of the built image (components/derper/Dockerfile ``USER``, distroless's "nonroot").
+DERPER_USER: Final = "65532:65532"
+ROOT_USER: Final = "0:0"
+#: The one capability derper may hold: binding a port below 1024.
+NET_BIND_SERVICE: Final = "NET_BIND_SERVICE"
+#: Host directories a socket must not share with derper: derper gets the socket's directory, and
+#: these hold far more than one socket (Docker's own socket sits in /run; /tmp is everyone's).
+SHARED_DIRECTORIES: Final = frozenset(
+    {"/", "/tmp", "/var/tmp", "/run", "/var/run", "/var", "/dev", "/dev/shm", "/etc", "/home",
+     "/root", "/usr", "/opt", "/srv", "/mnt", "/media"}
+)  # fmt: skip
 
-def derper_runs_as_root(derper: Derper, ports: Ports) -> bool:
-    """derper runs as root from a pinned image and below port 1024 (the one home of the rule;
-    ``components/container.py`` sets the user from it, docs/architecture.md, "derper")."""
-    return derper.build is None or ports.privileged
+
+@dataclass(frozen=True)
+class Privileges:
+    """Who derper runs as and what it may gain: the one home of that decision
+    (``components/container.py`` applies it, the policy pack checks it;
+    docs/guide/what-derper-can-touch.md explains it)."""
+
+    user: str
+    """``uid:gid``; uid 0 only for a pinned image, which never gets tailscaled's socket."""
+    capabilities: tuple[str, ...]
+    """Kept in the bounding set after dropping ALL. The built binary carries the file
+    capability ``cap_net_bind_service=+ep``, and the kernel refuses to execute such a binary
+    when the bounding set lacks it (docs/upstream/capabilities.md#bounding-set-check), so the
+    built image always keeps NET_BIND_SERVICE there."""
+    no_new_privileges: bool
+    """Off only where derper binds through its file capability, which no-new-privileges
+    disables (docs/upstream/capabilities.md#no-new-privileges)."""
+    file_capability: bool
+    """derper binds a port below 1024 through its binary's file capability."""
+
+
+def file_capability_needed(ports: Ports, network_mode: NetworkMode | str) -> bool:
+    """A port below 1024 in the host's own network namespace: only a capability can bind it
+    there. In bridge mode the container's own namespace lets every uid bind any port (Docker
+    sets ``net.ipv4.ip_unprivileged_port_start=0`` in it:
+    docs/upstream/capabilities.md#bridge-mode)."""
+    return network_mode == "host" and ports.privileged
+
+
+def derper_privileges(derper: Derper, ports: Ports, network_mode: NetworkMode | str) -> Privileges:
+    """The built derper always runs as 65532; a pinned image runs as root (its entrypoint gives
+    derper no ``-c``: docs/upstream/derper.md#key-file), only without the socket (settings refuse
+    a pinned image with ``verifyClients``: :func:`least_privilege`)."""
+    file_capability = file_capability_needed(ports, network_mode)
+    if derper.build is None:
+        adds = (NET_BIND_SERVICE,) if file_capability else ()
+        return Privileges(ROOT_USER, adds, no_new_privileges=True, file_capability=False)
+    return Privileges(
+        DERPER_USER,
+        (NET_BIND_SERVICE,),
+        no_new_privileges=not file_capability,
+        file_capability=file_capability,
+    )
+
+
+def socket_directory_problem(socket: str) -> str | None:
+    """None when the socket's directory may be mounted into derper (it gets the whole
+    directory: docs/upstream/localapi.md#socket-mode)."""
+    directory = os.path.dirname(socket)
+    if directory not in SHARED_DIRECTORIES:
+        return None
+    return (
+        f"derper gets the socket's whole directory, and {directory} holds far more than "
+        "tailscaled's socket (other programs' files and sockets): give tailscaled a directory "
+        f"of its own, e.g. `tailscaled --socket=/run/tailscale/{os.path.basename(socket)}` "
+        "(the tailscale container: TS_SOCKET=/run/tailscale/tailscaled.sock with /run/tailscale "
+        "bind-mounted from the host), and point home-derp:tailscaleSocket there"
+    )
 
 
 def _read_relay_host(
@@ -136,6 +202,8 @@ def derper(
         if blank
         else check_socket_path(socket),
     )
+    if verify and socket_ok:  # its directory is mounted into derper only when verifying
+        c.checked("tailscaleSocket", socket, socket_directory_problem(socket))
     image = c.optional("image")
     if image is not None:
         c.checked("image", image, check_image(image) or _derper_image_pin_problem(image))
@@ -175,15 +243,6 @@ def derper(
             f"image={image}: a pinned image replaces the source build; its derper must be the "
             "release of the host's tailscaled"
         )
-        if verify and socket_ok and os.path.basename(socket) != "tailscaled.sock":
-            # The images' entrypoints cannot be given -socket: derper uses its default name.
-            c.fail(
-                "tailscaleSocket",
-                socket,
-                "a pinned image's derper looks for tailscaled.sock in the mounted directory; "
-                "with another socket name leave home-derp:image empty (the built derper gets "
-                "-socket)",
-            )
         return Derper(None, image, verify, socket, build_image), facts
     build = None
     if version is not None:
@@ -202,19 +261,32 @@ def _derper_image_pin_problem(image: str) -> str | None:
     )
 
 
-def root_with_socket(c: Collector, derper: Derper, ports: Ports) -> None:
-    """derper runs as root below port 1024 and from a pinned image (container.py), and tailscaled
-    gives uid 0 write access to its LocalAPI (docs/upstream/localapi.md): say so."""
-    if not derper.verify_clients or not derper_runs_as_root(derper, ports):
-        return
-    if derper.build is None:
-        why = f"the pinned image {derper.image} runs as root"
-    else:
-        why = (
-            f"home-derp:derpPort {ports.derp} / stunPort {ports.stun}: a port below 1024 makes "
-            "derper run as root"
+def least_privilege(c: Collector, derper: Derper, ports: Ports, docker: Docker) -> None:
+    """No configuration runs derper as uid 0 with tailscaled's socket: uid 0 gets write access
+    to the LocalAPI (docs/upstream/localapi.md#write-permission), derper needs read only."""
+    pinned = c.optional("image")  # (a build whose release is unknown has no build either)
+    if pinned is not None and derper.verify_clients:
+        c.fail(
+            "image",
+            pinned,
+            "a pinned image runs derper as root (the common images' entrypoints give derper no "
+            "-c, and derper then starts only as root), and tailscaled lets uid 0 change its "
+            "prefs, log the node out or edit its serve config through the socket "
+            "-verify-clients needs",
+            fix="leave home-derp:image empty (the built derper verifies clients as uid 65532), "
+            "or set home-derp:verifyClients false to run the image without tailscaled's socket "
+            "(then anyone who learns the hostname can relay through it)",
         )
-    c.warn(
-        f"{why} with tailscaled's socket: root may change tailscaled's prefs, not only ask "
-        "whois. Use ports of 1024 or above with the built image to run derper as 65532"
-    )
+    privileges = derper_privileges(derper, ports, docker.network_mode)
+    runtime = derper.build.runtime_image if derper.build is not None else None
+    if privileges.file_capability and runtime not in (None, "scratch"):
+        c.fail(
+            "runtimeImage",
+            runtime,
+            f"with derpPort {ports.derp} / stunPort {ports.stun} below 1024 in host networking "
+            "derper binds through its binary's file capability, which works only without "
+            "no-new-privileges; another program in the image could then gain privileges (a "
+            "set-user-ID root one would be uid 0, which tailscaled lets write)",
+            fix="keep home-derp:runtimeImage scratch (derper is its only program), use ports of "
+            "1024 or above, or networkMode bridge",
+        )

@@ -323,6 +323,15 @@ KEYS: Final[tuple[Key, ...]] = (
         ),
     ),
     Key(
+        "peerRelayDestination",
+        "string",
+        "",
+        (
+            "The peer relay grant's dst: empty = the relay host's own Tailscale IP; a tag "
+            "(tag:relay) grants every device with that tag as a relay."
+        ),
+    ),
+    Key(
         "ddnsApiToken",
         "string",
         "",

@@ -189,6 +189,9 @@ class PeerRelay:
     """Policy selectors that may use it (the grant's ``src``)."""
     static_endpoints: tuple[str, ...] = ()
     """``<ipv4>:<port>`` advertised besides the interface addresses (components/peer_relay.py)."""
+    destination: str | None = None
+    """The tag the grant's ``dst`` names; None: the relay host's own Tailscale IP
+    (components/peer_relay.py ``grant_destination``)."""
 
     @property
     def enabled(self) -> bool:

@@ -87,7 +87,7 @@ def parse_settings(
     policy = publication.policy(c, env)
     ddns = publication.ddns(c, addresses.pin_ipv6)
     peer_relay = publication.peer_relay(c, ports, addresses, docker, docker_ok, facts)
-    derper_rules.root_with_socket(c, derper, ports)
+    derper_rules.least_privilege(c, derper, ports, docker)
     if env.cloudflare_api_token is None and not env.health_run:
         c.problem(
             "cloudflare:apiToken is not set: run `pulumi config set --secret cloudflare:apiToken` "

@@ -4,7 +4,8 @@ the DDNS updater and the host's peer relay (docs/architecture.md, "Settings").
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Final
 
 from components import tailscaled
 from components.host import can_read_host
@@ -23,6 +24,9 @@ from components.tailscaled import TailscaledFacts
 
 if TYPE_CHECKING:
     from components.settings.parse import Environment
+
+#: A tailnet tag as the policy writes it (tag:name).
+_TAG: Final = re.compile(r"^tag:[A-Za-z][A-Za-z0-9-]*$")
 
 
 def validation(c: Collector) -> Validation:
@@ -80,13 +84,25 @@ def peer_relay(
     sources = c.strings("peerRelaySources")
     for source in sources:
         c.checked("peerRelaySources", source, check_selector(source))
+    destination = c.optional("peerRelayDestination")
+    if destination is not None and not _TAG.match(destination):
+        c.fail(
+            "peerRelayDestination",
+            destination,
+            "must be a tag (tag:name), or empty for the relay host's own Tailscale IP",
+        )
+        destination = None
     if port == 0:
-        if sources:
-            c.fail(
-                "peerRelaySources",
-                list(sources),
-                "set, but home-derp:peerRelayPort is 0 (off): set the port, or remove the sources",
-            )
+        for key, value in (
+            ("peerRelaySources", list(sources)),
+            ("peerRelayDestination", destination),
+        ):
+            if value:
+                c.fail(
+                    key,
+                    value,
+                    "set, but home-derp:peerRelayPort is 0 (off): set the port, or remove it",
+                )
         return PeerRelay(0, ())
     if port == ports.stun:
         c.fail(
@@ -114,7 +130,41 @@ def peer_relay(
             f"the relay host's tailscaled {facts.version} cannot be a peer relay: it needs "
             f"tailscaled >= {PEER_RELAY_MIN_VERSION}",
         )
-    return PeerRelay(port, sources or ("*",), _static_endpoints(c, addresses, port, facts))
+    if destination is not None:
+        _tag_destination(c, destination, facts)
+    endpoints = _static_endpoints(c, addresses, port, facts)
+    return PeerRelay(port, sources or ("*",), endpoints, destination)
+
+
+def _tag_destination(c: Collector, tag: str, facts: TailscaledFacts | None) -> None:
+    """A tag as the grant's dst names every device with that tag, not only the relay host
+    (docs/upstream/peer-relay.md#grant): it must be the host's, and the user is told."""
+    if facts is not None and tag not in facts.tags:
+        shown = ", ".join(facts.tags) or "none"
+        c.fail_on_host(
+            "peerRelayDestination",
+            tag,
+            f"the relay host does not carry {tag} (its tags: {shown}), so the grant would not "
+            "name it",
+            fix=f"tag the host (`tailscale up --advertise-tags={tag}`), or leave "
+            "home-derp:peerRelayDestination empty for the host's own Tailscale IP",
+        )
+        return
+    others = sorted(
+        p.dns_name.split(".", 1)[0] or p.host_name
+        for p in (facts.peers if facts else ())
+        if tag in p.tags
+    )
+    seen = (
+        f"; the relay host sees {len(others)} other(s) with it: {', '.join(others)}"
+        if others
+        else ""
+    )
+    c.warn(
+        f"home-derp:peerRelayDestination = {tag!r}: the grant makes every device tagged {tag} a "
+        f"peer relay the sources may use, not only the relay host{seen}. Leave it empty to "
+        "grant the relay host's own Tailscale IP only"
+    )
 
 
 def _static_endpoints(

@@ -11,6 +11,9 @@ performs the same Engine API calls with docker-py, one argument at a time:
   (``[{label, value}]``) → ``Config.Labels`` (funcs.go:69-137);
 * ``volumes`` → ``HostConfig.Binds`` ``<volume_name or host_path>:<container_path>:ro|rw`` and
   ``Config.Volumes`` (resource_docker_container_structures.go:289-330);
+* ``ports`` (``[{internal, external, ip, protocol}]``) → ``Config.ExposedPorts``
+  ``<internal>/<protocol>`` and ``HostConfig.PortBindings`` ``{HostIP: ip, HostPort: external}``
+  per entry (funcs.go:100-107,271; resource_docker_container_structures.go:228-258);
 * ``read_only`` → ``ReadonlyRootfs``, ``capabilities`` ``{adds, drops}`` → ``CapAdd``/``CapDrop``,
   ``security_opts`` → ``SecurityOpt``, ``network_mode``, ``restart`` → ``RestartPolicy.Name``,
   ``log_driver``/``log_opts`` → ``LogConfig`` (funcs.go:250-400);
@@ -122,6 +125,22 @@ def upload_tar(file: str, content: str, permissions: str | None) -> bytes:
     return buf.getvalue()
 
 
+def port_bindings(
+    ports: list[Mapping[str, Any]],
+) -> tuple[list[tuple[int, str]], dict[str, list[tuple[str, int]]]]:
+    """structures.go:228-258: each entry exposes ``internal/protocol`` and binds ``ip:external``
+    (docker-py's ``ports`` and ``port_bindings`` forms)."""
+    exposed: list[tuple[int, str]] = []
+    bindings: dict[str, list[tuple[str, int]]] = {}
+    for port in ports:
+        internal, protocol = int(port["internal"]), str(port.get("protocol") or "tcp")
+        if (internal, protocol) not in exposed:
+            exposed.append((internal, protocol))
+        binding = (str(port.get("ip") or ""), int(port.get("external") or internal))
+        bindings.setdefault(f"{internal}/{protocol}", []).append(binding)
+    return exposed, bindings
+
+
 @dataclass(frozen=True)
 class Created:
     id: str
@@ -135,8 +154,7 @@ def create(client: docker.APIClient, args: Mapping[str, Any], *, timeout: float 
     unknown = set(args) - KNOWN
     if unknown:
         raise AssertionError(f"docker.Container arguments not mapped by this peer: {unknown}")
-    if args.get("ports"):
-        raise AssertionError("published ports (bridge mode) are not mapped by this peer")
+    exposed, bindings = port_bindings(args.get("ports") or [])
     capabilities = args.get("capabilities") or {}
     log_opts = args.get("log_opts") or {}
     host_config = client.create_host_config(
@@ -146,6 +164,7 @@ def create(client: docker.APIClient, args: Mapping[str, Any], *, timeout: float 
         cap_drop=capabilities.get("drops") or None,
         security_opt=args.get("security_opts") or None,
         network_mode=args.get("network_mode"),
+        port_bindings=bindings or None,
         restart_policy={"Name": args["restart"]} if args.get("restart") else None,
         log_config=docker.types.LogConfig(type=args["log_driver"], config=log_opts)
         if args.get("log_driver")
@@ -159,6 +178,7 @@ def create(client: docker.APIClient, args: Mapping[str, Any], *, timeout: float 
         user=args.get("user") or "",
         labels=labels,
         volumes=[v["container_path"] for v in args.get("volumes") or []],
+        ports=exposed or None,
         host_config=host_config,
         name=args["name"],
     )

@@ -3,7 +3,9 @@
 Started with its own ``--data-root``, ``--exec-root``, ``-H unix://<tmp>/docker.sock``,
 ``--pidfile`` and an empty ``--config-file`` (the host's /etc/docker/daemon.json is not read),
 ``--bridge=none --iptables=false --ip6tables=false --ip-forward=false`` (no docker0, no netfilter
-or sysctl changes) and storage driver overlay2, falling back to vfs when overlay2 cannot start.
+or sysctl changes; ``bridge_cidr`` gives it a docker0 with that address instead, for bridge-mode
+containers, whose published ports then go through docker-proxy: inside a namespace the test
+created only) and storage driver overlay2, falling back to vfs when overlay2 cannot start.
 dockerd starts its own containerd under the exec root. ``netns`` runs the daemon in a network
 namespace (``nsenter --net``, nothing else changes): its ``--network host`` containers then share
 that namespace — the relay host's network, like derper on a home server.
@@ -254,7 +256,7 @@ def _cleanup(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _start_dockerd(root: Path, driver: str, netns: str | None) -> Daemon:
+def _start_dockerd(root: Path, driver: str, netns: str | None, bridge_cidr: str | None) -> Daemon:
     config = root / "daemon.json"
     config.write_text("{}\n")
     wrapper = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
@@ -271,7 +273,7 @@ def _start_dockerd(root: Path, driver: str, netns: str | None) -> Daemon:
         f"unix://{root / 'docker.sock'}",
         "--pidfile",
         str(root / "docker.pid"),
-        "--bridge=none",
+        f"--bip={bridge_cidr}" if bridge_cidr else "--bridge=none",
         "--iptables=false",
         "--ip6tables=false",
         "--ip-forward=false",
@@ -292,6 +294,7 @@ def dockerd(
     netns: str | None = None,
     drivers: Sequence[str] = ("overlay2", "vfs"),
     timeout: float = 30.0,
+    bridge_cidr: str | None = None,
 ) -> Iterator[Dockerd]:
     """A running private dockerd (see the module docstring); everything removed afterwards."""
     if not os.access(DOCKERD, os.X_OK) or not os.access(DOCKER, os.X_OK):
@@ -301,7 +304,9 @@ def dockerd(
     try:
         failures = []
         for driver in drivers:
-            daemon = _start_dockerd(root, driver, netns)
+            if bridge_cidr is not None and netns is None:
+                raise DaemonError("a dockerd with a bridge runs only in a test's own namespace")
+            daemon = _start_dockerd(root, driver, netns, bridge_cidr)
             d = Dockerd(root, daemon, driver)
 
             def answers(d: Dockerd = d) -> bool:

@@ -11,6 +11,8 @@ container's process, and the product's netcheck against the relay host's address
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,39 @@ def in_volume(engine: Dockerd, volume: str, script: str) -> str:
         "-c",
         script,
     ).stdout
+
+
+def as_container_process(
+    api: docker.APIClient, name: str, program: Path, *args: str, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run the static host ``program`` as the container's own process stands: in its mount,
+    network and pid namespaces (its view of the mounted socket directory, its network), with its
+    uid and gid as the kernel reports them, no supplementary groups and no capabilities.
+
+    The product's image is scratch (no shell, no ``docker exec`` target), so the program is
+    opened here and executed inside through ``/proc/self/fd/N`` after ``nsenter`` has entered the
+    namespaces and dropped to the uid (util-linux nsenter: setns, setgroups(0), setgid, setuid,
+    then a fork into the pid namespace and exec). tailscaled judges a connection by the peer's
+    SO_PEERCRED uid alone (docs/upstream/localapi.md#peer-uid), which is exactly derper's here.
+    """
+    pid = api.inspect_container(name)["State"]["Pid"]
+    status = proc_status(api, name)
+    uid, gid = status["Uid"].split()[0], status["Gid"].split()[0]
+    fd = os.open(program, os.O_RDONLY)
+    try:
+        argv = ["nsenter", f"--target={pid}", "--mount", "--net", "--pid",
+                f"--setuid={uid}", f"--setgid={gid}", f"/proc/self/fd/{fd}", *args]  # fmt: skip
+        return subprocess.run(
+            argv,
+            pass_fds=(fd,),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"},
+            check=False,
+        )
+    finally:
+        os.close(fd)
 
 
 def proc_status(api: docker.APIClient, name: str) -> dict[str, str]:

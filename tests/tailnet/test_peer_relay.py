@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from components.host import CommandResult
-from components.peer_relay import confirmation_from_client
+from components.peer_relay import CLIENT_CONFIRM_TIMEOUT, confirmation_from_client
 from tests.peers.daemons import wait_until
 from tests.peers.tailnet import RELAY_SERVER_PORT, Tailnet
 
@@ -100,3 +101,39 @@ def test_product_confirmation_from_real_clients(net: Tailnet) -> None:
     unseen = confirmation_from_client(_as_node(a), relay_ips, ["*"], timeout=3)
     assert unseen["confirmed"] is False and "within 3s" in unseen["detail"], unseen
     assert time.monotonic() - started < 15
+
+
+def _as_nobody(node: Any) -> Callable[[Sequence[str]], CommandResult]:
+    """The product's "this machine" runner for a user who is neither root nor tailscaled's
+    operator (nobody, via setpriv), inside the node's namespace against its socket."""
+
+    def run_local(command: Sequence[str]) -> CommandResult:
+        assert command[0] == "tailscale", command
+        argv = [*node.host.prefix, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                *node.cli_argv(*command[1:])[len(node.host.prefix):]]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, env=node.env, timeout=30)
+        return CommandResult(done.returncode, done.stdout, done.stderr)
+
+    return run_local
+
+
+# Listing peer relay servers needs write access to the LocalAPI (every debug action does:
+# docs/upstream/localapi.md#debug-needs-write). For granted client c run as nobody, the product's
+# confirmation reads the status (read access), then reports the real "Access denied" with the fix
+# at once, instead of polling until its 60 s timeout and blaming the relay.
+def test_confirmation_without_write_access_says_so_at_once(net: Tailnet) -> None:
+    # The tailnet's directory is 0700; nobody must be able to reach the (0666) socket below it.
+    net.workdir.chmod(net.workdir.stat().st_mode | 0o011)
+    relay_ips = list(net.relay.status()["Self"]["TailscaleIPs"])
+    started = time.monotonic()
+    result = confirmation_from_client(
+        _as_nobody(net.clients["c"]),
+        relay_ips,
+        ["tag:relay-client"],
+        timeout=CLIENT_CONFIRM_TIMEOUT,
+    )
+    elapsed = time.monotonic() - started
+    assert result["confirmed"] is None, result
+    assert "Access denied: debug access denied" in result["detail"], result
+    assert "sudo tailscale set --operator=$USER" in result["detail"], result
+    assert elapsed < CLIENT_CONFIRM_TIMEOUT / 4, elapsed

@@ -36,8 +36,13 @@ import io
 import json
 import os
 import re
+import select
 import shlex
 import shutil
+import socket
+import ssl
+import struct
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -54,7 +59,7 @@ from components.netcheck.admission import docker_evidence
 from components.peer_relay import TYPE_TOKEN as PEER_RELAY_TYPE
 from components.peer_relay import PeerRelayServer, PeerRelayServerArgs
 from components.relay import TYPE_TOKEN as RELAY_TYPE
-from components.settings import Environment, RelaySettings, parse_settings
+from components.settings import DERPER_USER, Environment, RelaySettings, parse_settings
 from components.validation import (
     TYPE_TOKEN,
     RelayValidation,
@@ -73,6 +78,7 @@ from tests.peers.localapi_old import OldLocalApi, old_localapi
 from tests.peers.product_derper import (
     BUSYBOX_IMAGE,
     Deployed,
+    as_container_process,
     deploy,
     ensure_volumes,
     in_volume,
@@ -97,9 +103,14 @@ PORTS = {
     "skew": (9545, 3583),
     "upgrade": (9546, 3584),
     "low": (443, 3478),
+    "bridge": (444, 999),
 }
-REGIONS = {"home": 900, "blind": 902, "skew": 903, "upgrade": 904, "low": 905}
+REGIONS = {"home": 900, "blind": 902, "skew": 903, "upgrade": 904, "low": 905, "bridge": 906}
+#: docker0 of the second, bridge-mode dockerd (inside the relay host's namespace only).
+BRIDGE_CIDR = "172.31.250.1/24"
 BUILD_TIMEOUT_S = 1200
+#: cap_net_bind_service=+ep as the kernel stores it (components/derper/filecap.go).
+FILE_CAPABILITY = struct.pack("<5I", 0x02000001, 1 << 10, 0, 0, 0)
 
 
 # --------------------------------------------------------------------------------- fixtures
@@ -255,7 +266,7 @@ def test_build_of_the_product_dockerfile(env: Env, built: Built) -> None:
     }
     assert built.tag == f"home-derp/derper:v{TAILSCALE_VERSION}"
     config = json.loads(env.engine.docker("image", "inspect", built.tag).stdout)[0]["Config"]
-    assert config["User"] == container.DERPER_USER
+    assert config["User"] == DERPER_USER
     assert config["Entrypoint"] == ["/usr/local/bin/derper"]
     version = env.engine.docker("run", "--rm", "--network", "none", built.tag, "-version")
     assert version.stdout.strip() == TAILSCALE_VERSION, version
@@ -268,6 +279,13 @@ def test_build_of_the_product_dockerfile(env: Env, built: Built) -> None:
                                     "usr/local/bin"}, members  # fmt: skip
     bundle = members["etc/ssl/certs/ca-certificates.crt"]
     assert bundle.size == Path(CA_BUNDLE).stat().st_size  # the build image's bundle
+    # derper's file capability survived the multi-stage COPY into scratch with the classic
+    # builder (a directory COPY: docs/upstream/capabilities.md#image-build): a version-2
+    # vfs_cap_data, effective, permitted = CAP_NET_BIND_SERVICE (bit 10).
+    derper = members["usr/local/bin/derper"]
+    xattr = derper.pax_headers.get("SCHILY.xattr.security.capability", "").encode("latin-1")
+    assert xattr == FILE_CAPABILITY, (xattr, derper.pax_headers)
+    assert "filecap: /out/derper = cap_net_bind_service=ep" in built.output
 
     assert env.proxy.fetched(f"/tailscale.com/@v/v{TAILSCALE_VERSION}.zip")
     assert env.proxy.fetched(f"/sumdb/sum.golang.org/lookup/tailscale.com@v{TAILSCALE_VERSION}")
@@ -311,7 +329,7 @@ def test_hardened_derper_verifies_through_the_mounted_socket(
     assert inspect["Config"]["Cmd"] == container.derper_command(settings)
     assert f"-socket={container.SOCKET_DIR}/tailscaled.sock" in inspect["Config"]["Cmd"]
     assert host_config["ReadonlyRootfs"] is True and host_config["NetworkMode"] == "host"
-    assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
+    assert host_config["CapDrop"] == ["ALL"] and host_config["CapAdd"] == ["NET_BIND_SERVICE"]
     assert host_config["SecurityOpt"] == [container.NO_NEW_PRIVILEGES]
     mounts = {m["Destination"]: m for m in inspect["Mounts"]}
     socket_mount = mounts[container.SOCKET_DIR]
@@ -321,7 +339,10 @@ def test_hardened_derper_verifies_through_the_mounted_socket(
 
     status = proc_status(api, relay.name)
     assert status["Uid"].split() == ["65532"] * 4 and status["Gid"].split() == ["65532"] * 4
-    assert status["CapEff"] == status["CapPrm"] == status["CapBnd"] == "0000000000000000"
+    # NET_BIND_SERVICE only in the bounding set (the file capability's execve check needs it);
+    # no-new-privileges keeps it out of the permitted and effective sets.
+    assert status["CapEff"] == status["CapPrm"] == "0000000000000000"
+    assert status["CapBnd"] == "0000000000000400"
     assert status["NoNewPrivs"] == "1"
     on_disk = in_volume(
         env.engine, container.certs_volume_name(settings), "stat -c '%n %u:%g %a' /v/*"
@@ -351,26 +372,210 @@ def test_hardened_derper_verifies_through_the_mounted_socket(
         ), check
 
 
-# A derpPort below 1024 runs derper as root with CAP_NET_BIND_SERVICE as its only capability
-# (Docker sets no ambient capabilities, no-new-privileges forbids file capabilities): it binds
-# 443 and 3478 and serves, and the kernel shows exactly that one capability (bit 10).
-def test_privileged_port_runs_root_with_net_bind_service_only(
+# Below 1024 in host networking (derpPort 443, stunPort 3478) derper still runs as 65532: it
+# binds through its binary's file capability, which the kernel honours because NET_BIND_SERVICE
+# is in the bounding set and no-new-privileges is off — its only such case. The kernel shows uid
+# 65532 with exactly that capability (bit 10) in effect. It serves and verifies: derper's own
+# "not authorized" for the random key (read access works). And a process with derper's uid,
+# inside the running container's namespaces, is refused an EditPrefs through the mounted socket
+# by the real tailscaled ("prefs write access denied") while reading status works.
+def test_privileged_port_runs_65532_through_the_file_capability(
     env: Env, api: docker.APIClient, built: Built
 ) -> None:
     settings = env.settings("low")
-    assert container.derper_user(settings) == container.ROOT_USER
+    assert container.derper_user(settings) == DERPER_USER
     deployed = deploy(env.engine, api, settings, built.image_id, env.net.pki)
     try:
+        host_config = api.inspect_container(deployed.name)["HostConfig"]
+        assert host_config["CapAdd"] == ["NET_BIND_SERVICE"] and not host_config["SecurityOpt"]
         status = proc_status(api, deployed.name)
-        assert status["Uid"].split() == ["0"] * 4
+        assert status["Uid"].split() == ["65532"] * 4 and status["Gid"].split() == ["65532"] * 4
         assert status["CapEff"] == status["CapPrm"] == status["CapBnd"] == "0000000000000400"
-        assert status["NoNewPrivs"] == "1"
-        report = probe(env.net, settings)
+        assert status["NoNewPrivs"] == "0"
+        evidence = docker_evidence(
+            env.engine.host,
+            deployed.name,
+            derper_version=TAILSCALE_VERSION,
+            tailscaled_version=TAILSCALE_VERSION,
+        )
+        report = probe(env.net, settings, evidence_source=evidence)
         assert report.ok, report.format_text() + "\n" + logs_of(api, deployed.name)
+        for address in env.net.relay.host.addresses:
+            assert report.check("verify_clients", address).data["cause"] == "not_authorized"
         on_disk = in_volume(env.engine, deployed.state_volume, "stat -c '%u:%g %a' /v/derper.key")
-        assert on_disk.strip() == "0:0 600"  # the init container handed the volume to root
+        assert on_disk.strip() == "65532:65532 600"  # the init container handed the volume over
+
+        cli = [f"--socket={container.socket_in_container(settings.derper)}", "debug", "localapi"]
+        hostname = env.net.relay.json("debug", "prefs")["Hostname"]
+        # The same hostname: harmless even if tailscaled wrongly accepted it.
+        edit = json.dumps({"HostnameSet": True, "Hostname": hostname})
+        write = as_container_process(
+            api, deployed.name, tool("tailscale"), *cli, "PATCH", "prefs", edit
+        )
+        assert write.returncode == 1, write
+        assert "# Response status 403 Forbidden" in write.stderr, write
+        assert write.stdout.strip() == "prefs write access denied", write
+        read = as_container_process(api, deployed.name, tool("tailscale"), *cli, "GET", "status")
+        assert read.returncode == 0, read
+        assert json.loads(read.stdout)["BackendState"] == "Running"
     finally:
         remove(api, deployed.name, deployed.init.name)
+
+
+@pytest.fixture(scope="module")
+def bridge_engine(net: Tailnet, engine: Dockerd, built: Built) -> Iterator[Dockerd]:
+    """A second dockerd in the relay host's namespace, with a docker0 bridge there (bridge-mode
+    containers, published ports through docker-proxy), holding the built image and busybox."""
+    saved = engine.root / "derper-image.tar"
+    engine.docker("save", "-o", str(saved), built.tag, timeout=120)
+    with dockerd(netns=net.relay.host.name, bridge_cidr=BRIDGE_CIDR) as d:
+        d.busybox_image(BUSYBOX_IMAGE)
+        d.docker("load", "-i", str(saved), timeout=120)
+        saved.unlink()
+        yield d
+
+
+# networkMode bridge: derper has a network namespace of its own, where Docker sets
+# net.ipv4.ip_unprivileged_port_start=0 (docs/upstream/capabilities.md#bridge-mode), so below
+# 1024 it runs as 65532 with no capability in effect and no-new-privileges on. It serves TLS,
+# HTTPS and DERP on the ports Docker publishes on the relay host, and verifies through the socket
+# directory mounted from the relay host (a unix socket is reached by path, not by network).
+def test_bridge_mode_binds_low_ports_without_capabilities(
+    env: Env, bridge_engine: Dockerd, built: Built
+) -> None:
+    settings = env.settings("bridge", networkMode="bridge", buildImage=BUSYBOX_IMAGE)
+    api = docker.APIClient(base_url=bridge_engine.host, timeout=60)
+    deployed = deploy(bridge_engine, api, settings, built.image_id, env.net.pki)
+    try:
+        inspect = api.inspect_container(deployed.name)
+        assert inspect["HostConfig"]["NetworkMode"] == "bridge"
+        assert inspect["HostConfig"]["SecurityOpt"] == [container.NO_NEW_PRIVILEGES]
+        status = proc_status(api, deployed.name)
+        assert status["Uid"].split() == ["65532"] * 4
+        assert status["CapEff"] == status["CapPrm"] == "0000000000000000"
+        assert status["NoNewPrivs"] == "1"
+        pid = str(inspect["State"]["Pid"])
+        sysctl = env.net.relay.host.sh(
+            "nsenter",
+            f"--target={pid}",
+            "--net",
+            "cat",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+        )
+        assert sysctl.stdout.strip() == "0", sysctl
+        evidence = docker_evidence(
+            bridge_engine.host,
+            deployed.name,
+            derper_version=TAILSCALE_VERSION,
+            tailscaled_version=TAILSCALE_VERSION,
+        )
+        report = probe(env.net, settings, evidence_source=evidence)
+        for address in env.net.relay.host.addresses:
+            for name in ("tls", "https", "derp", "verify_clients"):
+                check = report.check(name, address)
+                assert check.ok, report.format_text() + "\n" + logs_of(api, deployed.name)
+            assert report.check("verify_clients", address).data["cause"] == "not_authorized"
+    finally:
+        remove(api, deployed.name, deployed.init.name)
+        api.close()
+
+
+def https_get(
+    hostname: str,
+    path: str,
+    ca_file: str,
+    *,
+    through: list[str] | None = None,
+    address: str | None = None,
+    port: int = 0,
+    timeout: float = 20.0,
+) -> tuple[int, str]:
+    """GET https://hostname/path over TLS (SNI ``hostname``), either to ``address:port`` or
+    through the stdin/stdout of the program ``through`` (``tailscale nc``): (status, body)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    request = (f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n").encode()
+    if through is None:
+        assert address is not None
+        raw = socket.create_connection((address, port), timeout=timeout)
+        with context.wrap_socket(raw, server_hostname=hostname) as tls:
+            tls.sendall(request)
+            data = b"".join(iter(lambda: tls.recv(65536), b""))
+    else:
+        data = _https_through_pipe(through, context, hostname, request, timeout)
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode(errors="replace")
+
+
+def _https_through_pipe(
+    argv: list[str], context: ssl.SSLContext, hostname: str, request: bytes, timeout: float
+) -> bytes:
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=hostname)
+    deadline = time.monotonic() + timeout
+
+    def flush() -> None:
+        if pending := outgoing.read():
+            proc.stdin.write(pending)  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+
+    def fill() -> None:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(left, 0))
+        assert ready, f"no answer through {argv} within {timeout}s"
+        chunk = os.read(proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
+        if chunk:
+            incoming.write(chunk)
+        else:
+            incoming.write_eof()
+
+    def step(operation: Callable[[], Any]) -> Any:
+        while True:
+            try:
+                return operation()
+            except ssl.SSLWantReadError:
+                flush()
+                fill()
+
+    try:
+        step(tls.do_handshake)
+        tls.write(request)
+        flush()
+        chunks = []
+        while True:
+            try:
+                chunk = step(lambda: tls.read(65536))
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# derper's /debug handlers trust loopback and Tailscale addresses (tsweb), and the product runs
+# derper with host networking on every address of the relay host: a tailnet device that may reach
+# the relay host on derpPort (`tailscale nc` to its Tailscale IP; the userspace tailscaled hands
+# the connection to 127.0.0.1) gets the debug page, while the same derper refuses a LAN address
+# with 403 (docs/upstream/derper.md#debug-reachability: documented, with how to close it).
+def test_debug_handlers_reach_the_tailnet_not_the_internet(env: Env, relay: Deployed) -> None:
+    settings, net = relay.settings, env.net
+    relay_ip = next(ip for ip in net.relay.status()["Self"]["TailscaleIPs"] if "." in ip)
+    client = net.clients["a"]
+    status, body = https_get(
+        settings.hostname, "/debug/", net.pki.ca_file,
+        through=client.cli_argv("nc", relay_ip, str(settings.ports.derp)),
+    )  # fmt: skip
+    assert status == 200 and "derper debug" in body, (status, body[:300])
+    for address in net.relay.host.addresses:
+        status, body = https_get(settings.hostname, "/debug/", net.pki.ca_file,
+                                 address=address, port=settings.ports.derp)  # fmt: skip
+        assert (status, body.strip()) == (403, "debug access denied"), (address, status, body)
 
 
 # ---------------------------------------------------------------------- 3. upgrade in place
