@@ -235,4 +235,4 @@ def test_no_measure_no_home_region_is_not_probed(
     check = report.check("regions")
     assert check.data["not_measured"] == [5] and check.data["total"] == 3
     assert "2/3 regions answered (1 NoMeasureNoHome not measured)" in check.detail
-    assert "nomeasure          -  not measured (NoMeasureNoHome)" in report.format_text()
+    assert "not measured (NoMeasureNoHome): nomeasure" in report.format_text()
