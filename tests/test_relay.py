@@ -580,8 +580,8 @@ def test_file_mode_writes_the_drained_region(mocks: RelayMocks, tmp_path: Path) 
     assert '"NoMeasureNoHome": true' in text and text.startswith("// our tailnet policy")
 
 
-# A health run registers only what validation and publication need: no Docker, Cloudflare or ACME
-# (the workflow targets exactly these), and needs no Cloudflare token.
+# A health run registers only what validation, publication and the usage history need: no
+# Docker, Cloudflare or ACME (the workflow targets exactly these), and needs no Cloudflare token.
 def test_health_run_registers_only_validation_and_publication(
     mocks: RelayMocks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -592,6 +592,7 @@ def test_health_run_registers_only_validation_and_publication(
         ("homederp:index:HomeDerpRelay", "relay-900"),
         (VALIDATION, "relay-900-validation"),
         (REGION, "relay-900-tailnet-region"),
+        ("pulumi-python:dynamic/homederp:RelayUsage", "relay-900-usage"),
         (GATE, "relay-900-health-gate"),
     }
     assert "nonce=health-9-1" in mocks.one(VALIDATION).inputs["trigger"]
