@@ -294,6 +294,7 @@ RELAY_OUTPUTS = (
     "relay_host",
     "peer_relay",
     "validation",
+    "usage",
 )
 
 

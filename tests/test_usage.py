@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from components.host import HostChannel
 from components.netcheck.usage import VarzError, parse_source, parse_varz, read_from
 from components.usage import (
     ENTRY_KEYS,
@@ -27,6 +29,7 @@ from components.usage import (
     RelayUsage,
     RelayUsageArgs,
     clients_homed,
+    read_counters,
     roll,
     stack_output,
     weight_warning,
@@ -36,6 +39,7 @@ from tests.peers.certs import make_pki
 from tests.peers.delay import delay_relay
 from tests.peers.derper import Derper, start_derper
 from tests.peers.ports import free_port
+from tests.peers.sshd import Sshd
 from tests.peers.stun_server import stun_server
 from tests.provider_host import UNKNOWN, ProviderHost, urn_for
 
@@ -307,3 +311,25 @@ def test_what_cannot_be_read_is_reported(host: ProviderHost, derper: Derper) -> 
     tcp = program_inputs(derper, None, docker_host="tcp://127.0.0.1:2375")
     outs = host.create(URN, host.check(URN, {}, tcp).inputs).outputs
     assert "bare Docker API" in outs["read_error"]
+
+
+# Over ssh:// the counters come through OpenSSH's `ssh -W 127.0.0.1:<derpPort>` (a real sshd):
+# batch mode, our options first, derper's own numbers; a host that refuses the key is named in
+# ssh's own words instead of an empty reading.
+def test_counters_over_ssh_stdio_forwarding(
+    derper: Derper, sshd_factory: Callable[..., Sshd], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sshd = sshd_factory()
+    argv = HostChannel(sshd.docker_host).loopback_forward(derper.derp_port)
+    assert argv is not None and argv[:3] == ["ssh", "-o", "BatchMode=yes"]
+    assert argv[-4:] == ["-W", f"127.0.0.1:{derper.derp_port}", "--", "127.0.0.1"]
+    props = {"docker_host": sshd.docker_host, "derp_port": derper.derp_port, "hostname": HOSTNAME}
+    monkeypatch.setenv("HOME_DERP_SSH_OPTS", shlex.join(sshd.client_options))
+    reading = read_counters(props)
+    assert reading.error is None and reading.usage is not None, reading
+    assert reading.usage.version == "1.102.5"
+    assert reading.via.startswith(f"ssh -W 127.0.0.1:{derper.derp_port} to the Docker host")
+    keyless = [o for o in sshd.client_options if o not in ("-i", str(sshd.key))]
+    monkeypatch.setenv("HOME_DERP_SSH_OPTS", shlex.join(keyless))
+    refused = read_counters(props)
+    assert refused.usage is None and "Permission denied" in (refused.error or ""), refused
