@@ -76,6 +76,10 @@ OUTPUT_KEYS: Final = (
     "history",
     "warning",
 )
+#: Inputs that never make a run by themselves: whether the host homes here is read at every
+#: evaluation (a preview on a runner that cannot reach the host has None), and only matters when
+#: a run happens for another reason.
+DIFF_IGNORED: Final = frozenset({"host_homed_here"})
 #: One history entry, in order: what each run records (docs/guide/usage.md, "The history").
 ENTRY_KEYS: Final = (
     "at",
@@ -299,6 +303,19 @@ def nearest_default(
     }, None
 
 
+def _guarded_read(read: Reader, props: Mapping[str, Any]) -> UsageReading:
+    """``read(props)``; an unexpected failure becomes the reading's error, because the gate runs
+    after this resource and a report must never keep the verdict from being judged."""
+    try:
+        return read(props)
+    except Exception as exc:  # see the docstring
+        import time
+
+        from components.netcheck.usage import UsageReading
+
+        return UsageReading(None, f"reading failed unexpectedly: {exc!r}", "", time.time(), 0.0)
+
+
 def _note(message: str) -> None:
     # The provider process has no engine connection: stderr is what the CLI shows.
     print(f"home-derp usage: {message}", file=sys.stderr, flush=True)
@@ -317,8 +334,11 @@ def run_usage(
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> dict[str, Any]:
     """Read, compare, append to the history carried in ``olds``; the computed outputs."""
-    reading = read(props)
-    near, compare_error = compare(props)
+    reading = _guarded_read(read, props)
+    try:
+        near, compare_error = compare(props)
+    except Exception as exc:  # a report must not stop the gate (module docstring)
+        near, compare_error = None, f"the comparison failed unexpectedly: {exc!r}"
     current = reading.usage.to_json() if reading.usage else None
     at = now().isoformat(timespec="seconds")
     host_homed = props.get("host_homed_here")
@@ -382,9 +402,10 @@ class RelayUsageProvider(pulumi.dynamic.ResourceProvider):
     def diff(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.DiffResult:
-        if any(is_unknown(news.get(k)) for k in INPUT_KEYS):
+        keys = [k for k in INPUT_KEYS if k not in DIFF_IGNORED]
+        if any(is_unknown(news.get(k)) for k in keys):
             return pulumi.dynamic.DiffResult(changes=True, replaces=[])
-        changed = any(plain(olds.get(k)) != plain(news.get(k)) for k in INPUT_KEYS)
+        changed = any(plain(olds.get(k)) != plain(news.get(k)) for k in keys)
         return pulumi.dynamic.DiffResult(changes=changed, replaces=[])
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:

@@ -31,6 +31,7 @@ from components.usage import (
     clients_homed,
     read_counters,
     roll,
+    run_usage,
     stack_output,
     weight_warning,
 )
@@ -288,6 +289,9 @@ def test_diff_and_read_are_pure(host: ProviderHost, derper: Derper) -> None:
     outs = host.create(URN, host.check(URN, {}, inputs).inputs).outputs
     assert host.diff("id", outs, inputs).changes == "none"
     assert host.diff("id", outs, {**inputs, "trigger": UNKNOWN}).changes == "some"
+    # The host's own home, read at every evaluation (None where a preview cannot reach the
+    # host), never makes a run by itself: no spurious update in pull-request previews.
+    assert host.diff("id", outs, {**inputs, "host_homed_here": None}).changes == "none"
     read = host.read("id", outs)
 
     def known(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -333,3 +337,15 @@ def test_counters_over_ssh_stdio_forwarding(
     monkeypatch.setenv("HOME_DERP_SSH_OPTS", shlex.join(keyless))
     refused = read_counters(props)
     assert refused.usage is None and "Permission denied" in (refused.error or ""), refused
+
+
+# A bug in reading or comparing becomes the run's error text, recorded like any other: the gate
+# after this resource must still judge the relay.
+def test_unexpected_failures_are_recorded_not_raised() -> None:
+    def broken(_props: Any) -> Any:
+        raise RuntimeError("boom")
+
+    outs = run_usage({"history_size": 5, "idle_runs": 0}, {}, read=broken, compare=broken)
+    assert outs["read_error"] == "reading failed unexpectedly: RuntimeError('boom')"
+    assert outs["compare_error"] == "the comparison failed unexpectedly: RuntimeError('boom')"
+    assert len(outs["history"]) == 1 and outs["current"] is None
