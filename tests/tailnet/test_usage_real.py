@@ -22,8 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from components.host import HostChannel
 from components.netcheck.regions import probe_regions
 from components.relay import TYPE_TOKEN as RELAY_TYPE
+from components.tailscaled import read_tailscaled
 from components.usage import TYPE_TOKEN, RelayUsage, RelayUsageArgs, clients_homed, stack_output
 from components.usage_summary import summary_lines
 from tests.mocks import dynamic_inputs
@@ -191,3 +195,13 @@ def test_checker_reads_usage_through_the_tailnet(net: Tailnet, tmp_path: Path) -
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Usage (derper's /debug/varz via tailscale nc {relay_ip}):" in done.stdout
     assert f"{homed_by_status(net)} homed here" in done.stdout, done.stdout
+
+
+# The program learns whether the relay host homes on its own relay from the host's real
+# `tailscale status --json` (Self.Relay), read as settings read it (the host channel): here it
+# does, so derper's homed count includes the host and the clients are one fewer.
+def test_program_reads_the_hosts_own_home(net: Tailnet, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", f"{tool('tailscale').parent}:{os.environ['PATH']}")
+    channel = HostChannel("unix://", command_prefix=tuple(net.relay.host.prefix))
+    facts = read_tailscaled(channel, str(net.relay.socket))
+    assert facts.home_region == HOME.code == net.relay.status()["Self"]["Relay"]
