@@ -22,7 +22,6 @@ from components import derpmap, naming
 from components.errors import HomeDerpError
 from components.gate import RelayHealthGate, RelayHealthGateArgs
 from components.hujson import HuJSONError
-from components.netcheck.regions import DEFAULT_DERP_MAP_URL
 from components.settings import ConfigError, RelaySettings
 from components.tailnet import (
     TailnetDerpRegion,
@@ -463,7 +462,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 host_homed_here=(host.home_region == settings.region.code) if host else None,
                 history_size=settings.usage.history,
                 idle_runs=settings.usage.idle_runs,
-                compare_map=DEFAULT_DERP_MAP_URL,
+                compare_map=settings.usage.compare_map,
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[validation]),
         )

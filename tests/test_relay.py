@@ -25,6 +25,7 @@ RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
 IMAGE = "docker:index/image:Image"
 CERT = "acme:index/certificate:Certificate"
+USAGE = "pulumi-python:dynamic/homederp:RelayUsage"
 SECRET_SIG = pulumi.runtime.rpc._special_secret_sig  # how a secret input reaches the engine
 
 
@@ -727,7 +728,7 @@ def test_usage_follows_validation_and_the_gate_waits_for_it(mocks: RelayMocks) -
     from components.netcheck.regions import DEFAULT_DERP_MAP_URL
 
     outputs = evaluate(home_config(derpPort="12345", usageHistory="30", usageIdleRuns="4"))
-    usage = mocks.one("pulumi-python:dynamic/homederp:RelayUsage").inputs
+    usage = mocks.one(USAGE).inputs
     assert usage["trigger"] == "checked=2026-12-02T04:00:00+00:00;nonce="
     assert usage["healthy"] is True and usage["certificate_days_left"] == 80
     assert usage["derp_port"] == 12345 and usage["hostname"] == "derp.example.com"
@@ -739,4 +740,6 @@ def test_usage_follows_validation_and_the_gate_waits_for_it(mocks: RelayMocks) -
     assert urn_of["relay-900-validation"] in mocks.options["relay-900-usage"].dependencies
     assert urn_of["relay-900-usage"] in mocks.options["relay-900-health-gate"].dependencies
     usage_out = outputs["usage"][0]
+    evaluate(home_config(usageCompareMap="off"))
+    assert "compare_map" not in mocks.of_type(USAGE)[-1].inputs  # None: nothing compared
     assert usage_out["history"] == [] and usage_out["regionCode"] == usage["region_code"]

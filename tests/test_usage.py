@@ -22,6 +22,7 @@ import pytest
 
 from components.host import HostChannel
 from components.netcheck.usage import VarzError, parse_source, parse_varz, read_from
+from components.settings import parse_settings
 from components.usage import (
     ENTRY_KEYS,
     INPUT_KEYS,
@@ -349,3 +350,40 @@ def test_unexpected_failures_are_recorded_not_raised() -> None:
     assert outs["read_error"] == "reading failed unexpectedly: RuntimeError('boom')"
     assert outs["compare_error"] == "the comparison failed unexpectedly: RuntimeError('boom')"
     assert len(outs["history"]) == 1 and outs["current"] is None
+
+
+# The usage keys: a bound and an idle count in range, the idle count within the bound, and a
+# compare map that is tailscale (Tailscale's own map), off, a URL or an existing file; every
+# mistake is named by its key with what would be valid, before any resource.
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"usageHistory": "501"}, "usageHistory = '501': must be 0-500 runs"),
+        ({"usageIdleRuns": "-1"}, "usageIdleRuns = '-1': must be 0-500 runs"),
+        ({"usageHistory": "5", "usageIdleRuns": "6"}, "must be at most usageHistory (5)"),
+        ({"usageCompareMap": "tailscal"}, "must be tailscale, off, an http(s):// URL or a JSON"),
+    ],
+)
+def test_usage_keys_are_checked(config: dict[str, str], problem: str) -> None:
+    base = {"hostname": "derp.example.com", "ipv6": "2001:db8::1", "zone": "example.com"}
+    verdict = parse_settings({**base, **config})
+    texts = [str(p) for p in verdict.problems if "usage" in str(p)]
+    assert len(texts) == 1 and problem in texts[0], texts
+
+
+# What each compare-map value means for the program.
+def test_usage_compare_map_values(tmp_path: Path) -> None:
+    from components.netcheck.regions import DEFAULT_DERP_MAP_URL
+
+    base = {"hostname": "derp.example.com", "ipv6": "2001:db8::1", "zone": "example.com"}
+    mapfile = tmp_path / "map.json"
+    mapfile.write_text("{}")
+    for value, meant in (
+        (None, DEFAULT_DERP_MAP_URL),
+        ("tailscale", DEFAULT_DERP_MAP_URL),
+        ("off", None),
+        ("https://derp.example.org/map", "https://derp.example.org/map"),
+        (str(mapfile), str(mapfile)),
+    ):
+        raw = {**base, **({"usageCompareMap": value} if value else {})}
+        assert parse_settings(raw).settings.usage.compare_map == meant, value

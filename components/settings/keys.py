@@ -339,6 +339,15 @@ KEYS: Final[tuple[Key, ...]] = (
         ),
     ),
     Key(
+        "usageCompareMap",
+        "string",
+        "tailscale",
+        (
+            "DERP map whose regions the relay's latency is compared with on each run - `tailscale`"
+            " (Tailscale's own), `off`, an http(s) URL or a JSON file."
+        ),
+    ),
+    Key(
         "ddnsApiToken",
         "string",
         "",

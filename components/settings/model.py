@@ -177,6 +177,9 @@ class Usage:
 
     history: int = default_int("usageHistory")
     idle_runs: int = default_int("usageIdleRuns")
+    compare_map: str | None = None
+    """The DERP map to compare with (URL or file); None compares nothing (``off``). Settings
+    resolve ``tailscale`` to Tailscale's own map (components/settings/usage.py)."""
 
 
 @dataclass(frozen=True)
