@@ -26,15 +26,37 @@ OURS_COLOUR: Final = "#2563eb"
 THEIRS_COLOUR: Final = "#f97316"
 BAR_COLOUR: Final = "#16a34a"
 #: Up to this many runs each gets its time under the axis; more would print over each other
-#: (looked at in Chromium: 60 labels in 700 px are one black smear), so the axis counts runs
-#: and its title names the first and last (the table has every time).
-LABELLED_RUNS: Final = 12
+#: (looked at in Chromium: 60 labels in 700 px are one black smear, and six with seconds
+#: already touch), so the axis counts runs and its title names the first and last (the table
+#: has every time).
+LABELLED_RUNS: Final = 6
 
 
 def label(at: str) -> str:
     """``2026-12-06T04:41:00+00:00`` → ``12-06 04:41`` (UTC, as recorded)."""
     date, _, time = at.partition("T")
     return f"{date[5:]} {time[:5]}".strip()
+
+
+def axis_labels(ats: Sequence[str]) -> list[str]:
+    """One distinct label per run: ``12-06 04:41``, with seconds for runs in the same minute and
+    a ``#n`` beyond that. xychart's categories are a band scale: equal labels collapse into one
+    band and the points pile up on it (seen rendering two runs a minute apart)."""
+    minutes = [label(at) for at in ats]
+    labels = [
+        f"{m}:{at.partition('T')[2][6:8]}" if minutes.count(m) > 1 else m
+        for m, at in zip(minutes, ats, strict=True)
+    ]
+    seen: dict[str, int] = {}
+    unique = []
+    for text in labels:
+        seen[text] = seen.get(text, 0) + 1
+        unique.append(text if seen[text] == 1 else f"{text} #{seen[text]}")
+    return unique
+
+
+def _labels(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    return axis_labels([str(e.get("at", "")) for e in history])
 
 
 def _quote(text: str) -> str:
@@ -61,21 +83,21 @@ def _number_or_none(value: Any) -> float | None:
 def latency_points(history: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, float]]:
     """(label, ours, nearest Tailscale region) for every run that measured both."""
     points = []
-    for entry in history:
+    for entry, text in zip(history, _labels(history), strict=True):
         ours, theirs = (
             _number_or_none(entry.get("latencyMs")),
             _number_or_none(entry.get("defaultMs")),
         )
         if ours is not None and theirs is not None:
-            points.append((label(str(entry.get("at", ""))), ours, theirs))
+            points.append((text, ours, theirs))
     return points
 
 
 def clients_points(history: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
     """(label, clients homed other than the relay host) for every run that read derper."""
     return [
-        (label(str(e.get("at", ""))), homed)
-        for e in history
+        (text, homed)
+        for e, text in zip(history, _labels(history), strict=True)
         if (homed := clients_homed(e)) is not None
     ]
 

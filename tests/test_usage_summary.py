@@ -20,7 +20,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from components.usage import ENTRY_KEYS, clients_homed
-from components.usage_summary import LABELLED_RUNS, label, summary_lines
+from components.usage_summary import LABELLED_RUNS, axis_labels, label, summary_lines
 from tests.mocks import ROOT
 
 MERMAID_DIR = Path(os.environ.get("HOME_DERP_MERMAID_DIR", ROOT / ".ci" / "work" / "mermaid"))
@@ -106,7 +106,7 @@ def categories(chart: str) -> list[str]:
 
 
 def expected_axis(runs: list[dict[str, Any]]) -> list[str]:
-    labels = [label(e["at"]) for e in runs]
+    labels = axis_labels([e["at"] for e in runs])
     return (
         labels
         if len(labels) <= LABELLED_RUNS
@@ -186,3 +186,19 @@ def test_missing_measurements(tmp_path: Path) -> None:
 def test_the_checker_rejects_a_broken_chart(tmp_path: Path) -> None:
     [result] = mermaid_check("```mermaid\nxychart-beta\n  line [1, two]\n```\n", tmp_path)
     assert result["ok"] is False and "Parse error" in result["error"]
+
+
+# Runs in the same minute (a deploy right after a health run) get distinct labels: xychart's
+# categories are a band scale, and equal labels would pile their points onto one band (seen in
+# Chromium: six runs drawn as two). Seconds first, then a counter.
+def test_runs_in_the_same_minute_keep_their_own_points(tmp_path: Path) -> None:
+    ats = ["2026-12-06T07:47:01+00:00", "2026-12-06T07:47:30+00:00",
+           "2026-12-06T07:47:30+00:00", "2026-12-06T07:48:05+00:00"]  # fmt: skip
+    assert axis_labels(ats) == [
+        "12-06 07:47:01", "12-06 07:47:30", "12-06 07:47:30 #2", "12-06 07:48"
+    ]  # fmt: skip
+    runs = [{**r, "at": at} for r, at in zip(history(4), ats, strict=True)]
+    text = "\n".join(summary_lines(usage_output(runs)))
+    latency, clients = blocks(text)
+    assert len(set(categories(latency))) == 4 and categories(clients) == axis_labels(ats)
+    assert all(r["ok"] for r in mermaid_check(text, tmp_path))
