@@ -178,6 +178,30 @@ def ssh_command(
     ]
 
 
+def ssh_forward_command(
+    target: SshTarget, port: int, *, timeout: float, ssh_options: Sequence[str] = ()
+) -> list[str]:
+    """``ssh … -W 127.0.0.1:<port>``: OpenSSH's stdio forwarding to a port on the host's own
+    loopback, with :func:`client_options` first, like :func:`ssh_command`.
+
+    What reads derper's ``/debug/varz`` over ssh (components/usage.py): derper answers its
+    debug pages only to loopback (docs/upstream/derper.md#debug-endpoints), and ``-W`` needs
+    nothing on the host but sshd — no curl, no shell.
+    """
+    extra = [*ssh_options, *shlex.split(os.environ.get(SSH_OPTS_ENV, ""))]
+    return [
+        "ssh",
+        *client_options(timeout),
+        *(("-p", str(target.port)) if target.port else ()),
+        *(("-l", target.user) if target.user else ()),
+        *extra,
+        "-W",
+        f"127.0.0.1:{port}",
+        "--",
+        target.host,
+    ]
+
+
 def ssh_failure(target: SshTarget, stderr: str, *, shared: bool = False) -> HostReadError:
     """A diagnosis for ssh's exit status 255 from its stderr; ``shared``: the call went through
     a shared connection (ControlMaster), which ssh ends without a word when it drops."""
@@ -291,6 +315,27 @@ class HostChannel:
             "unsupported",
             f"dockerHost {self.docker_host!r} is a bare Docker API: the relay host itself cannot "
             "be asked (only unix:// and ssh:// can)",
+        )
+
+    def loopback_forward(self, port: int) -> list[str] | None:
+        """How to reach ``port`` on the relay host's loopback: None for ``unix://`` (the host
+        is this machine: connect to 127.0.0.1), the ``ssh -W`` command for ``ssh://``
+        (:func:`ssh_forward_command`); HostReadError for a bare Docker API."""
+        if self.scheme == "unix":
+            return None
+        if self.scheme == "ssh":
+            try:
+                target = parse_ssh_host(self.docker_host)
+            except ValueError as exc:
+                raise HostReadError("unsupported", str(exc)) from exc
+            forward = ssh_forward_command(
+                target, port, timeout=self.timeout, ssh_options=self.ssh_options
+            )
+            return [*self.command_prefix, *forward]
+        raise HostReadError(
+            "unsupported",
+            f"dockerHost {self.docker_host!r} is a bare Docker API: the relay host's loopback "
+            "cannot be reached through it (only unix:// and ssh:// can)",
         )
 
     def run(self, command: Sequence[str], *, what: str) -> CommandResult:

@@ -30,6 +30,8 @@ from components.tailnet import (
     drained_policy_text,
     policy_file_with_region,
 )
+from components.usage import OUTPUT_KEYS as USAGE_OUTPUT_KEYS
+from components.usage import RelayUsage, RelayUsageArgs, stack_output
 from components.validation import RelayValidation, RelayValidationArgs, validation_trigger
 
 TYPE_TOKEN = "homederp:index:HomeDerpRelay"
@@ -117,6 +119,14 @@ def validation_output(
     return pulumi.Output.all(drained, *values).apply(shape)
 
 
+def usage_output(usage: RelayUsage) -> pulumi.Output[dict[str, Any]]:
+    """The ``usage`` stack output (``usage.stack_output``)."""
+    names = [*USAGE_OUTPUT_KEYS, "host_homed_here", "region_code"]
+    return pulumi.Output.all(*(getattr(usage, n) for n in names)).apply(
+        lambda v: stack_output(dict(zip(names, v, strict=True)))
+    )
+
+
 @dataclass(frozen=True)
 class HomeDerpRelayArgs:
     """Inputs of :class:`HomeDerpRelay`."""
@@ -165,6 +175,8 @@ class HomeDerpRelay(pulumi.ComponentResource):
     """With ``peerRelayPort``: the port, whether it is bound, the grant, the client's view."""
     validation: pulumi.Output[dict[str, Any]]
     """What the outside check saw: healthy, drained, last healthy check, latencies, certificate."""
+    usage: pulumi.Output[dict[str, Any]]
+    """derper's own counters, the nearest Tailscale region, and their history (usage.py)."""
 
     def __init__(
         self, name: str, args: HomeDerpRelayArgs, opts: pulumi.ResourceOptions | None = None
@@ -188,7 +200,8 @@ class HomeDerpRelay(pulumi.ComponentResource):
         published, drained, publication = self._publish(
             name, settings, region, policy_text, validation
         )
-        self._gate(name, settings, validation, published, drained, publication)
+        usage = self._usage(name, settings, validation, published, drained)
+        self._gate(name, settings, validation, published, drained, [*publication, usage])
 
         none: pulumi.Output[Any] = pulumi.Output.from_input(None)
         self.hostname = pulumi.Output.from_input(settings.hostname)
@@ -205,6 +218,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
         self.relay_host = pulumi.Output.from_input(host.to_output() if host else None)
         self.peer_relay = peer_relay if peer_relay is not None else none
         self.validation = validation_output(validation, drained)
+        self.usage = usage_output(usage)
         self.register_outputs(
             {
                 "hostname": self.hostname,
@@ -220,6 +234,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 "relay_host": self.relay_host,
                 "peer_relay": self.peer_relay,
                 "validation": self.validation,
+                "usage": self.usage,
             }
         )
 
@@ -434,6 +449,41 @@ class HomeDerpRelay(pulumi.ComponentResource):
             drained = validation.healthy.apply(lambda healthy: healthy is False)
             return True, drained, [acl]
         return False, False, [validation]
+
+    def _usage(
+        self,
+        name: str,
+        settings: RelaySettings,
+        validation: RelayValidation,
+        published: pulumi.Input[bool | None],
+        drained: pulumi.Input[bool | None],
+    ) -> RelayUsage:
+        """derper's counters and the nearest Tailscale region, appended to the history each
+        time validation probes (every health run too); it reports, it never fails `up`."""
+        host = settings.relay_host
+        trigger = validation.checked_at.apply(
+            lambda checked: f"checked={checked};nonce={settings.validation.nonce}"
+        )
+        return RelayUsage(
+            f"{name}-usage",
+            RelayUsageArgs(
+                hostname=settings.hostname,
+                derp_port=settings.ports.derp,
+                docker_host=settings.docker.host,
+                region_code=settings.region.code,
+                trigger=trigger,
+                healthy=validation.healthy,
+                latency_ms=validation.stun_latency_ms,
+                certificate_days_left=validation.certificate_days_left,
+                published=published,
+                drained=drained,
+                host_homed_here=(host.home_region == settings.region.code) if host else None,
+                history_size=settings.usage.history,
+                idle_runs=settings.usage.idle_runs,
+                compare_map=settings.usage.compare_map,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[validation]),
+        )
 
     def _gate(
         self,

@@ -106,6 +106,10 @@ class TailscaledFacts:
     """``CurrentTailnet.Name``, None when logged out."""
     peers: tuple[Peer, ...]
     """Every node in the host's netmap: the clients derper can admit (derper's README)."""
+    home_region: str = ""
+    """``Self.Relay``: the region code of the host's own home DERP (tailscale.com@v1.102.5/
+    wgengine/magicsock/magicsock.go:3971-3974), empty before it has one. When it is our region,
+    one of derper's homed clients is the host itself (components/usage.py)."""
 
     @property
     def node_name(self) -> str:
@@ -234,6 +238,7 @@ def parse_status_json(text: str, version: str, version_long: str) -> TailscaledF
         tags=_strings(self_status.get("Tags")),
         tailnet=_text(_mapping(data.get("CurrentTailnet")).get("Name")) or None,
         peers=tuple(_peer(key, entry) for key, entry in peers.items()),
+        home_region=_text(self_status.get("Relay")),
     )
 
 

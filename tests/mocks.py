@@ -298,6 +298,7 @@ RELAY_OUTPUTS = (
     "relay_host",
     "peer_relay",
     "validation",
+    "usage",
 )
 
 

@@ -26,6 +26,7 @@ RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 CONTAINER = "docker:index/container:Container"
 IMAGE = "docker:index/image:Image"
 CERT = "acme:index/certificate:Certificate"
+USAGE = "pulumi-python:dynamic/homederp:RelayUsage"
 SECRET_SIG = pulumi.runtime.rpc._special_secret_sig  # how a secret input reaches the engine
 
 
@@ -620,8 +621,8 @@ def test_file_mode_writes_the_drained_region(mocks: RelayMocks, tmp_path: Path) 
     assert '"NoMeasureNoHome": true' in text and text.startswith("// our tailnet policy")
 
 
-# A health run registers only what validation and publication need: no Docker, Cloudflare or ACME
-# (the workflow targets exactly these), and needs no Cloudflare token.
+# A health run registers only what validation, publication and the usage history need: no
+# Docker, Cloudflare or ACME (the workflow targets exactly these), and needs no Cloudflare token.
 def test_health_run_registers_only_validation_and_publication(
     mocks: RelayMocks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -632,6 +633,7 @@ def test_health_run_registers_only_validation_and_publication(
         ("homederp:index:HomeDerpRelay", "relay-900"),
         (VALIDATION, "relay-900-validation"),
         (REGION, "relay-900-tailnet-region"),
+        ("pulumi-python:dynamic/homederp:RelayUsage", "relay-900-usage"),
         (GATE, "relay-900-health-gate"),
     }
     assert "nonce=health-9-1" in mocks.one(VALIDATION).inputs["trigger"]
@@ -767,3 +769,28 @@ def test_peer_relay_grant_in_file_mode(mocks: RelayMocks, tmp_path: Path) -> Non
     text = mocks.one("tailscale:index/acl:Acl").inputs["acl"]
     assert "tailscale.com/cap/relay" in text and "home-derp: peer relay of region 900" in text
     assert not mocks.of_type(GRANT) and mocks.of_type(PEER_RELAY)
+
+
+# The usage record follows validation (its checked_at and verdict, our STUN latency, the
+# certificate) and publication (published, drained), reads derper on the stack's Docker host and
+# derpPort, compares with Tailscale's own map, and the gate waits for it, so a red run is
+# recorded too; the `usage` output is registered even before anything was read.
+def test_usage_follows_validation_and_the_gate_waits_for_it(mocks: RelayMocks) -> None:
+    from components.netcheck.regions import DEFAULT_DERP_MAP_URL
+
+    outputs = evaluate(home_config(derpPort="12345", usageHistory="30", usageIdleRuns="4"))
+    usage = mocks.one(USAGE).inputs
+    assert usage["trigger"] == "checked=2026-12-02T04:00:00+00:00;nonce="
+    assert usage["healthy"] is True and usage["certificate_days_left"] == 80
+    assert usage["derp_port"] == 12345 and usage["hostname"] == "derp.example.com"
+    assert usage["docker_host"] == mocks.one(VALIDATION).inputs["docker_host"]
+    assert usage["compare_map"] == DEFAULT_DERP_MAP_URL
+    assert (usage["history_size"], usage["idle_runs"]) == (30, 4)
+    assert usage["host_homed_here"] is False  # the recorded host's tailscaled has no home yet
+    urn_of = {name: o.urn for name, o in mocks.options.items()}
+    assert urn_of["relay-900-validation"] in mocks.options["relay-900-usage"].dependencies
+    assert urn_of["relay-900-usage"] in mocks.options["relay-900-health-gate"].dependencies
+    usage_out = outputs["usage"][0]
+    evaluate(home_config(usageCompareMap="off"))
+    assert "compare_map" not in mocks.of_type(USAGE)[-1].inputs  # None: nothing compared
+    assert usage_out["history"] == [] and usage_out["regionCode"] == usage["region_code"]

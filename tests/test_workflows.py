@@ -236,6 +236,11 @@ if args == ["version"]:
     sys.exit(0)
 if args[:1] == ["login"]:
     sys.exit(0)
+if args[:3] == ["stack", "output", "usage"]:
+    if not os.environ.get("FAKE_PULUMI_USAGE"):
+        sys.exit(255)  # a stack whose state has no such output yet
+    print(open(os.environ["FAKE_PULUMI_USAGE"]).read())
+    sys.exit(0)
 if args[:2] == ["stack", "output"]:
     print(json.dumps({"healthy": False, "drained": True, "certificateDaysLeft": 19}))
     sys.exit(0)
@@ -785,9 +790,9 @@ def run_pulumi(runner: dict[str, str], tmp_path: Path, values: dict[str, str]) -
     return the_operation(pulumi_calls(log))
 
 
-# A health run is a targeted `up` of exactly the validation, the policy resource and the gate,
-# with HOME_DERP_HEALTH_RUN=1 and a nonce no earlier run used; it previews first (no
-# --skip-preview), runs the policy pack and never refreshes.
+# A health run is a targeted `up` of exactly the validation, the policy resource, the usage
+# history and the gate, with HOME_DERP_HEALTH_RUN=1 and a nonce no earlier run used; it previews
+# first (no --skip-preview), runs the policy pack and never refreshes.
 def test_health_run_targets_exactly_validation_policy_and_gate(
     runner: dict[str, str], tmp_path: Path
 ) -> None:
@@ -802,6 +807,7 @@ def test_health_run_targets_exactly_validation_policy_and_gate(
     assert [urn.rsplit("::", 1)[1] for urn in expected] == [
         "relay-900-validation",
         "relay-900-tailnet-region",
+        "relay-900-usage",
         "relay-900-health-gate",
     ]
     assert flag_values(args, "--config") == ["home-derp:validateNonce=health-777-2"]
@@ -838,7 +844,7 @@ def test_health_targets_match_the_program(
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     monkeypatch.setenv("HOME_DERP_HEALTH_RUN", "1")
     health = engine_urns(stack, stack_file, mocks)
-    assert health == targets, "a health run registers exactly the validation, policy and gate"
+    assert health == targets, "a health run registers the validation, policy, usage and gate"
     assert not {u for u in health if re.search(r"\$(docker|cloudflare|acme|tls):", u)}
     monkeypatch.delenv("HOME_DERP_HEALTH_RUN")
     assert targets <= engine_urns(stack, stack_file, mocks)
@@ -899,12 +905,18 @@ def test_health_targets_follow_the_policy_mode() -> None:
 
     gate = "homederp:index:HomeDerpRelay$pulumi-python:dynamic/homederp:RelayHealthGate"
     validation = "homederp:index:HomeDerpRelay$pulumi-python:dynamic/homederp:RelayValidation"
+    usage = "homederp:index:HomeDerpRelay$pulumi-python:dynamic/homederp:RelayUsage"
     assert names("file") == [
         f"{validation}::relay-905-validation",
         "homederp:index:HomeDerpRelay$tailscale:index/acl:Acl::relay-905-tailnet-policy",
+        f"{usage}::relay-905-usage",
         f"{gate}::relay-905-health-gate",
     ]
-    assert names("off") == [f"{validation}::relay-905-validation", f"{gate}::relay-905-health-gate"]
+    assert names("off") == [
+        f"{validation}::relay-905-validation",
+        f"{usage}::relay-905-usage",
+        f"{gate}::relay-905-health-gate",
+    ]
 
 
 # ---- the report: a PR comment for failed previews too ----------------------------------------
@@ -1013,10 +1025,19 @@ def test_failed_preview_comments_once_per_stack(runner: dict[str, str], tmp_path
     assert "relay-dns-not-proxied" in Path(runner["GITHUB_STEP_SUMMARY"]).read_text()
 
 
-# A health run's summary shows the verdict the stack output `validation` carries.
-def test_health_summary_shows_the_verdict(runner: dict[str, str], tmp_path: Path) -> None:
+# A health run's summary shows the verdict the stack output `validation` carries, and the usage
+# output's charts and table (components/usage_summary.py); a stack without that output yet
+# (FAKE_PULUMI_USAGE unset: `stack output usage` fails) gets the verdict alone.
+@pytest.mark.parametrize("with_usage", [True, False])
+def test_health_summary_shows_the_verdict(
+    runner: dict[str, str], tmp_path: Path, with_usage: bool
+) -> None:
     install_fake(runner, "pulumi", FAKE_PULUMI)
     log = tmp_path / "pulumi.log"
+    usage = tmp_path / "usage.json"
+    run = {"at": "2026-12-06T04:41:00+00:00", "healthy": False, "latencyMs": 47.3,
+           "defaultMs": 71.6, "defaultRegion": "tok", "homed": 3, "hostHomed": True}  # fmt: skip
+    usage.write_text(json.dumps({"regionCode": "home", "history": [run], "warning": None}))
     values = pulumi_values(health="true")
     done = run_step(
         step(pulumi_steps(), "pulumi"),
@@ -1026,11 +1047,12 @@ def test_health_summary_shows_the_verdict(runner: dict[str, str], tmp_path: Path
             "FAKE_PULUMI_LOG": str(log),
             "FAKE_PULUMI_VERSION": f"v{values['steps.facts.outputs.pulumi-version']}",
             "FAKE_PULUMI_EXIT": "255",
+            "FAKE_PULUMI_USAGE": str(usage) if with_usage else "",
         },
     )
     assert done.returncode == 255  # the gate's failure is the run's
-    calls = [c["args"][:2] for c in pulumi_calls(log)]
-    assert calls[-1] == ["stack", "output"]  # read even after a failed `up`
+    calls = [c["args"][:3] for c in pulumi_calls(log)]
+    assert calls[-2:] == [["stack", "output", "validation"], ["stack", "output", "usage"]]
     report_values = {
         "github.token": "t",
         "inputs.command": "up",
@@ -1042,6 +1064,11 @@ def test_health_summary_shows_the_verdict(runner: dict[str, str], tmp_path: Path
     assert done.returncode == 0, done.stderr
     summary = Path(runner["GITHUB_STEP_SUMMARY"]).read_text()
     assert "drained from the tailnet" in summary and "certificate days left:** 19" in summary
+    if with_usage:
+        assert "#### Usage of region home" in summary and "```mermaid" in summary
+        assert "  line [47.3]\n  line [71.6]" in summary and "| 12-06 04:41 | ❌ |" in summary
+    else:
+        assert "Usage of region" not in summary
 
 
 # ---- the test job is the project's CI entry --------------------------------------------------

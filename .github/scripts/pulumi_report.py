@@ -15,7 +15,11 @@ The CLI's text output (``--diff``) goes in a collapsed block, cut from the front
 65,536-character comment limit.
 
     python .github/scripts/pulumi_report.py --stack S --command preview --outcome failure \\
-        --events events.jsonl --output output.txt [--validation validation.json] [--run-url U]
+        --events events.jsonl --output output.txt [--validation validation.json] \\
+        [--usage usage.json] [--run-url U]
+
+``--usage`` takes ``pulumi stack output usage --json``: the relay's clients and latency over time,
+drawn as Mermaid charts with a table (``components/usage_summary.py``, docs/guide/usage.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the project's renderer of the usage output: one home
+
+from components.usage_summary import summary_lines  # noqa: E402
 
 #: GitHub rejects longer issue comments; the rest of the report needs far less than the margin.
 COMMENT_LIMIT = 65_536
@@ -148,6 +157,7 @@ def render(
     events: Events,
     output: str,
     validation: dict[str, Any] | None = None,
+    usage: dict[str, Any] | None = None,
     run_url: str = "",
 ) -> str:
     ok = outcome == "success"
@@ -158,6 +168,8 @@ def render(
         out += [f"**Resources:** {counts}", ""]
     if validation:
         out += [*_validation_lines(validation), ""]
+    if usage:
+        out += summary_lines(usage)
     mandatory = [v for v in events.violations if v.level == "mandatory"]
     if events.violations:
         out.append(
@@ -189,6 +201,17 @@ def _read(path: str | None) -> str:
     return p.read_text(errors="replace") if p.is_file() else ""
 
 
+def _read_json(path: str | None) -> dict[str, Any] | None:
+    """A stack output's JSON, or None (no file, empty, not JSON, or not an object: an older
+    stack without that output, or a run that stopped before it)."""
+    text = _read(path).strip()
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True)
@@ -197,13 +220,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events")
     parser.add_argument("--output")
     parser.add_argument("--validation", help="JSON of `pulumi stack output validation --json`")
+    parser.add_argument("--usage", help="JSON of `pulumi stack output usage --json`")
     parser.add_argument("--run-url", default="")
     args = parser.parse_args(argv)
-    validation_text = _read(args.validation).strip()
-    try:
-        validation = json.loads(validation_text) if validation_text else None
-    except ValueError:
-        validation = None
+    validation = _read_json(args.validation)
+    usage = _read_json(args.usage)
     sys.stdout.write(
         render(
             stack=args.stack,
@@ -211,7 +232,8 @@ def main(argv: list[str]) -> int:
             outcome=args.outcome,
             events=read_events(_read(args.events).splitlines()),
             output=_read(args.output),
-            validation=validation if isinstance(validation, dict) else None,
+            validation=validation,
+            usage=usage,
             run_url=args.run_url,
         )
     )

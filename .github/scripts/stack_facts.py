@@ -38,6 +38,7 @@ VALIDATION = ("pulumi-python:dynamic/homederp:RelayValidation", "validation")
 TAILNET_REGION = ("pulumi-python:dynamic/homederp:TailnetDerpRegion", "tailnet-region")
 TAILNET_POLICY = ("tailscale:index/acl:Acl", "tailnet-policy")
 HEALTH_GATE = ("pulumi-python:dynamic/homederp:RelayHealthGate", "health-gate")
+USAGE = ("pulumi-python:dynamic/homederp:RelayUsage", "usage")
 
 #: Where the IPv6 route check looks when the relay's address is discovered at run time
 #: (``ipv6: auto``): Cloudflare's public resolver, a stable global address. No packet is sent.
@@ -126,15 +127,16 @@ def urn(stack: str, project: str, parent_type: str, type_: str, name: str) -> st
 
 def health_targets(stack: str, project: str, region_id: str, tailnet_policy: str) -> list[str]:
     """The URNs a health run updates, and nothing else: the validation, the policy resource of
-    the stack's tailnetPolicy mode (none with ``off``), the gate. Literal URNs, not globs: the
-    engine fails a run whose literal target neither exists nor is registered (deployment_executor
-    ``checkTargets``), so a renamed resource turns a health run red instead of making it a no-op."""
+    the stack's tailnetPolicy mode (none with ``off``), the usage history (components/usage.py),
+    the gate. Literal URNs, not globs: the engine fails a run whose literal target neither exists
+    nor is registered (deployment_executor ``checkTargets``), so a renamed resource turns a health
+    run red instead of making it a no-op."""
     children = [VALIDATION]
     if tailnet_policy == "patch":
         children.append(TAILNET_REGION)
     elif tailnet_policy == "file":
         children.append(TAILNET_POLICY)
-    children.append(HEALTH_GATE)
+    children += [USAGE, HEALTH_GATE]
     component = f"relay-{region_id}"
     return [
         urn(stack, project, COMPONENT_TYPE, type_, f"{component}-{suffix}")

@@ -1,8 +1,10 @@
 """The command line: ``python -m components.netcheck HOST [options]``.
 
-Exit codes: 0 every check passed, 1 a check failed, 2 usage error, 3 could not run (for
-example the DERP map URL of ``--derp-map``/``--compare-default`` could not be fetched: that is
-the network, not the user's arguments, so no usage banner).
+Exit codes: 0 every check passed, 1 a check failed, 2 usage error, 3 could not run, 4 partial:
+every check of the relay passed but a part of the report asked for could not be made — the
+DERP map of ``--derp-map``/``--compare-default`` could not be fetched (the network, not the
+user's arguments: no usage banner, and the relay's own report is still printed), or derper's
+counters of ``--usage-from`` could not be read.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import argparse
 import difflib
 import ipaddress
 import json
-import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -19,19 +20,23 @@ from .dns import parse_resolver
 from .errors import DerpMapError
 from .probes import check_relay
 from .regions import DEFAULT_DERP_MAP_URL, load_derp_map
-from .report import RelayTarget
+from .report import RelayTarget, Report
+from .usage import UsageSource, is_local_address, parse_source, read_from
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # argparse's own code for usage errors
 EXIT_NOT_RUN = 3
+EXIT_PARTIAL = 4
 
 EPILOG = f"""\
 exit codes:
   {EXIT_OK}  every check passed (warnings included)
   {EXIT_FAILED}  at least one check failed
   {EXIT_USAGE}  usage error (bad option or argument)
-  {EXIT_NOT_RUN}  could not run: the DERP map URL could not be fetched (network)
+  {EXIT_NOT_RUN}  could not run (the project's Python packages are missing)
+  {EXIT_PARTIAL}  partial: every check passed, but the DERP map could not be fetched (the
+     comparison was skipped) or --usage-from could not read derper's counters
 """
 
 
@@ -170,8 +175,43 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"compare with Tailscale's default map ({DEFAULT_DERP_MAP_URL})",
     )
+    p.add_argument(
+        "--usage-from",
+        type=_usage_source,
+        metavar="WHERE",
+        help="read derper's own counters (clients connected and homed, bytes relayed; its "
+        "/debug/varz answers loopback and Tailscale addresses only) through: local (this is the "
+        "relay host), ssh://[user@]host[:port] (ssh -W to the host's loopback) or "
+        "tailnet:<relay host's tailnet name or IP> (tailscale nc). Default: the --docker-host "
+        "when given, or local when HOST's address is this machine's",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
+
+
+def _usage_source(text: str) -> UsageSource:
+    try:
+        return parse_source(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def usage_source(args: argparse.Namespace, report: Report) -> UsageSource | None:
+    """Where derper's counters can be read from: ``--usage-from``; else the Docker host
+    (unix:// is this machine, ssh:// the relay host over ssh); else this machine when one of
+    the relay's probed addresses is its own."""
+    if args.usage_from is not None:
+        source: UsageSource = args.usage_from
+        return source
+    docker_host = args.docker_host or ""
+    if docker_host.startswith("unix://"):
+        return UsageSource("local")
+    if docker_host.startswith("ssh://"):
+        return UsageSource("ssh", docker_host)
+    probed = {c.address for c in report.checks if c.address}
+    if any(is_local_address(a) for a in probed):
+        return UsageSource("local")
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,14 +227,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--docker-host and --container go together (derper's engine and container)")
     source = DEFAULT_DERP_MAP_URL if args.compare_default else args.derp_map
     derp_map = None
+    skipped = None
     if source:
         try:
             derp_map = load_derp_map(source, timeout=args.timeout)
         except DerpMapError as exc:
             if exc.kind != "unreachable":
                 parser.error(str(exc))
-            print(f"{parser.prog}: could not run: {exc}", file=sys.stderr)
-            return EXIT_NOT_RUN
+            # The network, not the arguments: check the relay anyway and say what is missing.
+            skipped = f"{exc} (the relay was checked; the comparison needs that map)"
     target = RelayTarget(
         hostname=args.host,
         derp_port=args.derp_port,
@@ -217,8 +258,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         derp_map=derp_map,
         evidence_source=evidence,
     )
+    report.comparison_skipped = skipped
+    where = usage_source(args, report)
+    if where is not None:
+        report.usage = read_from(where, args.host, args.derp_port, timeout=args.timeout + 5)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(report.format_text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+    if not report.ok:
+        return EXIT_FAILED
+    usage_missing = args.usage_from is not None and (report.usage is None or report.usage.error)
+    return EXIT_PARTIAL if skipped or usage_missing else EXIT_OK

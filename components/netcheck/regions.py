@@ -243,6 +243,7 @@ def regions_verdict(report: Report, derp_map: dict[str, Any]) -> Check:
         "total": len(others),
         "rank": report.relay_rank,
         "not_measured": skipped,
+        "this_relay": sorted(exclude),
     }
     unmeasured = f" ({len(skipped)} NoMeasureNoHome not measured)" if skipped else ""
     if not answered:

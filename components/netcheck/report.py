@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .usage import UsageReading
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,10 @@ class Report:
     relay_rank: int | None = None
     relay_rank_of: int | None = None  # regions that answered + this relay
     duration_ms: float | None = None
+    comparison_skipped: str | None = None
+    """Why the DERP map comparison was not made (the map could not be fetched), or None."""
+    usage: UsageReading | None = None
+    """derper's own counters, when they were read (``--usage-from``; usage.py)."""
 
     @property
     def ok(self) -> bool:
@@ -139,6 +146,8 @@ class Report:
             "relay_rank": self.relay_rank,
             "relay_rank_of": self.relay_rank_of,
             "duration_ms": _ms(self.duration_ms),
+            "comparison_skipped": self.comparison_skipped,
+            "usage": self.usage.to_json() if self.usage else None,
         }
 
     def format_text(self) -> str:
@@ -178,13 +187,7 @@ def format_text(report: Report) -> str:
     if report.server_public_key:
         lines.append(f"  * Server public key: {report.server_public_key}")
     if report.regions:
-        lines.append("  * DERP latency:")
-        width = max(len(r.code) for r in report.regions)
-        for r in sorted(report.regions, key=_region_order):
-            name = f" ({r.name})" if r.name else ""
-            shown = _fmt_ms(r.latency_ms) if r.measured else "-"
-            note = "" if r.measured else "  not measured (NoMeasureNoHome)"
-            lines.append(f"      - {r.code.ljust(width)}  {shown.rjust(9)}{name}{note}")
+        lines += ranked_lines(report)
     if report.nearest:
         lines.append(
             f"  * Nearest DERP: {report.nearest.code} ({report.nearest.id}), "
@@ -195,8 +198,98 @@ def format_text(report: Report) -> str:
             f"  * This relay: {_fmt_ms(report.relay_latency_ms)}, rank {report.relay_rank} "
             f"of {report.relay_rank_of}"
         )
+    if (headline := comparison_headline(report)) is not None:
+        lines.append(f"  * {headline}")
+    if report.comparison_skipped:
+        lines.append(f"  * Comparison skipped: {report.comparison_skipped}")
+    if report.usage is not None:
+        from .usage import format_usage
+
+        lines += format_usage(report.usage)
     return "\n".join(lines)
 
 
-def _region_order(r: RegionLatency) -> tuple[bool, float, int]:
-    return (r.latency_ms is None, r.latency_ms or 0.0, r.id)
+#: Rows of the ranked table shown in text (JSON has every region); width of the longest bar.
+RANKED_ROWS = 12
+BAR_WIDTH = 28
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def bar(value: float, high: float, width: int = BAR_WIDTH) -> str:
+    """A horizontal bar of ``value`` on a scale where ``high`` fills ``width`` cells (eighths
+    of a cell with the Unicode block elements)."""
+    if high <= 0 or value <= 0:
+        return ""
+    eighths = max(1, round(min(value, high) / high * width * 8))
+    full, part = divmod(eighths, 8)
+    return "█" * full + (_EIGHTHS[part] if part else "")
+
+
+def _this_relay(report: Report) -> set[int]:
+    """Region ids of the map that are this relay (excluded from the ranking, regions.py)."""
+    for c in report.checks:
+        if c.name == "regions":
+            return {int(i) for i in c.data.get("this_relay", ())}
+    return set()
+
+
+def ranked_rows(report: Report) -> list[tuple[str, str, float | None, bool]]:
+    """(code, name, latency, is this relay) nearest first: the relay among the map's measured
+    regions, then the regions that did not answer (latency None)."""
+    ours = _this_relay(report)
+    rows: list[tuple[str, str, float | None, bool]] = [
+        (r.code, r.name, r.latency_ms, False)
+        for r in report.regions
+        if r.measured and r.id not in ours
+    ]
+    if report.relay_latency_ms is not None:
+        rows.append((report.hostname, "this relay", report.relay_latency_ms, True))
+    return sorted(rows, key=lambda row: (row[2] is None, row[2] or 0.0, not row[3], row[0]))
+
+
+def ranked_lines(report: Report) -> list[str]:
+    """The relay ranked among the map's regions by STUN latency, with bars (the seed's
+    ``tailscale netcheck`` comparison, Tokyo 71.6 ms → home 47.3 ms, as one table)."""
+    rows = ranked_rows(report)
+    answered = [r for r in rows if r[2] is not None]
+    shown = answered[:RANKED_ROWS]
+    if any(r[3] for r in answered[RANKED_ROWS:]):
+        shown.append(next(r for r in answered if r[3]))
+    high = max((r[2] or 0.0 for r in shown), default=0.0)
+    code_w = max([len(r[0]) for r in shown] + [4])
+    name_w = max([len(r[1]) for r in shown] + [4])
+    lines = ["  * Ranked by STUN latency from here (nearest first):"]
+    for row in shown:
+        code, name, ms, mine = row
+        rank = answered.index(row) + 1
+        mark = "▶" if mine else " "
+        lines.append(
+            f"    {mark}{rank:>3}. {code.ljust(code_w)}  {name.ljust(name_w)}  "
+            f"{_fmt_ms(ms).rjust(8)}  {bar(ms or 0.0, high)}"
+        )
+    hidden = len(answered) - len(shown)
+    silent = [r for r in rows if r[2] is None]
+    if hidden > 0:
+        lines.append(f"      … {hidden} farther regions (--json lists them all)")
+    if silent:
+        codes = ", ".join(r[0] for r in silent)
+        lines.append(f"      no STUN answer: {codes}")
+    unmeasured = sorted(r.code for r in report.regions if not r.measured)
+    if unmeasured:
+        lines.append(f"      not measured (NoMeasureNoHome): {', '.join(unmeasured)}")
+    return lines
+
+
+def comparison_headline(report: Report) -> str | None:
+    """``Tokyo 71.6 ms → derp.example.com 47.3 ms: 24.3 ms nearer`` (or what is nearer)."""
+    near, ours = report.nearest, report.relay_latency_ms
+    if near is None or near.latency_ms is None or ours is None:
+        return None
+    theirs = f"{near.name or near.code} {near.latency_ms:.1f} ms"
+    mine = f"{report.hostname} {ours:.1f} ms"
+    if ours < near.latency_ms:
+        return f"{theirs} → {mine}: this relay is {near.latency_ms - ours:.1f} ms nearer"
+    return (
+        f"{mine} is {ours - near.latency_ms:.1f} ms slower than {theirs}: from here, "
+        f"{near.code} stays the nearer region"
+    )

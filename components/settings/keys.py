@@ -322,6 +322,34 @@ KEYS: Final[tuple[Key, ...]] = (
             ' ("*").'
         ),
     ),
+    # -- usage (components/usage.py, docs/guide/usage.md)
+    Key(
+        "usageHistory",
+        "integer",
+        60,
+        (
+            "Runs kept in the `usage` output's history (each health run and each `up` that "
+            "probes adds one; 0 keeps none)."
+        ),
+    ),
+    Key(
+        "usageIdleRuns",
+        "integer",
+        8,
+        (
+            "Warn when no client (other than the relay host) was homed on the published, healthy "
+            "relay in this many runs in a row (0 = never)."
+        ),
+    ),
+    Key(
+        "usageCompareMap",
+        "string",
+        "tailscale",
+        (
+            "DERP map whose regions the relay's latency is compared with on each run - `tailscale`"
+            " (Tailscale's own), `off`, an http(s) URL or a JSON file."
+        ),
+    ),
     Key(
         "peerRelayDestination",
         "string",
@@ -391,6 +419,10 @@ ACME_DIRECTORIES: Final = {
     "production": "https://acme-v02.api.letsencrypt.org/directory",
     "staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
 }
+
+#: The most runs ``usageHistory`` and ``usageIdleRuns`` may name: the history is stack state,
+#: carried by every run (about 200 bytes a run).
+MAX_USAGE_HISTORY: Final = 500
 
 #: The release the project's own tests run; ``tailscaleVersion: auto`` falls back to it only when
 #: the host has no tailscaled and derper does not need one (``verifyClients: false``).

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from components.errors import HomeDerpError
-from components.settings.keys import Ipv6Mode, NetworkMode, PolicyMode, ValidateMode, full_name
+from components.settings.keys import (
+    Ipv6Mode,
+    NetworkMode,
+    PolicyMode,
+    ValidateMode,
+    default_int,
+    full_name,
+)
 from components.tailscaled import TailscaledFacts
 
 if TYPE_CHECKING:
@@ -165,6 +172,17 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """The ``usage`` output: how many runs its history keeps, when an idle relay is called out."""
+
+    history: int = default_int("usageHistory")
+    idle_runs: int = default_int("usageIdleRuns")
+    compare_map: str | None = None
+    """The DERP map to compare with (URL or file); None compares nothing (``off``). Settings
+    resolve ``tailscale`` to Tailscale's own map (components/settings/usage.py)."""
+
+
+@dataclass(frozen=True)
 class Policy:
     """How the region (and the peer-relay grant) reach the tailnet policy file."""
 
@@ -215,6 +233,8 @@ class RelaySettings:
     policy: Policy
     ddns: Ddns
     peer_relay: PeerRelay
+    usage: Usage = field(default_factory=Usage)
+    """The usage history's bound and the idle-relay warning (components/usage.py)."""
     relay_host: TailscaledFacts | None = None
     """The host's tailscaled as read at this evaluation (None when it could not be read)."""
     health_run: bool = False

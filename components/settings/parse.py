@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from components.ipv6 import Candidate
 from components.settings import derper as derper_rules
 from components.settings import network, publication
+from components.settings import usage as usage_rules
 from components.settings.checks import unknown_keys
 from components.settings.collector import Collector
 from components.settings.model import Ddns, RelaySettings, Verdict
@@ -87,6 +88,7 @@ def parse_settings(
     policy = publication.policy(c, env)
     ddns = publication.ddns(c, addresses.pin_ipv6)
     peer_relay = publication.peer_relay(c, ports, addresses, docker, docker_ok, facts)
+    usage = usage_rules.usage(c)
     derper_rules.least_privilege(c, derper, ports, docker)
     if env.cloudflare_api_token is None and not env.health_run:
         c.problem(
@@ -108,6 +110,7 @@ def parse_settings(
         policy=policy,
         ddns=Ddns(ddns.enabled, ddns.image, ddns_api_token or env.cloudflare_api_token),
         peer_relay=peer_relay,
+        usage=usage,
         relay_host=facts,
         health_run=env.health_run,
         cloudflare_api_token=env.cloudflare_api_token,

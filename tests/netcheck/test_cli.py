@@ -155,21 +155,33 @@ def test_help_documents_options_and_exit_codes(capsys: pytest.CaptureFixture[str
     for line in ("0  every check passed", "1  at least one check failed", "2  usage error"):
         assert line in out
     assert "3  could not run" in out
+    assert "4  partial: every check passed, but the DERP map could not be fetched" in out
 
 
-# A DERP map URL that cannot be fetched is "could not run" (exit 3), not a usage error: no
-# usage banner. --compare-default takes the same path (its URL pointed at loopback here).
+# A DERP map URL that cannot be fetched no longer throws the report away: the relay is checked
+# and reported, the comparison is named as skipped with the reason, and the exit code is the
+# partial-result code 4 (3, "could not run", was the old answer). No usage banner: it is the
+# network, not the arguments. --compare-default takes the same path (its URL pointed at loopback).
 @pytest.mark.parametrize("how", ["--derp-map", "--compare-default"])
-def test_unreachable_map_exits_3_without_usage(
-    how: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_unreachable_map_still_reports_the_relay(
+    how: str,
+    relay: LocalRelay,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = f"http://127.0.0.1:{free_port(('127.0.0.1',), socket.SOCK_STREAM)}/derpmap/default"
-    args = ["derp.test", "--derp-map", url] if how == "--derp-map" else ["derp.test", how]
+    extra = ["--derp-map", url] if how == "--derp-map" else [how]
     monkeypatch.setattr(cli, "DEFAULT_DERP_MAP_URL", url)
-    code, out, err = main_in_process(capsys, *args)
-    assert code == cli.EXIT_NOT_RUN == 3
-    assert "could not run: cannot load DERP map" in err and url in err
-    assert "usage:" not in err and out == ""
+    code, out, err = main_in_process(capsys, *relay.cli_args(), *extra)
+    assert code == cli.EXIT_PARTIAL == 4, out + err
+    assert out.startswith("Report for derp.test: OK")
+    assert "Comparison skipped: cannot load DERP map" in out and url in out
+    assert "usage:" not in err
+    code, out, _ = main_in_process(capsys, *relay.cli_args(), *extra, "--json")
+    assert code == 4 and url in json.loads(out)["comparison_skipped"]
+    # A relay that fails is a failure whatever else was skipped.
+    code, out, _ = main_in_process(capsys, *relay.cli_args(), *extra, "--expect-open")
+    assert code == cli.EXIT_FAILED and "Comparison skipped" in out
 
 
 # A mistyped option gets the closest real one suggested (exit 2, a usage error).

@@ -8,11 +8,15 @@ receives derper's own words about the probe's random client key.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 from typing import cast
 
+import pytest
+
 from components.netcheck import RelayTarget, check_relay
+from components.netcheck.cli import EXIT_OK, EXIT_PARTIAL, main
 from components.netcheck.derp import Admission, AdmissionCause, AdmissionEvidence, EvidenceSource
 from tests.peers.certs import Pki
 from tests.peers.daemons import wait_until
@@ -102,3 +106,38 @@ def test_evidence_source_from_real_derper_log(tmp_path: Path, pki: Pki) -> None:
     assert check.data["client_key"] != first_key  # a fresh key per probe
     assert check.data["cause"] == "tailscaled_unreachable"
     assert f"client nodekey:{check.data['client_key']} rejected" in str(check.data["log_line"])
+
+
+# The checker on the relay host: the relay's address is this machine's, so it reads derper's own
+# counters on loopback without being asked (HOST's derper listens on ::1 only: the IPv4 attempt
+# is refused, IPv6 answers), and prints them under the report; --json carries them. An explicit
+# --usage-from that cannot be read is the partial-result exit code 4, with ssh's own reason.
+def test_checker_reads_derpers_counters_on_the_relay_host(
+    tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = _derper(tmp_path, pki)
+    args = ["derp.test", "--address", HOST, "--derp-port", str(d.derp_port), "--stun-port",
+            str(d.stun_port), "--ca-file", pki.ca_file, "--expect-open"]  # fmt: skip
+    try:
+        assert main(args) == EXIT_OK
+        out = capsys.readouterr().out
+        assert "* Usage (derper's /debug/varz via this machine's loopback):" in out
+        assert "clients: 0 connected, 0 homed here" in out and "derper 1.102.5, up" in out
+        assert main([*args, "--json"]) == EXIT_OK
+        usage = json.loads(capsys.readouterr().out)["usage"]
+        assert usage["error"] is None and usage["usage"]["version"] == "1.102.5"
+        bad_ssh = "ssh://nobody@127.0.0.1:1"
+        assert main([*args, "--usage-from", bad_ssh]) == EXIT_PARTIAL
+        out = capsys.readouterr().out
+        assert "* Usage: not read (could not read /debug/varz (ssh " in out
+        assert "Connection refused" in out, out
+    finally:
+        d.stop()
+
+
+# --usage-from takes local, ssh:// or tailnet:<name> and nothing else (a usage error, exit 2).
+@pytest.mark.parametrize("value", ["remote", "ssh://", "tailnet:", "tailnet:-x", "http://h"])
+def test_usage_from_is_checked(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["derp.test", "--usage-from", value])
+    assert stop.value.code == 2 and "--usage-from" in capsys.readouterr().err

@@ -4,6 +4,7 @@ concurrently; latency table, nearest region and the relay's rank. Never contacts
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -14,7 +15,8 @@ import pytest
 from components.netcheck import DEFAULT_DERP_MAP_URL, check_relay, load_derp_map
 from components.netcheck.cli import build_parser, main
 from components.netcheck.errors import DerpMapError
-from components.netcheck.regions import parse_regions
+from components.netcheck.regions import parse_regions, regions_verdict
+from components.netcheck.report import BAR_WIDTH, Check, RegionLatency, Report, bar
 from tests.peers.aio import BackgroundLoop
 from tests.peers.delay import delay_relay
 from tests.peers.relay import LocalRelay
@@ -235,4 +237,38 @@ def test_no_measure_no_home_region_is_not_probed(
     check = report.check("regions")
     assert check.data["not_measured"] == [5] and check.data["total"] == 3
     assert "2/3 regions answered (1 NoMeasureNoHome not measured)" in check.detail
-    assert "nomeasure          -  not measured (NoMeasureNoHome)" in report.format_text()
+    assert "not measured (NoMeasureNoHome): nomeasure" in report.format_text()
+
+
+def _ranked_report(relay_ms: float | None, latencies: dict[str, float | None]) -> Report:
+    regions = [
+        RegionLatency(i, code, ms, code.upper()) for i, (code, ms) in enumerate(latencies.items())
+    ]
+    report = Report("derp.test", regions=regions, relay_latency_ms=relay_ms)
+    report.checks.append(Check("stun", "::1", True, "", latency_ms=relay_ms))
+    report.checks.append(regions_verdict(report, {"Regions": {}}))
+    return report
+
+
+# The comparison as the seed showed it, one table: the relay ranked among the regions by STUN
+# latency with bars in proportion (the slowest shown fills the width), the silent ones named,
+# and the seed's sentence (Tokyo 71.6 ms → home 47.3 ms) under it.
+def test_ranked_table_with_bars_and_the_seeds_sentence() -> None:
+    report = _ranked_report(47.3, {"tok": 71.6, "hkg": 93.1, "sin": 100.5, "syd": None})
+    text = report.format_text()
+    rows = [ln for ln in text.splitlines() if re.match(r"^    [ ▶] +\d+\. ", ln)]
+    assert [re.search(r"\d+\. (\S+)", r)[1] for r in rows] == ["derp.test", "tok", "hkg", "sin"]
+    assert rows[0].lstrip().startswith("▶  1. derp.test")
+    widths = [len(r.rsplit("  ", 1)[1]) for r in rows]
+    assert widths == sorted(widths) and widths[-1] == BAR_WIDTH
+    assert bar(47.3, 100.5) == "█" * 13 + "▏"  # 47.3/100.5 of 28 cells: 105 eighths
+    assert "no STUN answer: syd" in text
+    assert "TOK 71.6 ms → derp.test 47.3 ms: this relay is 24.3 ms nearer" in text
+
+
+# Slower than a region: said plainly; beyond the shown rows the relay keeps its own row.
+def test_ranked_table_when_the_relay_is_far() -> None:
+    many = {f"r{i:02d}": 10.0 + i for i in range(20)}
+    text = _ranked_report(40.0, many).format_text()
+    assert "▶ 21. derp.test" in text and "… 8 farther regions" in text
+    assert "derp.test 40.0 ms is 30.0 ms slower than R00 10.0 ms" in text
