@@ -77,7 +77,13 @@ def policy_text_for_file_mode(settings: RelaySettings, region: dict[str, Any]) -
 
 
 def derp_map_fragment_text(settings: RelaySettings) -> str:
-    """The paste-ready ``{"derpMap": …}`` of ``tailnetPolicy: off``."""
+    """The paste-ready ``{"derpMap": …}`` of ``tailnetPolicy: off`` (with headscale: the
+    ``regions:`` YAML of its DERP map file)."""
+    if settings.control_plane.kind == "headscale":
+        from components import headscale_derpmap
+
+        region = headscale_derpmap.yaml_keys(derpmap.region_to_dict(home_derp_region(settings)))
+        return headscale_derpmap.set_region("", settings.region.id, region)
     return derpmap.fragment_text(
         derpmap.derp_map_fragment(
             home_derp_region(settings), omit_default_regions=settings.region.omit_default_regions
@@ -359,10 +365,11 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 container=naming.container_name(settings.region.id, settings.region.code),
                 tailscale_version=build.tailscale_version if build else None,
                 host_tailscale_version=host.version if host else None,
+                # Coverage is about derper's tailscaled; with headscale's /verify there is none.
                 host_peers=sorted(
                     {p.node_key for p in host.peers} | ({host.node_key} if host.node_key else set())
                 )
-                if host
+                if host and settings.derper.uses_socket
                 else None,
             ),
             opts=pulumi.ResourceOptions(
@@ -385,6 +392,25 @@ class HomeDerpRelay(pulumi.ComponentResource):
         verdict: pulumi.Input[bool | None] = (
             True if settings.validation.mode == "off" else validation.healthy
         )
+        headscale = settings.control_plane.headscale
+        if headscale is not None and settings.policy.mode == "patch":
+            from components.headscale_region import HeadscaleDerpRegion
+
+            in_file = HeadscaleDerpRegion(
+                f"{name}-headscale-region",
+                region=region,
+                host=headscale.host,
+                derp_file=headscale.derp_file,
+                debug_address=headscale.debug_address,
+                reload=list(headscale.reload),
+                refresh_seconds=headscale.refresh_seconds,
+                healthy=verdict,
+                adopt_region=settings.region.adopt,
+                opts=after_validation,
+            )
+            return in_file.published, in_file.drained, [in_file]
+        if headscale is not None:
+            return False, False, [validation]  # off: the YAML fragment is the output
         if settings.policy.mode == "patch":
             published = TailnetDerpRegion(
                 f"{name}-tailnet-region",

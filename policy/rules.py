@@ -112,6 +112,11 @@ def verify_clients_on(props: Mapping[str, Any]) -> str | None:
     command = [str(c) for c in _items(props.get("command"))]
     if any(c in ("-verify-clients", "--verify-clients", "-verify-clients=true") for c in command):
         return None
+    if any(c.lstrip("-").startswith("verify-client-url=") and c.split("=", 1)[1] for c in command):
+        # headscale's /verify; fail-open (derper's default) admits everyone while it is down
+        # (docs/upstream/derper.md#flags).
+        closed = any(c.lstrip("-") == "verify-client-url-fail-open=false" for c in command)
+        return None if closed else "-verify-client-url without -verify-client-url-fail-open=false"
     value = env_of(props).get("DERP_VERIFY_CLIENTS", "")
     if value.strip().lower() == "true":
         return None

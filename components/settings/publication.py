@@ -17,8 +17,18 @@ from components.settings.keys import (
     POLICY_MODES,
     TAILSCALED_DEFAULT_PORT,
     VALIDATE_MODES,
+    ControlPlaneKind,
 )
-from components.settings.model import Addresses, Ddns, Docker, PeerRelay, Policy, Ports, Validation
+from components.settings.model import (
+    Addresses,
+    ControlPlane,
+    Ddns,
+    Docker,
+    PeerRelay,
+    Policy,
+    Ports,
+    Validation,
+)
 from components.tailscaled import TailscaledFacts
 
 if TYPE_CHECKING:
@@ -38,9 +48,21 @@ def validation(c: Collector) -> Validation:
     )
 
 
-def policy(c: Collector, env: Environment) -> Policy:
+def policy(c: Collector, env: Environment, control: ControlPlaneKind = "tailscale") -> Policy:
     mode = c.choice("tailnetPolicy", POLICY_MODES)
     path = c.optional("policyFile")
+    if control == "headscale":
+        # headscale: `patch` edits our region in its DERP map file, `off` writes nothing.
+        if mode == "file":
+            c.fail(
+                "tailnetPolicy",
+                mode,
+                "file writes a Tailscale policy through Tailscale's API; with "
+                "controlPlane=headscale use patch (our region in headscale's DERP map file) or off",
+            )
+        if path is not None:
+            c.fail("policyFile", path, "not used with controlPlane=headscale: remove it")
+        return Policy(mode="off" if mode == "off" else "patch", file=None)
     if mode == "file":
         if path is None:
             c.fail("policyFile", None, "required with tailnetPolicy=file: the HuJSON policy path")
@@ -75,8 +97,18 @@ def peer_relay(
     docker: Docker,
     docker_ok: bool,
     facts: TailscaledFacts | None,
+    control: ControlPlane | None = None,
 ) -> PeerRelay:
     port = c.integer("peerRelayPort", 0, 65535, "must be 0 (off) or a UDP port 1-65535")
+    if port and control is not None and control.kind == "headscale":
+        c.fail(
+            "peerRelayPort",
+            str(port),
+            "with controlPlane=headscale the grant belongs in headscale's policy file, which "
+            "home-derp does not edit yet: set the relay server by hand (`tailscale set "
+            "--relay-server-port`) and add the grant there (docs/guide/headscale.md)",
+        )
+        return PeerRelay(0, ())
     sources = c.strings("peerRelaySources")
     for source in sources:
         c.checked("peerRelaySources", source, check_selector(source))
