@@ -75,7 +75,7 @@ POLICY = """// headscale policy v2: every node may reach every node.
 def derp_file_text(far_v4: str, far_v6: str, derp_port: int, stun_port: int) -> str:
     """What a headscale user keeps in derp.paths: comments, block style, derp-example.yaml's
     lower-case keys (headscale@v0.29.3/derp-example.yaml:1-17)."""
-    return f"""# DERP regions for this tailnet (hand-maintained; home-derp adds its own region below)
+    return f"""# DERP regions of this tailnet (kept by hand; home-derp adds its own region below)
 regions:
   # region 1 of Tailscale's map would be disabled like this; our map has no URLs at all
   1: null

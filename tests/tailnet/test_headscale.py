@@ -31,7 +31,6 @@ from tests.peers.derper import admitted, rejections
 from tests.peers.headscale_net import (
     REFRESH_SECONDS,
     HeadscaleNet,
-    derp_map_of,
     headscale_net,
     parse,
     stack_config,
