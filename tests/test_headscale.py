@@ -98,7 +98,7 @@ def test_publish_then_withdraw_is_the_identity(text: str) -> None:
 # The bytes outside our entry are the user's: a publish only adds lines, at the end of regions.
 def test_publish_keeps_every_other_byte() -> None:
     published = hm.set_region(USER_FILE, 900, REGION)
-    head, end = USER_FILE.split("# the end\n")
+    head, _ = USER_FILE.split("# the end\n")
     assert published.startswith(head) and published.endswith("# the end\n")
     assert published[len(head) :].startswith("  900:\n    regionid: 900\n")
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from components import headscale_derpmap
+from components.doctor import headscale_checks
 from components.headscale import HeadscaleHost, served_region
 from components.headscale_region import HeadscaleDerpRegion
 from components.netcheck import RelayTarget, check_relay
@@ -240,3 +241,29 @@ def test_unreachable_verify_url_is_named(hsn: HeadscaleNet, tmp_path: Path) -> N
             assert 'Post "http://127.0.0.1:' in str(found.log_line)
         finally:
             derper.stop()
+
+
+# The doctor's headscale rows against the real headscale: reachable, the config lists the file
+# and re-reads it, the file is a writable DERP map, /verify answers "no" for a random key.
+def test_doctor_rows_pass_against_real_headscale(hsn: HeadscaleNet) -> None:
+    rows = headscale_checks.checks(hsn.settings, "unix:///", timeout=10)
+    assert [(r.id, r.status) for r in rows] == [
+        ("headscale.reachable", "pass"),
+        ("headscale.config", "pass"),
+        ("headscale.file", "pass"),
+        ("headscale.verify", "pass"),
+    ], rows
+    assert "re-read every 2s" in rows[1].summary
+
+
+# The doctor catches a headscale config that does not list the file: the row fails, names the
+# file and what derp.paths holds, and says how to fix it.
+def test_doctor_catches_a_config_without_the_file(hsn: HeadscaleNet, tmp_path: Path) -> None:
+    other = tmp_path / "derp.yaml"
+    verdict = parse(stack_config(hsn.headscale, other, hsn.debug_address))
+    rows = {r.id: r for r in headscale_checks.checks(verdict.settings, "unix:///", timeout=10)}
+    config = rows["headscale.config"]
+    assert config.status == "fail", config
+    assert str(other) in config.summary and str(hsn.derp_file) in str(config.detail)
+    assert config.fix is not None and "derp.paths" in config.fix
+    assert rows["headscale.file"].status == "not_checked"
