@@ -181,7 +181,7 @@ def _verify_from_ssh_host(url: str, relay_host: str, timeout: float) -> Check:
         hello = _client_hello(host)
     else:
         hello = (
-            f"POST {parts.path or ''}/verify HTTP/1.0\r\nHost: {parts.netloc}\r\n"
+            f"POST {parts.path or '/'} HTTP/1.0\r\nHost: {parts.netloc}\r\n"
             f"Content-Length: {len(PROBE_BODY)}\r\n\r\n"
         ).encode() + PROBE_BODY
     try:

@@ -267,3 +267,40 @@ def test_doctor_catches_a_config_without_the_file(hsn: HeadscaleNet, tmp_path: P
     assert str(other) in config.summary and str(hsn.derp_file) in str(config.detail)
     assert config.fix is not None and "derp.paths" in config.fix
     assert rows["headscale.file"].status == "not_checked"
+
+
+# Over ssh:// (a real sshd, the system OpenSSH client in batch mode): the file travels as bytes,
+# a stale checksum refuses the write, /debug/derp is asked on the headscale host's loopback
+# through `ssh -W`, a wrong debug address is named, and the doctor's rows pass over ssh too.
+def test_headscale_host_over_ssh(
+    hsn: HeadscaleNet, sshd_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import shlex
+
+    from components.headscale import FileChanged, HeadscaleError
+
+    sshd = sshd_factory()
+    monkeypatch.setenv("HOME_DERP_SSH_OPTS", shlex.join(sshd.client_options))
+    host = HeadscaleHost(sshd.docker_host)
+    state = host.read_file(str(hsn.derp_file))
+    assert state.text == hsn.derp_file.read_text()
+    scratch = tmp_path / "derp.yaml"
+    scratch.write_bytes(b"regions:\r\n  901: {}\r\n")
+    before = host.read_file(str(scratch))
+    host.write_file(str(scratch), before.text + "# ours\r\n", before.checksum)
+    assert scratch.read_bytes() == b"regions:\r\n  901: {}\r\n# ours\r\n"
+    with pytest.raises(FileChanged):
+        host.write_file(str(scratch), "x", before.checksum)
+    served = served_region(host.debug_derp(hsn.debug_address), FAR.id)
+    assert served is not None and served["nodes"][0]["hostname"] == FAR.hostname
+    with pytest.raises(HeadscaleError, match="does not answer"):
+        host.debug_derp("127.0.0.1:1")
+    raw = {**stack_config(hsn.headscale, hsn.derp_file, hsn.debug_address)}
+    raw["headscaleHost"] = sshd.docker_host
+    verdict = parse(raw)
+    assert verdict.ok, verdict.problems
+    rows = headscale_checks.checks(verdict.settings, sshd.docker_host, timeout=10)
+    assert all(r.status == "pass" for r in rows), rows
+    # A verify URL the relay host cannot open is named as such (derper would fail closed).
+    unreachable = headscale_checks.verify_check("http://127.0.0.1:1/verify", sshd.docker_host, 10)
+    assert unreachable.status == "fail" and "cannot open 127.0.0.1:1" in unreachable.summary
