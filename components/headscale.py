@@ -23,6 +23,7 @@ reads either the old file or the new one, never half of it.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 import shlex
 import socket
@@ -168,6 +169,17 @@ def listed_problem(config: HeadscaleConfig, derp_file: str) -> str | None:
         f"our region. Add it to derp.paths in the config (paths: [{derp_file}]) and restart "
         "headscale once"
     )
+
+
+def policy_file(config: HeadscaleConfig, config_path: str) -> str | None:
+    """The policy file headscale reads (``policy.mode: file``; a relative ``policy.path`` is
+    taken from the config file's directory), or None (database mode, or no policy):
+    docs/upstream/headscale.md#policy-grants."""
+    if config.policy_mode != "file" or not config.policy_path:
+        return None
+    if config.policy_path.startswith("/"):
+        return config.policy_path
+    return posixpath.join(posixpath.dirname(config_path), config.policy_path)
 
 
 def refresh_seconds(config: HeadscaleConfig) -> float | None:
@@ -337,17 +349,25 @@ class HeadscaleHost:
             )
 
     def debug_derp(self, address: str) -> dict[str, Any]:
-        """``GET /debug/derp`` (JSON) on headscale's debug listener, from the headscale host
+        """``GET /debug/derp``: the DERP map headscale serves (docs/upstream/headscale.md
+        #debug-derp)."""
+        data = self.debug_json("/debug/derp", address)
+        if not isinstance(data, dict):
+            raise HeadscaleError(f"headscale's /debug/derp on {address} is not a JSON object")
+        return data
+
+    def debug_json(self, path: str, address: str) -> Any:
+        """``GET <path>`` (JSON) on headscale's debug listener, asked from the headscale host
         itself: the listener answers loopback only (docs/upstream/headscale.md#debug-derp)."""
         request = (
-            f"GET /debug/derp HTTP/1.0\r\nHost: {address}\r\nAccept: application/json\r\n"
+            f"GET {path} HTTP/1.0\r\nHost: {address}\r\nAccept: application/json\r\n"
             "Connection: close\r\n\r\n"
         ).encode()
         if self.channel.scheme == "ssh":
             raw = self._forwarded(address, request)
         else:
             raw = _http_exchange(address, request, self.channel.timeout)
-        return _debug_json(raw, address, self.where())
+        return _debug_json(raw, path, address, self.where())
 
     def _forwarded(self, address: str, request: bytes) -> bytes:
         """The request through ``ssh -W`` (OpenSSH's stdio forwarding): nothing to install on
@@ -394,7 +414,7 @@ def _http_exchange(address: str, request: bytes, timeout: float) -> bytes:
         raise HeadscaleError(_debug_unreachable(address, "this machine", str(exc))) from None
 
 
-def _debug_json(raw: bytes, address: str, where: str) -> dict[str, Any]:
+def _debug_json(raw: bytes, path: str, address: str, where: str) -> Any:
     import json
 
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -404,16 +424,13 @@ def _debug_json(raw: bytes, address: str, where: str) -> dict[str, Any]:
         raise HeadscaleError(f"{address} on {where} is not headscale's debug listener: {status!r}")
     if parts[1] != "200":
         raise HeadscaleError(
-            f"headscale's /debug/derp on {address} answered {status[len(parts[0]) + 1 :]} "
+            f"headscale's {path} on {address} answered {status[len(parts[0]) + 1 :]} "
             "(it answers loopback and Tailscale addresses only)"
         )
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except ValueError:
-        raise HeadscaleError(f"headscale's /debug/derp on {address} is not JSON") from None
-    if not isinstance(data, dict):
-        raise HeadscaleError(f"headscale's /debug/derp on {address} is not a JSON object")
-    return data
+        raise HeadscaleError(f"headscale's {path} on {address} is not JSON") from None
 
 
 def wait_served(

@@ -310,7 +310,22 @@ class HomeDerpRelay(pulumi.ComponentResource):
         )
         grant = derpmap.peer_relay_grant(list(settings.peer_relay.sources), grant_destination(host))
         confirmation: pulumi.Input[dict[str, Any] | None] = None
-        if settings.policy.mode == "patch":  # file mode: the grant is in policy_text
+        headscale = settings.control_plane.headscale
+        if headscale is not None and settings.policy.mode == "patch":
+            from components.headscale_grant import HeadscalePeerRelayGrant
+
+            HeadscalePeerRelayGrant(
+                f"{name}-peer-relay-grant",
+                region_id=settings.region.id,
+                grant=grant,
+                relay_ips=list(host.tailscale_ips),
+                host=headscale.host,
+                policy_file=headscale.policy_file or "",
+                reload=list(headscale.policy_reload),
+                debug_address=headscale.debug_address,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[server]),
+            )
+        elif settings.policy.mode == "patch":  # file mode: the grant is in policy_text
             written = TailnetPeerRelayGrant(
                 f"{name}-peer-relay-grant",
                 region_id=settings.region.id,
@@ -321,13 +336,18 @@ class HomeDerpRelay(pulumi.ComponentResource):
             )
             confirmation = written.client_confirmation
         mode = settings.policy.mode
+        grant_in = {"patch": "tailnet policy", "file": "policyFile"}.get(mode, "nowhere")
+        if headscale is not None:
+            grant_in = (
+                headscale.policy_file if mode == "patch" and headscale.policy_file else grant_in
+            )
         return pulumi.Output.all(server.bound, confirmation).apply(
             lambda v: {
                 "port": port,
                 "bound": v[0],
                 "grant": grant,
                 # off: the grant is not written; add it to the policy by hand.
-                "grantIn": {"patch": "tailnet policy", "file": "policyFile"}.get(mode, "nowhere"),
+                "grantIn": grant_in,
                 "clientConfirmation": v[1],
             }
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pytest
@@ -294,7 +294,9 @@ def _raw(tmp_path: Path, **overrides: str) -> dict[str, str]:
 
 
 def _verdict(raw: dict[str, str]) -> Any:
-    env = Environment(cloudflare_api_token=pulumi.Output.secret("t"))
+    # The rules only ask whether a token is configured (as the doctor does, a marker stands for
+    # it: a real Output needs an event loop, which a module fixture may not have).
+    env = Environment(cloudflare_api_token=cast("pulumi.Output[str]", object()))
     return parse_settings(raw, env=env, headscale=lambda url: HeadscaleHost(url))
 
 
@@ -329,7 +331,7 @@ def test_headscale_stack(tmp_path: Path) -> None:
         ({"headscaleReload": "systemctl 'restart"}, "headscaleReload", "not a command line"),
         ({"headscaleDebugAddress": "9090"}, "headscaleDebugAddress", "host:port"),
         ({"tailnetPolicy": "file"}, "tailnetPolicy", "patch"),
-        ({"peerRelayPort": "40000"}, "peerRelayPort", "policy file"),
+        ({"peerRelayPort": "40000"}, "peerRelayPort", "tcp://"),
         ({"image": "fredliang/derper:v1@sha256:" + "a" * 64}, "image", "fail-open"),
     ],
 )
@@ -406,3 +408,55 @@ def test_program_registers_the_headscale_region(mocks: RelayMocks, tmp_path: Pat
         c for c in mocks.of_type("docker:index/container:Container") if "derper" in c.name
     )
     assert not any(v.get("containerPath") == container.SOCKET_DIR for v in derper.inputs["volumes"])
+
+
+# A peer relay with headscale needs a policy file headscale reads (not database mode).
+def test_peer_relay_needs_a_policy_file(tmp_path: Path) -> None:
+    raw = _raw(tmp_path, peerRelayPort="40000")
+    config = Path(raw["headscaleConfig"])
+    config.write_text(config.read_text().replace("mode: file", "mode: database"))
+    problems = [p for p in _verdict(raw).problems if p.key == "peerRelayPort"]
+    assert any("not a file home-derp can edit" in p.why for p in problems), problems
+
+
+# The policy file's path as headscale resolves it: relative to the config's directory.
+def test_policy_file_path() -> None:
+    from components.headscale import policy_file
+
+    config = parse_config(CONFIG)
+    assert policy_file(config, "/etc/headscale/config.yaml") == "/etc/headscale/policy.hujson"
+    relative = parse_config(CONFIG.replace("/etc/headscale/policy.hujson", "acl.hujson"))
+    assert policy_file(relative, "/srv/hs/config.yaml") == "/srv/hs/acl.hujson"
+    assert policy_file(parse_config("policy: {mode: database}\n"), "/c.yaml") is None
+
+
+# headscale's compiled filter grants the relay capability on the relay host's address.
+def test_grants_relay_reads_the_compiled_filter() -> None:
+    from components.headscale_grant import grants_relay
+
+    rule = {
+        "SrcIPs": ["100.64.0.3/32"],
+        "CapGrant": [
+            {"Dsts": ["100.64.0.1/32"], "CapMap": {"tailscale.com/cap/relay": None}},
+        ],
+    }
+    assert grants_relay([rule], ["100.64.0.1", "fd7a:115c:a1e0::1"])
+    assert not grants_relay([rule], ["100.64.0.9"])
+    other = {"CapGrant": [{"Dsts": ["100.64.0.1/32"], "CapMap": {"example.com/cap/x": None}}]}
+    assert not grants_relay([other], ["100.64.0.1"])
+    assert not grants_relay({"not": "a list"}, ["100.64.0.1"])
+
+
+# With a peer relay the program writes the grant into headscale's policy file (the one its config
+# names), never into a Tailscale policy.
+def test_program_registers_the_grant_in_headscales_policy(
+    mocks: RelayMocks, tmp_path: Path
+) -> None:
+    raw = _raw(tmp_path)
+    overrides = {k: raw[k] for k in raw if k.startswith(("headscale", "controlPlane"))}
+    evaluate(home_config(**overrides, peerRelayPort="40000", **{"tailscale:apiKey": None}))
+    (grant,) = mocks.of_type("pulumi-python:dynamic/homederp:HeadscalePeerRelayGrant")
+    assert grant.inputs["policy_file"] == "/etc/headscale/policy.hujson"
+    assert grant.inputs["reload"] == ["systemctl", "reload", "headscale"]
+    assert grant.inputs["grant"]["app"] == {"tailscale.com/cap/relay": []}
+    assert not mocks.of_type("pulumi-python:dynamic/homederp:TailnetPeerRelayGrant")

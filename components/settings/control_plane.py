@@ -33,6 +33,7 @@ HEADSCALE_KEYS: Final = (
     "headscaleConfig",
     "headscaleDerpFile",
     "headscaleReload",
+    "headscalePolicyReload",
     "headscaleDebugAddress",
 )
 
@@ -100,22 +101,39 @@ def control_plane(
     config, derp_file = c.text("headscaleConfig"), c.text("headscaleDerpFile")
     c.checked("headscaleConfig", config, check_host_path(config))
     c.checked("headscaleDerpFile", derp_file, check_host_path(derp_file))
-    reload: tuple[str, ...] = ()
-    raw_reload = c.optional("headscaleReload")
-    if raw_reload is not None:
-        try:
-            reload = tuple(shlex.split(raw_reload))
-        except ValueError as exc:
-            c.fail("headscaleReload", raw_reload, f"not a command line: {exc}")
+    reload = _command(c, "headscaleReload", c.optional("headscaleReload"))
+    policy_reload = _command(c, "headscalePolicyReload", c.text("headscalePolicyReload"))
     debug = c.text("headscaleDebugAddress")
     c.checked("headscaleDebugAddress", debug, check_debug_address(debug))
-    refresh = None
+    read: headscale.HeadscaleConfig | None = None
     readable = not c.failed("headscaleConfig") and not c.failed("headscaleDerpFile")
     if host and readers is not None and readable:
-        refresh = _read_config(c, readers(host), host, url, config, derp_file, bool(reload), env)
+        read = _read_config(c, readers(host), host, url, config, derp_file, bool(reload), env)
     return ControlPlane(
-        "headscale", Headscale(url, host or "", config, derp_file, reload, debug, refresh)
+        "headscale",
+        Headscale(
+            url,
+            host or "",
+            config,
+            derp_file,
+            reload,
+            debug,
+            refresh_seconds=headscale.refresh_seconds(read) if read else None,
+            policy_reload=policy_reload,
+            config_read=read is not None,
+            policy_file=headscale.policy_file(read, config) if read else None,
+        ),
     )
+
+
+def _command(c: Collector, key: str, raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    try:
+        return tuple(shlex.split(raw))
+    except ValueError as exc:
+        c.fail(key, raw, f"not a command line: {exc}")
+        return ()
 
 
 def _host(c: Collector, docker: Docker, docker_ok: bool) -> str | None:
@@ -146,7 +164,7 @@ def _read_config(
     derp_file: str,
     has_reload: bool,
     env: Environment,
-) -> float | None:
+) -> headscale.HeadscaleConfig | None:
     """headscale's config as read on its host: the file listed, a bounded reload."""
     fail = c.warn if env.health_run else None
     try:
@@ -177,4 +195,4 @@ def _read_config(
             f"home-derp:headscaleUrl = {url!r}, but headscale's server_url is "
             f"{config.server_url!r}: derper must reach /verify at an address that serves it"
         )
-    return headscale.refresh_seconds(config)
+    return config

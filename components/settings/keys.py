@@ -373,6 +373,15 @@ KEYS: Final[tuple[Key, ...]] = (
         ),
     ),
     Key(
+        "headscalePolicyReload",
+        "string",
+        "systemctl reload headscale",
+        (
+            "With peerRelayPort: command run on the headscale host after the grant was written to "
+            "headscale's policy file (a SIGHUP reloads the policy)."
+        ),
+    ),
+    Key(
         "headscaleDebugAddress",
         "string",
         "127.0.0.1:9090",

@@ -228,6 +228,12 @@ class Headscale:
     """``host:port`` of headscale's debug listener as seen on its host (``/debug/derp``)."""
     refresh_seconds: float | None = None
     """``derp.update_frequency`` when headscale re-reads its DERP files by itself, as read."""
+    policy_reload: tuple[str, ...] = ()
+    """Command that makes headscale reload its policy (SIGHUP) after the peer-relay grant."""
+    config_read: bool = False
+    """headscale's config was read at this evaluation (``policy_file`` is then known)."""
+    policy_file: str | None = None
+    """The HuJSON policy file headscale reads (None: database mode or no policy file)."""
 
     @property
     def verify_url(self) -> str:

@@ -24,6 +24,7 @@ from components.settings.model import (
     ControlPlane,
     Ddns,
     Docker,
+    Headscale,
     PeerRelay,
     Policy,
     Ports,
@@ -100,15 +101,8 @@ def peer_relay(
     control: ControlPlane | None = None,
 ) -> PeerRelay:
     port = c.integer("peerRelayPort", 0, 65535, "must be 0 (off) or a UDP port 1-65535")
-    if port and control is not None and control.kind == "headscale":
-        c.fail(
-            "peerRelayPort",
-            str(port),
-            "with controlPlane=headscale the grant belongs in headscale's policy file, which "
-            "home-derp does not edit yet: set the relay server by hand (`tailscale set "
-            "--relay-server-port`) and add the grant there (docs/guide/headscale.md)",
-        )
-        return PeerRelay(0, ())
+    if port and control is not None and control.headscale is not None:
+        _headscale_grant(c, str(port), control.headscale, docker, docker_ok, facts)
     sources = c.strings("peerRelaySources")
     for source in sources:
         c.checked("peerRelaySources", source, check_selector(source))
@@ -147,6 +141,35 @@ def peer_relay(
             f"tailscaled >= {PEER_RELAY_MIN_VERSION}",
         )
     return PeerRelay(port, sources or ("*",), _static_endpoints(c, addresses, port, facts))
+
+
+def _headscale_grant(
+    c: Collector,
+    port: str,
+    hs: Headscale,
+    docker: Docker,
+    docker_ok: bool,
+    facts: TailscaledFacts | None,
+) -> None:
+    """With headscale the grant goes into headscale's policy file (docs/upstream/headscale.md
+    #policy-grants), and the relay host's tailscaled must be read: it is the relay server and
+    names the grant's destination (with headscale derper needs no tailscaled, so nothing else
+    asked for it)."""
+    if hs.config_read and hs.policy_file is None:
+        c.fail_on_host(
+            "peerRelayPort",
+            port,
+            "headscale's policy is not a file home-derp can edit (policy.mode database, or no "
+            "policy.path): add the grant yourself (docs/guide/headscale.md) and set "
+            "peerRelayPort 0, or use policy.mode file",
+        )
+    if facts is None and docker_ok and can_read_host(docker.host):
+        c.fail_on_host(
+            "peerRelayPort",
+            port,
+            "the peer relay is the relay host's tailscaled, which could not be read (is it "
+            "installed, running and logged in to headscale?)",
+        )
 
 
 def _static_endpoints(

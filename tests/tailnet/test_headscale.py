@@ -304,3 +304,82 @@ def test_headscale_host_over_ssh(
     # A verify URL the relay host cannot open is named as such (derper would fail closed).
     unreachable = headscale_checks.verify_check("http://127.0.0.1:1/verify", sshd.docker_host, 10)
     assert unreachable.status == "fail" and "cannot open 127.0.0.1:1" in unreachable.summary
+
+
+GRANT_TYPE = "pulumi-python:dynamic/homederp:HeadscalePeerRelayGrant"
+GRANT_URN = urn_for(
+    GRANT_TYPE, "relay-900-peer-relay-grant", parent_type="homederp:index:HomeDerpRelay"
+)
+
+
+def _grant_props(hsn: HeadscaleNet, grant: dict[str, Any]) -> dict[str, Any]:
+    """The inputs ``HomeDerpRelay._peer_relay`` registers with headscale."""
+    from components.headscale_grant import HeadscalePeerRelayGrant
+
+    headscale = hsn.settings.control_plane.headscale
+    assert headscale is not None and headscale.policy_file is not None
+    kwargs = {
+        "region_id": HOME.id,
+        "grant": grant,
+        "relay_ips": hsn.relay_node.status()["Self"]["TailscaleIPs"],
+        "host": headscale.host,
+        "policy_file": headscale.policy_file,
+        # headscale runs under the test harness, not systemd: the SIGHUP `systemctl reload`
+        # would send (headscale@v0.29.3/packaging/systemd/headscale.service:11), sent directly.
+        "reload": ["kill", "-HUP", str(hsn.headscale.daemon.process.pid)],
+        "debug_address": headscale.debug_address,
+    }
+    return dynamic_inputs(lambda: HeadscalePeerRelayGrant("relay-900-peer-relay-grant", **kwargs))
+
+
+# The peer-relay grant goes into headscale's policy file (every other byte kept), headscale
+# reloads it, and c reaches d through the relay host's peer relay; destroy takes it out again.
+def test_peer_relay_grant_in_headscale_policy(hsn: HeadscaleNet, provider: ProviderHost) -> None:
+    from components import derpmap, peer_relay, tailscaled
+    from tests.peers.tailnet import RELAY_SERVER_PORT
+
+    relay = hsn.relay_node
+    relay.cli("set", f"--relay-server-port={RELAY_SERVER_PORT}")
+    facts = tailscaled.parse_status_json(relay.cli("status", "--json").stdout, "1.102.5", "")
+    grant = derpmap.peer_relay_grant(["tag:relay-client"], peer_relay.grant_destination(facts))
+    assert grant["dst"] == ["tag:relay"]
+    settings = hsn.settings.control_plane.headscale
+    assert settings is not None and settings.policy_file is not None
+    policy = Path(settings.policy_file)
+    original = policy.read_text()
+
+    created = provider.create(
+        GRANT_URN, provider.check(GRANT_URN, {}, _grant_props(hsn, grant)).inputs
+    )
+    text = policy.read_text()
+    assert derpmap.find_grant(text, HOME.id) == grant
+    assert derpmap.remove_grant(text, HOME.id) == original
+    c, d = hsn.relay_clients["c"], hsn.relay_clients["d"]
+    d_ip = d.ipv4
+
+    def relayed() -> bool:
+        out = c.cli("ping", "--until-direct=false", "-c", "3", "--timeout", "3s", d_ip,
+                    check=False).stdout  # fmt: skip
+        return f":{RELAY_SERVER_PORT}:vni:" in out and "via peer-relay(" in out
+
+    wait_until("a pong from d via the peer relay", relayed, 60.0, hsn.daemons, 0.5)
+
+    provider.delete(created.id, created.outputs, urn=GRANT_URN)
+    assert policy.read_text() == original
+
+
+# A grant headscale refuses (a tag no tagOwners entry owns) is not left behind: the previous
+# policy file is put back and `up` fails naming headscale's log.
+def test_refused_grant_is_put_back(hsn: HeadscaleNet, provider: ProviderHost) -> None:
+    from components import derpmap
+    from tests.provider_host import ProviderError
+
+    settings = hsn.settings.control_plane.headscale
+    assert settings is not None and settings.policy_file is not None
+    policy = Path(settings.policy_file)
+    original = policy.read_text()
+    grant = derpmap.peer_relay_grant(["tag:relay-client"], "tag:nobody-owns-this")
+    props = _grant_props(hsn, grant)
+    with pytest.raises(ProviderError, match="was put back"):
+        provider.create(GRANT_URN, provider.check(GRANT_URN, {}, props).inputs)
+    assert policy.read_text() == original
