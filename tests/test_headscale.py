@@ -460,3 +460,34 @@ def test_program_registers_the_grant_in_headscales_policy(
     assert grant.inputs["reload"] == ["systemctl", "reload", "headscale"]
     assert grant.inputs["grant"]["app"] == {"tailscale.com/cap/relay": []}
     assert not mocks.of_type("pulumi-python:dynamic/homederp:TailnetPeerRelayGrant")
+
+
+# A health run of a headscale stack registers exactly what the health workflow targets:
+# validation, the region in headscale's file, the gate (.github/scripts/stack_facts.py).
+def test_health_run_targets_the_headscale_region(
+    mocks: RelayMocks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import sys
+
+    from tests.mocks import ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "stack_facts", ROOT / ".github" / "scripts" / "stack_facts.py"
+    )
+    assert spec and spec.loader
+    facts = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "stack_facts", facts)  # dataclasses resolve through it
+    spec.loader.exec_module(facts)
+    raw = _raw(tmp_path)
+    overrides = {k: raw[k] for k in raw if k.startswith(("headscale", "controlPlane"))}
+    monkeypatch.setenv("HOME_DERP_HEALTH_RUN", "1")
+    evaluate(home_config(**overrides, **{"tailscale:apiKey": None}))
+    registered = {
+        (r.typ, r.name)
+        for r in mocks.resources
+        if r.custom and not r.typ.startswith("pulumi:providers:")
+    }
+    urns = facts.health_targets("org/home-derp/home", "home-derp", "900", "patch", "headscale")
+    targets = {(u.split("::")[2].split("$")[1], u.split("::")[3]) for u in urns}
+    assert registered == targets
