@@ -40,6 +40,8 @@ REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 IMAGE_BUILD = "docker:index/image:Image"
 ACME_PROVIDER = "pulumi:providers:acme"
 DERP_REGION = "pulumi-python:dynamic/homederp:TailnetDerpRegion"
+#: The same region in headscale's DERP map file (components/headscale_region.py).
+HEADSCALE_REGION = "pulumi-python:dynamic/homederp:HeadscaleDerpRegion"
 TAILSCALE_ACL = "tailscale:index/acl:Acl"
 
 DERPER_ROLE = ROLE_DERPER  # kept for readers of older rules
@@ -383,7 +385,7 @@ def make_validate_acme_production(
 
 def validate_derp_region(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """Region ids 900-999, RegionID on every node, never InsecureForTests."""
-    if args.resource_type == DERP_REGION:
+    if args.resource_type in (DERP_REGION, HEADSCALE_REGION):
         problems = region_problems(None, args.props.get("region"))
     elif args.resource_type == TAILSCALE_ACL:
         text = args.props.get("acl")

@@ -491,3 +491,20 @@ def test_health_run_targets_the_headscale_region(
     urns = facts.health_targets("org/home-derp/home", "home-derp", "900", "patch", "headscale")
     targets = {(u.split("::")[2].split("$")[1], u.split("::")[3]) for u in urns}
     assert registered == targets
+
+
+# The policy pack's region rule judges the region written to headscale's file like the one in a
+# Tailscale policy: ids 900-999.
+def test_policy_pack_judges_the_headscale_region() -> None:
+    from policy import rules
+    from tests.test_policy import violations
+
+    good = derpmap.region_to_dict(
+        derpmap.home_region(
+            region_id=900, region_code="home", region_name="Home", hostname="derp.example.com",
+            derp_port=12345, stun_port=3478, ipv4=None, ipv6=None, pin_ipv6=False,
+        )
+    )  # fmt: skip
+    assert violations(rules.derp_region_range, rules.HEADSCALE_REGION, {"region": good}) == []
+    bad = {**good, "RegionID": 1000}
+    assert violations(rules.derp_region_range, rules.HEADSCALE_REGION, {"region": bad})
