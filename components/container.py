@@ -124,8 +124,13 @@ def derper_command(settings: RelaySettings) -> list[str]:
         "-http-port=-1",
         f"-c={KEY_FILE}",
     ]
-    if settings.derper.verify_clients:
-        command += ["-verify-clients", f"-socket={socket_in_container(settings.derper)}"]
+    derper = settings.derper
+    if derper.verify_url is not None:
+        # headscale admits clients (docs/upstream/headscale.md#verify); fail closed: the flag's
+        # default admits everyone while the URL is unreachable (docs/upstream/derper.md#flags).
+        command += [f"-verify-client-url={derper.verify_url}", "-verify-client-url-fail-open=false"]
+    elif derper.verify_clients:
+        command += ["-verify-clients", f"-socket={socket_in_container(derper)}"]
     return command
 
 
@@ -238,12 +243,13 @@ def init_container_args(
 def derper_volumes(
     settings: RelaySettings, *, state_volume: pulumi.Input[str], certs_volume: pulumi.Input[str]
 ) -> list[docker.ContainerVolumeArgsDict]:
-    """State (read-write), certificate (read-only) and, when verifying, the socket directory."""
+    """State (read-write), certificate (read-only) and, when verifying through tailscaled, the
+    socket directory (never with headscale's /verify: nothing else gets the socket)."""
     volumes: list[docker.ContainerVolumeArgsDict] = [
         {"container_path": STATE_DIR, "volume_name": state_volume},
         {"container_path": CERT_DIR, "volume_name": certs_volume, "read_only": True},
     ]
-    if settings.derper.verify_clients:
+    if settings.derper.uses_socket:
         volumes.append(
             {
                 "container_path": SOCKET_DIR,

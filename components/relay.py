@@ -81,7 +81,13 @@ def policy_text_for_file_mode(settings: RelaySettings, region: dict[str, Any]) -
 
 
 def derp_map_fragment_text(settings: RelaySettings) -> str:
-    """The paste-ready ``{"derpMap": …}`` of ``tailnetPolicy: off``."""
+    """The paste-ready ``{"derpMap": …}`` of ``tailnetPolicy: off`` (with headscale: the
+    ``regions:`` YAML of its DERP map file)."""
+    if settings.control_plane.kind == "headscale":
+        from components import headscale_derpmap
+
+        region = headscale_derpmap.yaml_keys(derpmap.region_to_dict(home_derp_region(settings)))
+        return headscale_derpmap.set_region("", settings.region.id, region)
     return derpmap.fragment_text(
         derpmap.derp_map_fragment(
             home_derp_region(settings), omit_default_regions=settings.region.omit_default_regions
@@ -335,7 +341,22 @@ class HomeDerpRelay(pulumi.ComponentResource):
             grant_destination(host, settings.peer_relay.destination),
         )
         confirmation: pulumi.Input[dict[str, Any] | None] = None
-        if settings.policy.mode == "patch":  # file mode: the grant is in policy_text
+        headscale = settings.control_plane.headscale
+        if headscale is not None and settings.policy.mode == "patch":
+            from components.headscale_grant import HeadscalePeerRelayGrant
+
+            HeadscalePeerRelayGrant(
+                f"{name}-peer-relay-grant",
+                region_id=settings.region.id,
+                grant=grant,
+                relay_ips=list(host.tailscale_ips),
+                host=headscale.host,
+                policy_file=headscale.policy_file or "",
+                reload=list(headscale.policy_reload),
+                debug_address=headscale.debug_address,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[server]),
+            )
+        elif settings.policy.mode == "patch":  # file mode: the grant is in policy_text
             written = TailnetPeerRelayGrant(
                 f"{name}-peer-relay-grant",
                 region_id=settings.region.id,
@@ -346,13 +367,18 @@ class HomeDerpRelay(pulumi.ComponentResource):
             )
             confirmation = written.client_confirmation
         mode = settings.policy.mode
+        grant_in = {"patch": "tailnet policy", "file": "policyFile"}.get(mode, "nowhere")
+        if headscale is not None:
+            grant_in = (
+                headscale.policy_file if mode == "patch" and headscale.policy_file else grant_in
+            )
         return pulumi.Output.all(server.bound, confirmation).apply(
             lambda v: {
                 "port": port,
                 "bound": v[0],
                 "grant": grant,
                 # off: the grant is not written; add it to the policy by hand.
-                "grantIn": {"patch": "tailnet policy", "file": "policyFile"}.get(mode, "nowhere"),
+                "grantIn": grant_in,
                 "clientConfirmation": v[1],
             }
         )
@@ -390,10 +416,11 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 container=naming.container_name(settings.region.id, settings.region.code),
                 tailscale_version=build.tailscale_version if build else None,
                 host_tailscale_version=host.version if host else None,
+                # Coverage is about derper's tailscaled; with headscale's /verify there is none.
                 host_peers=sorted(
                     {p.node_key for p in host.peers} | ({host.node_key} if host.node_key else set())
                 )
-                if host
+                if host and settings.derper.uses_socket
                 else None,
                 # publication writes the policy with these credentials: prove them every run
                 policy_access="write" if settings.policy.mode in ("patch", "file") else None,
@@ -418,6 +445,25 @@ class HomeDerpRelay(pulumi.ComponentResource):
         verdict: pulumi.Input[bool | None] = (
             True if settings.validation.mode == "off" else validation.healthy
         )
+        headscale = settings.control_plane.headscale
+        if headscale is not None and settings.policy.mode == "patch":
+            from components.headscale_region import HeadscaleDerpRegion
+
+            in_file = HeadscaleDerpRegion(
+                f"{name}-headscale-region",
+                region=region,
+                host=headscale.host,
+                derp_file=headscale.derp_file,
+                debug_address=headscale.debug_address,
+                reload=list(headscale.reload),
+                refresh_seconds=headscale.refresh_seconds,
+                healthy=verdict,
+                adopt_region=settings.region.adopt,
+                opts=after_validation,
+            )
+            return in_file.published, in_file.drained, [in_file]
+        if headscale is not None:
+            return False, False, [validation]  # off: the YAML fragment is the output
         if settings.policy.mode == "patch":
             published = TailnetDerpRegion(
                 f"{name}-tailnet-region",

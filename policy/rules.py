@@ -41,6 +41,8 @@ REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 IMAGE_BUILD = "docker:index/image:Image"
 ACME_PROVIDER = "pulumi:providers:acme"
 DERP_REGION = "pulumi-python:dynamic/homederp:TailnetDerpRegion"
+#: The same region in headscale's DERP map file (components/headscale_region.py).
+HEADSCALE_REGION = "pulumi-python:dynamic/homederp:HeadscaleDerpRegion"
 TAILSCALE_ACL = "tailscale:index/acl:Acl"
 
 DERPER_ROLE = ROLE_DERPER  # kept for readers of older rules
@@ -113,6 +115,11 @@ def verify_clients_on(props: Mapping[str, Any]) -> str | None:
     command = [str(c) for c in _items(props.get("command"))]
     if any(c in ("-verify-clients", "--verify-clients", "-verify-clients=true") for c in command):
         return None
+    if any(c.lstrip("-").startswith("verify-client-url=") and c.split("=", 1)[1] for c in command):
+        # headscale's /verify; fail-open (derper's default) admits everyone while it is down
+        # (docs/upstream/derper.md#flags).
+        closed = any(c.lstrip("-") == "verify-client-url-fail-open=false" for c in command)
+        return None if closed else "-verify-client-url without -verify-client-url-fail-open=false"
     value = env_of(props).get("DERP_VERIFY_CLIENTS", "")
     if value.strip().lower() == "true":
         return None
@@ -420,7 +427,7 @@ def make_validate_acme_production(
 
 def validate_derp_region(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """Region ids 900-999, RegionID on every node, never InsecureForTests."""
-    if args.resource_type == DERP_REGION:
+    if args.resource_type in (DERP_REGION, HEADSCALE_REGION):
         problems = region_problems(None, args.props.get("region"))
     elif args.resource_type == TAILSCALE_ACL:
         text = args.props.get("acl")

@@ -37,6 +37,7 @@ COMPONENT_TYPE = "homederp:index:HomeDerpRelay"
 VALIDATION = ("pulumi-python:dynamic/homederp:RelayValidation", "validation")
 TAILNET_REGION = ("pulumi-python:dynamic/homederp:TailnetDerpRegion", "tailnet-region")
 TAILNET_POLICY = ("tailscale:index/acl:Acl", "tailnet-policy")
+HEADSCALE_REGION = ("pulumi-python:dynamic/homederp:HeadscaleDerpRegion", "headscale-region")
 HEALTH_GATE = ("pulumi-python:dynamic/homederp:RelayHealthGate", "health-gate")
 USAGE = ("pulumi-python:dynamic/homederp:RelayUsage", "usage")
 
@@ -125,14 +126,20 @@ def urn(stack: str, project: str, parent_type: str, type_: str, name: str) -> st
     return f"urn:pulumi:{stack.split('/')[-1]}::{project}::{parent_type}${type_}::{name}"
 
 
-def health_targets(stack: str, project: str, region_id: str, tailnet_policy: str) -> list[str]:
+def health_targets(
+    stack: str, project: str, region_id: str, tailnet_policy: str, control_plane: str = "tailscale"
+) -> list[str]:
     """The URNs a health run updates, and nothing else: the validation, the policy resource of
-    the stack's tailnetPolicy mode (none with ``off``), the usage history (components/usage.py),
-    the gate. Literal URNs, not globs: the engine fails a run whose literal target neither exists
-    nor is registered (deployment_executor ``checkTargets``), so a renamed resource turns a health
-    run red instead of making it a no-op."""
+    the stack's tailnetPolicy mode (none with ``off``; headscale's DERP map file with
+    ``controlPlane: headscale``), the usage history (components/usage.py), the gate. Literal URNs,
+    not globs: the engine fails a run whose literal target neither exists nor is registered
+    (deployment_executor ``checkTargets``), so a renamed resource turns a health run red instead
+    of making it a no-op."""
     children = [VALIDATION]
-    if tailnet_policy == "patch":
+    if control_plane == "headscale":
+        if tailnet_policy != "off":
+            children.append(HEADSCALE_REGION)
+    elif tailnet_policy == "patch":
         children.append(TAILNET_REGION)
     elif tailnet_policy == "file":
         children.append(TAILNET_POLICY)
@@ -164,7 +171,9 @@ def facts(root: Path, stack: str) -> dict[str, str]:
         "ipv6-probe": ipv6_probe(config.get("ipv6", "")),
         "validate": value("validate"),
         "tailnet-policy": tailnet_policy,
-        "health-targets": "\n".join(health_targets(stack, project, region_id, tailnet_policy)),
+        "health-targets": "\n".join(
+            health_targets(stack, project, region_id, tailnet_policy, value("controlPlane"))
+        ),
     }
 
 

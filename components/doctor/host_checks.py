@@ -321,7 +321,10 @@ def tailscaled_checks(plan: Plan, host: HostProbe | None, gate: Check) -> list[C
     """``tailscaled.daemon`` (running, logged in, version) and ``tailscaled.socket``."""
     ids = ("tailscaled.daemon", "tailscaled.socket")
     if not plan.verify_clients:
-        why = "home-derp:verifyClients is false: derper does not ask tailscaled"
+        why = (
+            "home-derp:verifyClients is false (or headscale's /verify admits clients): derper "
+            "does not ask tailscaled"
+        )
         return [not_checked(i, why) for i in ids]
     if gate.status != "pass" or host is None:
         return [blocked(i, gate) for i in ids]

@@ -35,6 +35,7 @@ class Plan:
     region_id: int | None
     region_code: str | None
     verify_clients: bool
+    """derper asks the host's tailscaled (through its socket); not with headscale's /verify."""
     socket: str | None
     policy_mode: str | None
     adopt_region: bool
@@ -63,7 +64,7 @@ def plan_of(verdict: Verdict) -> Plan:
         stun_port=s.ports.stun if ok("stunPort") else None,
         region_id=s.region.id if ok("regionId") else None,
         region_code=s.region.code if ok("regionCode") else None,
-        verify_clients=s.derper.verify_clients,
+        verify_clients=s.derper.uses_socket,
         socket=s.derper.tailscale_socket if ok("tailscaleSocket") else None,
         policy_mode=s.policy.mode if ok("tailnetPolicy") else None,
         adopt_region=s.region.adopt,

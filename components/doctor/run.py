@@ -9,9 +9,16 @@ from typing import cast
 import pulumi
 
 from components import settings
-from components.doctor import cloudflare_checks, credentials, host_checks, tailnet_checks
+from components.doctor import (
+    cloudflare_checks,
+    credentials,
+    headscale_checks,
+    host_checks,
+    tailnet_checks,
+)
 from components.doctor.model import Check, Report, failed, lines, passed
 from components.doctor.plan import Plan, plan_of
+from components.headscale import HeadscaleHost
 from components.relay_host import LiveHost
 from components.stack_config import StackConfig, load_stack
 
@@ -72,6 +79,7 @@ def run(
             env=_environment(stack, environ, secrets),
             host=host,
             configured_keys=stack.configured_keys,
+            headscale=lambda url: HeadscaleHost(url, timeout=timeout),
         )
         checks, warnings = _checks(stack, verdict, secrets, host, environ, timeout)
     finally:
@@ -97,7 +105,10 @@ def _checks(
     timeout: float,
 ) -> tuple[list[Check], tuple[str, ...]]:
     plan = plan_of(verdict)
-    checks = [credentials.secrets_check(stack, environ, policy_off=plan.policy_mode == "off")]
+    # With headscale nothing is written through Tailscale's API: no Tailscale credentials needed.
+    headscale = verdict.settings.control_plane.kind == "headscale"
+    policy_off = plan.policy_mode == "off" or headscale
+    checks = [credentials.secrets_check(stack, environ, policy_off=policy_off)]
     checks.append(settings_check(verdict, stack))
     warnings = verdict.warnings
     channel = host_checks.channel_check(plan, host)
@@ -111,6 +122,9 @@ def _checks(
     checks += host_checks.space_checks(plan, host, channel, engine)
     cloudflare, dns_warnings = _cloudflare(stack, plan, secrets, environ, timeout, address)
     checks += cloudflare
+    if headscale:
+        checks += headscale_checks.checks(verdict.settings, plan.docker_host, timeout)
+        return checks, (*warnings, *dns_warnings)
     policy, text = tailnet_checks.policy_check(plan, secrets, timeout, environ)
     checks += [policy, tailnet_checks.region_check(plan, text, policy, engine)]
     return checks, (*warnings, *dns_warnings)

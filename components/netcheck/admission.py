@@ -15,6 +15,16 @@ derpserver.go:1028-1029), logged as ``derp: <addr>: <error>`` (derpserver.go:676
   (tailscale/tailscale#12617);
 * no line for the key → ``unconfirmed``.
 
+With ``-verify-client-url`` (headscale's ``/verify``) derper asks an admission controller
+instead (derpserver.go:1604-1640, docs/upstream/derper.md#verify-log-lines):
+
+* ``admission controller: nodekey:<hex>/<ip> not allowed`` → ``denied``: the controller answered
+  and refused the random key — verification works;
+* ``Post "<url>": <err>`` (net/http's url.Error: go1.26.8 src/net/http/client.go:544-552,
+  src/net/url/url.go:40) → ``verifier_unreachable``: with ``-verify-client-url-fail-open=false``
+  derper then rejects every client;
+* ``admission controller: <HTTP status>`` → ``verifier_error``: something answered, not /verify.
+
 The pure part (:func:`find_evidence`) reads any log text; :func:`docker_evidence` is the edge that
 reads a container's log:
 
@@ -70,9 +80,22 @@ class LogReadError(NetcheckError):
     """derper's log could not be read (Docker host unreachable, no such container …)."""
 
 
+#: derpserver.go:1630 and :1637 — the admission controller answered (a status, or "not allowed").
+ADMISSION_CONTROLLER: Final = "admission controller: "
+#: derpserver.go:1626 — the POST itself failed; net/http names the method and URL first.
+VERIFIER_UNREACHABLE: Final = 'Post "'
+
+
 def cause_of(reason: str) -> AdmissionCause:
     """The cause a rejection reason stands for (``unconfirmed`` for an unknown text)."""
-    return next((cause for text, cause in CAUSES if text in reason), "unconfirmed")
+    found = next((cause for text, cause in CAUSES if text in reason), None)
+    if found is not None:
+        return found
+    if reason.startswith(ADMISSION_CONTROLLER):
+        return "denied" if reason.rstrip().endswith(" not allowed") else "verifier_error"
+    if reason.startswith(VERIFIER_UNREACHABLE):
+        return "verifier_unreachable"
+    return "unconfirmed"
 
 
 def find_evidence(log_text: str, client_key: str) -> AdmissionEvidence | None:

@@ -11,7 +11,8 @@ derp_codec.py.
 derper closes it the same way when it cannot ask tailscaled at all. Only derper's log tells the
 causes apart — it logs ``derp: <addr>: client nodekey:<hex> rejected: <why>``
 (derpserver.go:676 with :1029), ``<why>`` being "not authorized" (derpserver.go:1593),
-"tailscaled version is too old" (:1598) or "failed to query local tailscaled" (:1600). So the
+"tailscaled version is too old" (:1598) or "failed to query local tailscaled" (:1600); with
+``-verify-client-url`` the admission controller's answer (:1604-1640: admission.py). So the
 probe's random client key is exposed (``Admission.client_key``, hex; the log writes it as
 ``nodekey:<hex>``, types/key/node.go:36) and lands in the verify_clients check's
 ``data["client_key"]``. A caller that can read derper's log passes an :data:`EvidenceSource`
@@ -65,7 +66,15 @@ class Admission:
     client_key: str  # 64 hex: the random client's public key, as derper logs it (nodekey:<hex>)
 
 
-AdmissionCause = Literal["not_authorized", "tailscaled_unreachable", "version_skew", "unconfirmed"]
+AdmissionCause = Literal[
+    "not_authorized",
+    "tailscaled_unreachable",
+    "version_skew",
+    "denied",
+    "verifier_unreachable",
+    "verifier_error",
+    "unconfirmed",
+]
 
 
 @dataclass(frozen=True)
@@ -330,6 +339,42 @@ def _evidence_verdict(
             True,
             "ON: derper asked tailscaled, which does not know the random key (not authorized)",
             None,
+            ms,
+            data=data,
+        )
+    if evidence.cause == "denied":
+        return Check(
+            "verify_clients",
+            address,
+            True,
+            "ON: derper asked its admission controller (-verify-client-url), which refused the "
+            "random key (not allowed)",
+            None,
+            ms,
+            data=data,
+        )
+    if evidence.cause == "verifier_unreachable":
+        return Check(
+            "verify_clients",
+            address,
+            False,
+            "derper cannot reach its admission controller (-verify-client-url), so it rejects "
+            f"EVERY client{where}: {evidence.log_line or ''}",
+            "derper POSTs each client's key to <headscale>/verify: check home-derp:headscaleUrl, "
+            "that headscale runs, and that the relay host can reach that URL (DNS, firewall, "
+            "TLS)",
+            ms,
+            data=data,
+        )
+    if evidence.cause == "verifier_error":
+        return Check(
+            "verify_clients",
+            address,
+            False,
+            "derper's admission controller answered with an error, so derper rejects EVERY "
+            f"client{where}: {evidence.log_line or ''}",
+            "the URL must be headscale's own /verify (home-derp:headscaleUrl is headscale's "
+            "server_url); a proxy in front of headscale must pass POST /verify through",
             ms,
             data=data,
         )

@@ -156,7 +156,7 @@ def _tailscale_version(
     if error is not None and not verify:
         c.warn(
             f"tailscaleVersion=auto: {error}; building derper {FALLBACK_TAILSCALE_VERSION} (no "
-            "tailscaled is needed with verifyClients=false)"
+            "tailscaled is needed when derper does not verify clients through it)"
         )
         return FALLBACK_TAILSCALE_VERSION
     return None  # the tailscaled problem is reported by _derper
@@ -186,11 +186,20 @@ def _verification_problems(
 
 
 def derper(
-    c: Collector, docker: Docker, docker_ok: bool, probe: HostProbe | None, env: Environment
+    c: Collector,
+    docker: Docker,
+    docker_ok: bool,
+    probe: HostProbe | None,
+    env: Environment,
+    *,
+    verify_url: str | None = None,
 ) -> tuple[Derper, TailscaledFacts | None]:
-    verify = c.boolean("verifyClients")
-    if not verify:
+    """``verify_url`` (headscale's /verify) replaces the host's tailscaled as the verifier."""
+    wants_verify = c.boolean("verifyClients")
+    if not wants_verify:
         c.warn("verifyClients=false: anyone who learns the hostname can relay through it")
+    # From here on `verify` means "through the host's tailscaled and its socket".
+    verify = wants_verify and verify_url is None
     socket = c.text("tailscaleSocket")
     blank = c.raw.get("tailscaleSocket") is not None and c.optional("tailscaleSocket") is None
     # set but empty: refused rather than silently taken as the default path
@@ -243,12 +252,29 @@ def derper(
             f"image={image}: a pinned image replaces the source build; its derper must be the "
             "release of the host's tailscaled"
         )
-        return Derper(None, image, verify, socket, build_image), facts
+        if wants_verify and verify_url is not None:
+            # The images' entrypoints cannot pass -verify-client-url-fail-open=false.
+            c.fail(
+                "image",
+                image,
+                "with controlPlane=headscale derper must refuse clients while /verify is "
+                "unreachable (-verify-client-url-fail-open=false), which a pinned image's "
+                "entrypoint cannot pass: leave home-derp:image empty to build derper here",
+            )
+        return Derper(
+            None, image, wants_verify, socket, build_image, _url(wants_verify, verify_url)
+        ), facts
     build = None
     if version is not None:
         build = DerperBuild(version, go_proxy, build_image, runtime_image)
     name = naming.derper_image_name(version or FALLBACK_TAILSCALE_VERSION)
-    return Derper(build, name, verify, socket, build_image), facts
+    return Derper(
+        build, name, wants_verify, socket, build_image, _url(wants_verify, verify_url)
+    ), facts
+
+
+def _url(verify: bool, verify_url: str | None) -> str | None:
+    return verify_url if verify else None
 
 
 def _derper_image_pin_problem(image: str) -> str | None:
@@ -265,7 +291,7 @@ def least_privilege(c: Collector, derper: Derper, ports: Ports, docker: Docker) 
     """No configuration runs derper as uid 0 with tailscaled's socket: uid 0 gets write access
     to the LocalAPI (docs/upstream/localapi.md#write-permission), derper needs read only."""
     pinned = c.optional("image")  # (a build whose release is unknown has no build either)
-    if pinned is not None and derper.verify_clients:
+    if pinned is not None and derper.uses_socket:
         c.fail(
             "image",
             pinned,

@@ -360,6 +360,77 @@ KEYS: Final[tuple[Key, ...]] = (
         ),
     ),
     Key(
+        "controlPlane",
+        "string",
+        "tailscale",
+        (
+            "`tailscale` (the region in the tailnet policy through Tailscale's API) or "
+            "`headscale` (the region in a DERP map file headscale reads; clients verified "
+            "through headscale's /verify)."
+        ),
+    ),
+    Key(
+        "headscaleUrl",
+        "string",
+        "",
+        (
+            "With controlPlane=headscale, headscale's server_url (e.g. https://hs.example.com); "
+            "derper admits clients through <url>/verify."
+        ),
+    ),
+    Key(
+        "headscaleHost",
+        "string",
+        "",
+        (
+            "The headscale host's shell: unix:// (this machine) or ssh://user@host[:port]; empty "
+            "= the relay host (dockerHost)."
+        ),
+    ),
+    Key(
+        "headscaleConfig",
+        "string",
+        "/etc/headscale/config.yaml",
+        "headscale's config file on the headscale host (read only: derp.paths and derp updates).",
+    ),
+    Key(
+        "headscaleDerpFile",
+        "string",
+        "/etc/headscale/derp.yaml",
+        (
+            "The DERP map YAML file on the headscale host, listed in headscale's derp.paths; only "
+            "this stack's region in it is edited."
+        ),
+    ),
+    Key(
+        "headscaleReload",
+        "string",
+        "",
+        (
+            "Command run on the headscale host after the file changed (e.g. `systemctl restart "
+            "headscale`); empty = wait for headscale's own re-read (derp.auto_update_enabled, "
+            "derp.update_frequency)."
+        ),
+    ),
+    Key(
+        "headscalePolicyReload",
+        "string",
+        "systemctl reload headscale",
+        (
+            "With peerRelayPort: command run on the headscale host after the grant was written to "
+            "headscale's policy file (a SIGHUP reloads the policy)."
+        ),
+    ),
+    Key(
+        "headscaleDebugAddress",
+        "string",
+        "127.0.0.1:9090",
+        (
+            "headscale's metrics_listen_addr as seen on the headscale host; its /debug/derp shows "
+            "the DERP map clients receive."
+        ),
+    ),
+    Key(
         "ddnsApiToken",
         "string",
         "",
@@ -405,12 +476,14 @@ DockerScheme = Literal["unix", "ssh", "tcp"]
 NetworkMode = Literal["host", "bridge"]
 ValidateMode = Literal["enforce", "warn", "off"]
 PolicyMode = Literal["patch", "file", "off"]
+ControlPlaneKind = Literal["tailscale", "headscale"]
 Ipv6Mode = Literal["static", "auto"]
 
 DOCKER_SCHEMES: Final[tuple[DockerScheme, ...]] = ("unix", "ssh", "tcp")
 NETWORK_MODES: Final[tuple[NetworkMode, ...]] = ("host", "bridge")
 POLICY_MODES: Final[tuple[PolicyMode, ...]] = ("patch", "file", "off")
 VALIDATE_MODES: Final[tuple[ValidateMode, ...]] = ("enforce", "warn", "off")
+CONTROL_PLANES: Final[tuple[ControlPlaneKind, ...]] = ("tailscale", "headscale")
 #: The longest a validation may keep retrying (home-derp:validateTimeout and the provider's check).
 MAX_VALIDATE_TIMEOUT_SECONDS: Final = 1800
 

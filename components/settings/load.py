@@ -15,6 +15,7 @@ from typing import Any
 import pulumi
 
 from components import relay_host, tailscale_api
+from components.headscale import HeadscaleHost
 from components.settings import keys
 from components.settings.checks import parse_bool, readable_docker_host
 from components.settings.model import RelaySettings
@@ -71,6 +72,10 @@ def environment(environ: Mapping[str, str]) -> Environment:
     )
 
 
+def _headscale_reader(url: str) -> HeadscaleHost:
+    return HeadscaleHost(url)
+
+
 def load_settings(host: HostProbe | None = None) -> RelaySettings:
     """Read the current stack's config once and validate it (the program's single entry)."""
     config = pulumi.Config(keys.NAMESPACE)
@@ -86,6 +91,7 @@ def load_settings(host: HostProbe | None = None) -> RelaySettings:
             host=host,
             ddns_api_token=config.get_secret("ddnsApiToken"),
             configured_keys=configured_keys(),
+            headscale=_headscale_reader,
         )
     finally:
         if live is not None:

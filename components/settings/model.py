@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from components.errors import HomeDerpError
 from components.settings.keys import (
+    ControlPlaneKind,
     Ipv6Mode,
     NetworkMode,
     PolicyMode,
@@ -162,6 +163,14 @@ class Derper:
     """Host path of tailscaled's LocalAPI socket; derper gets ``-socket`` and its directory."""
     init_image: str
     """Image of the one-shot init container (has ``sh`` and ``chown``): the build image."""
+    verify_url: str | None = None
+    """With headscale: the admission controller derper asks (``-verify-client-url``) instead of
+    the host's tailscaled; no socket is mounted then."""
+
+    @property
+    def uses_socket(self) -> bool:
+        """derper verifies through the host tailscaled's socket (mounted into the container)."""
+        return self.verify_clients and self.verify_url is None
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,45 @@ class PeerRelay:
 
 
 @dataclass(frozen=True)
+class Headscale:
+    """headscale as the control plane (docs/guide/headscale.md)."""
+
+    url: str
+    """headscale's ``server_url`` (no trailing slash)."""
+    host: str
+    """The headscale host's shell: ``unix://`` or ``ssh://`` (components/host.py)."""
+    config: str
+    """headscale's config file on that host (read only)."""
+    derp_file: str
+    """The DERP map YAML file on that host that holds our region."""
+    reload: tuple[str, ...]
+    """Command that makes headscale load the file now (empty: its own periodic re-read)."""
+    debug_address: str
+    """``host:port`` of headscale's debug listener as seen on its host (``/debug/derp``)."""
+    refresh_seconds: float | None = None
+    """``derp.update_frequency`` when headscale re-reads its DERP files by itself, as read."""
+    policy_reload: tuple[str, ...] = ()
+    """Command that makes headscale reload its policy (SIGHUP) after the peer-relay grant."""
+    config_read: bool = False
+    """headscale's config was read at this evaluation (``policy_file`` is then known)."""
+    policy_file: str | None = None
+    """The HuJSON policy file headscale reads (None: database mode or no policy file)."""
+
+    @property
+    def verify_url(self) -> str:
+        """What derper's ``-verify-client-url`` is (docs/upstream/headscale.md#verify)."""
+        return f"{self.url}/verify"
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """Where the region is published and who admits clients."""
+
+    kind: ControlPlaneKind = "tailscale"
+    headscale: Headscale | None = None
+
+
+@dataclass(frozen=True)
 class RelaySettings:
     """One relay's validated configuration; the only input of :class:`HomeDerpRelay`."""
 
@@ -243,6 +291,8 @@ class RelaySettings:
     """Cloudflare token (secret): DNS records and the DNS-01 challenge."""
     warnings: tuple[str, ...] = ()
     """Legal but risky choices, logged by the component."""
+    control_plane: ControlPlane = field(default_factory=ControlPlane)
+    """Tailscale (the default) or headscale."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from components.ipv6 import Candidate
+from components.settings import control_plane as control_rules
 from components.settings import derper as derper_rules
 from components.settings import network, publication
 from components.settings import usage as usage_rules
@@ -69,9 +70,11 @@ def parse_settings(
     host: HostProbe | None = None,
     ddns_api_token: pulumi.Output[str] | None = None,
     configured_keys: Sequence[str] = (),
+    headscale: control_rules.HeadscaleReaders | None = None,
 ) -> Verdict:
     """Every rule over the raw ``home-derp:`` strings (``configured_keys``: the full names set in
-    the stack, so a mistyped key is named); see the module docstring."""
+    the stack, so a mistyped key is named; ``headscale`` opens a reader of the headscale host);
+    see the module docstring."""
     env = env or Environment()
     c = Collector(raw)
     for text in unknown_keys(configured_keys):
@@ -83,11 +86,13 @@ def parse_settings(
     ports = network.ports(c)
     region = network.region(c)
     acme = network.acme(c)
-    derper, facts = derper_rules.derper(c, docker, docker_ok, host, env)
+    control = control_rules.control_plane(c, docker, docker_ok, headscale, env)
+    verify_url = control.headscale.verify_url if control.headscale else None
+    derper, facts = derper_rules.derper(c, docker, docker_ok, host, env, verify_url=verify_url)
     validation = publication.validation(c)
-    policy = publication.policy(c, env)
+    policy = publication.policy(c, env, control.kind)
     ddns = publication.ddns(c, addresses.pin_ipv6)
-    peer_relay = publication.peer_relay(c, ports, addresses, docker, docker_ok, facts)
+    peer_relay = publication.peer_relay(c, ports, addresses, docker, docker_ok, facts, control)
     usage = usage_rules.usage(c)
     derper_rules.least_privilege(c, derper, ports, docker)
     if env.cloudflare_api_token is None and not env.health_run:
@@ -115,5 +120,6 @@ def parse_settings(
         health_run=env.health_run,
         cloudflare_api_token=env.cloudflare_api_token,
         warnings=tuple(c.warnings),
+        control_plane=control,
     )
     return Verdict(settings, tuple(c.problems), tuple(c.warnings), tuple(c.notes))

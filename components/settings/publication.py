@@ -18,8 +18,19 @@ from components.settings.keys import (
     POLICY_MODES,
     TAILSCALED_DEFAULT_PORT,
     VALIDATE_MODES,
+    ControlPlaneKind,
 )
-from components.settings.model import Addresses, Ddns, Docker, PeerRelay, Policy, Ports, Validation
+from components.settings.model import (
+    Addresses,
+    ControlPlane,
+    Ddns,
+    Docker,
+    Headscale,
+    PeerRelay,
+    Policy,
+    Ports,
+    Validation,
+)
 from components.tailscaled import TailscaledFacts
 
 if TYPE_CHECKING:
@@ -42,9 +53,21 @@ def validation(c: Collector) -> Validation:
     )
 
 
-def policy(c: Collector, env: Environment) -> Policy:
+def policy(c: Collector, env: Environment, control: ControlPlaneKind = "tailscale") -> Policy:
     mode = c.choice("tailnetPolicy", POLICY_MODES)
     path = c.optional("policyFile")
+    if control == "headscale":
+        # headscale: `patch` edits our region in its DERP map file, `off` writes nothing.
+        if mode == "file":
+            c.fail(
+                "tailnetPolicy",
+                mode,
+                "file writes a Tailscale policy through Tailscale's API; with "
+                "controlPlane=headscale use patch (our region in headscale's DERP map file) or off",
+            )
+        if path is not None:
+            c.fail("policyFile", path, "not used with controlPlane=headscale: remove it")
+        return Policy(mode="off" if mode == "off" else "patch", file=None)
     if mode == "file":
         if path is None:
             c.fail("policyFile", None, "required with tailnetPolicy=file: the HuJSON policy path")
@@ -79,8 +102,11 @@ def peer_relay(
     docker: Docker,
     docker_ok: bool,
     facts: TailscaledFacts | None,
+    control: ControlPlane | None = None,
 ) -> PeerRelay:
     port = c.integer("peerRelayPort", 0, 65535, "must be 0 (off) or a UDP port 1-65535")
+    if port and control is not None and control.headscale is not None:
+        _headscale_grant(c, str(port), control.headscale, docker, docker_ok, facts)
     sources = c.strings("peerRelaySources")
     for source in sources:
         c.checked("peerRelaySources", source, check_selector(source))
@@ -165,6 +191,35 @@ def _tag_destination(c: Collector, tag: str, facts: TailscaledFacts | None) -> N
         f"peer relay the sources may use, not only the relay host{seen}. Leave it empty to "
         "grant the relay host's own Tailscale IP only"
     )
+
+
+def _headscale_grant(
+    c: Collector,
+    port: str,
+    hs: Headscale,
+    docker: Docker,
+    docker_ok: bool,
+    facts: TailscaledFacts | None,
+) -> None:
+    """With headscale the grant goes into headscale's policy file (docs/upstream/headscale.md
+    #policy-grants), and the relay host's tailscaled must be read: it is the relay server and
+    names the grant's destination (with headscale derper needs no tailscaled, so nothing else
+    asked for it)."""
+    if hs.config_read and hs.policy_file is None:
+        c.fail_on_host(
+            "peerRelayPort",
+            port,
+            "headscale's policy is not a file home-derp can edit (policy.mode database, or no "
+            "policy.path): add the grant yourself (docs/guide/headscale.md) and set "
+            "peerRelayPort 0, or use policy.mode file",
+        )
+    if facts is None and docker_ok and can_read_host(docker.host):
+        c.fail_on_host(
+            "peerRelayPort",
+            port,
+            "the peer relay is the relay host's tailscaled, which could not be read (is it "
+            "installed, running and logged in to headscale?)",
+        )
 
 
 def _static_endpoints(

@@ -133,6 +133,7 @@ def start_derper(
     debug_logs: bool = False,
     addresses: tuple[str, ...] = (),
     timeout: float = 15.0,
+    extra_args: Sequence[str] = (),
 ) -> Derper:
     """Start derper (``prefix``: e.g. ``ip netns exec NS``); returns once TLS and STUN listen."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +161,7 @@ def start_derper(
     ]
     if verify_socket is not None:
         argv += ["-verify-clients", "-socket", str(verify_socket)]
+    argv += list(extra_args)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(workdir)}
     if debug_logs:
         env["DERP_DEBUG_LOGS"] = "true"

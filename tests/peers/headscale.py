@@ -65,13 +65,23 @@ def flow_yaml(value: Any) -> str:
 
 
 def config_yaml(
-    workdir: Path, listen_ip: str, port: int, grpc_port: int, derp_file: Path, policy: Path
+    workdir: Path,
+    listen_ip: str,
+    port: int,
+    grpc_port: int,
+    derp_file: Path,
+    policy: Path,
+    *,
+    derp_update_frequency: str | None = None,
+    metrics_listen_addr: str = "",
 ) -> str:
+    """``derp_update_frequency`` turns on headscale's periodic re-read of ``derp.paths``
+    (hscontrol/app.go:286-373); ``metrics_listen_addr`` its debug listener (/debug/derp)."""
     host = f"[{listen_ip}]" if ":" in listen_ip else listen_ip
     config = {
         "server_url": f"http://{host}:{port}",
         "listen_addr": f"{host}:{port}",
-        "metrics_listen_addr": "",
+        "metrics_listen_addr": metrics_listen_addr,
         "grpc_listen_addr": f"127.0.0.1:{grpc_port}",
         "grpc_allow_insecure": False,
         "noise": {"private_key_path": str(workdir / "noise_private.key")},
@@ -84,8 +94,8 @@ def config_yaml(
             "server": {"enabled": False},
             "urls": [],
             "paths": [str(derp_file)],
-            "auto_update_enabled": False,
-            "update_frequency": "3h",
+            "auto_update_enabled": derp_update_frequency is not None,
+            "update_frequency": derp_update_frequency or "3h",
         },
         "disable_check_updates": True,
         "node": {"expiry": 0, "ephemeral": {"inactivity_timeout": "30m"}},
@@ -168,18 +178,33 @@ def start_headscale(
     listen_ip: str,
     port: int,
     grpc_port: int,
-    derp_map: dict[str, Any],
+    derp_map: dict[str, Any] | None,
     policy: str,
     timeout: float = 30.0,
+    derp_text: str | None = None,
+    derp_update_frequency: str | None = None,
+    metrics_listen_addr: str = "",
 ) -> Headscale:
-    """Write config, DERP map and policy; start ``headscale serve``; wait for /health."""
+    """Write config, DERP map (``derp_text`` verbatim instead of ``derp_map``) and policy; start
+    ``headscale serve``; wait for /health."""
     workdir.mkdir(parents=True, exist_ok=True)
     derp_file = workdir / "derp.yaml"
-    derp_file.write_text(derp_map_yaml(derp_map))
+    derp_file.write_text(derp_text if derp_text is not None else derp_map_yaml(derp_map or {}))
     policy_file = workdir / "policy.hujson"
     policy_file.write_text(policy)
     config_file = workdir / "config.yaml"
-    config_file.write_text(config_yaml(workdir, listen_ip, port, grpc_port, derp_file, policy_file))
+    config_file.write_text(
+        config_yaml(
+            workdir,
+            listen_ip,
+            port,
+            grpc_port,
+            derp_file,
+            policy_file,
+            derp_update_frequency=derp_update_frequency,
+            metrics_listen_addr=metrics_listen_addr,
+        )
+    )
     daemon = start(
         "headscale",
         [str(tool("headscale")), "-c", str(config_file), "serve"],
