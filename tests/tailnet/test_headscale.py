@@ -342,7 +342,8 @@ def test_peer_relay_grant_in_headscale_policy(hsn: HeadscaleNet, provider: Provi
     relay.cli("set", f"--relay-server-port={RELAY_SERVER_PORT}")
     facts = tailscaled.parse_status_json(relay.cli("status", "--json").stdout, "1.102.5", "")
     grant = derpmap.peer_relay_grant(["tag:relay-client"], peer_relay.grant_destination(facts))
-    assert grant["dst"] == ["tag:relay"]
+    # The relay host itself, not its tag (docs/guide/what-derper-can-touch.md): its Tailscale IPv4.
+    assert grant["dst"] == [next(ip for ip in facts.tailscale_ips if "." in ip)]
     settings = hsn.settings.control_plane.headscale
     assert settings is not None and settings.policy_file is not None
     policy = Path(settings.policy_file)
