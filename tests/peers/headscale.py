@@ -65,7 +65,13 @@ def flow_yaml(value: Any) -> str:
 
 
 def config_yaml(
-    workdir: Path, listen_ip: str, port: int, grpc_port: int, derp_file: Path, policy: Path
+    workdir: Path,
+    listen_ip: str,
+    port: int,
+    grpc_port: int,
+    derp_file: Path,
+    policy: Path,
+    base_domain: str = BASE_DOMAIN,
 ) -> str:
     host = f"[{listen_ip}]" if ":" in listen_ip else listen_ip
     config = {
@@ -97,7 +103,7 @@ def config_yaml(
         "policy": {"mode": "file", "path": str(policy)},
         "dns": {
             "magic_dns": True,
-            "base_domain": BASE_DOMAIN,
+            "base_domain": base_domain,
             "override_local_dns": False,
             "nameservers": {"global": [], "split": {}},
             "search_domains": [],
@@ -170,16 +176,22 @@ def start_headscale(
     grpc_port: int,
     derp_map: dict[str, Any],
     policy: str,
+    base_domain: str = BASE_DOMAIN,
     timeout: float = 30.0,
 ) -> Headscale:
-    """Write config, DERP map and policy; start ``headscale serve``; wait for /health."""
+    """Write config, DERP map and policy; start ``headscale serve``; wait for /health.
+
+    headscale shuffles the nodes of every region with a generator seeded by ``base_domain``
+    (hscontrol/derp/derp.go:134-191), so a multi-node region's order depends on it."""
     workdir.mkdir(parents=True, exist_ok=True)
     derp_file = workdir / "derp.yaml"
     derp_file.write_text(derp_map_yaml(derp_map))
     policy_file = workdir / "policy.hujson"
     policy_file.write_text(policy)
     config_file = workdir / "config.yaml"
-    config_file.write_text(config_yaml(workdir, listen_ip, port, grpc_port, derp_file, policy_file))
+    config_file.write_text(
+        config_yaml(workdir, listen_ip, port, grpc_port, derp_file, policy_file, base_domain)
+    )
     daemon = start(
         "headscale",
         [str(tool("headscale")), "-c", str(config_file), "serve"],
