@@ -24,6 +24,13 @@ from tests.conftest import HostFacts, RelayMocks, home_config, run_program, set_
 from tests.mocks import HostProbeAdapter
 
 TOKEN = pulumi.Output.secret("token")
+#: The smallest valid raw config: an IPv6-only relay by choice (``ipv4: none``).
+IPV6_ONLY = {
+    "hostname": "derp.example.com",
+    "zone": "example.com",
+    "ipv4": "none",
+    "ipv6": "2409:8a00::10",
+}
 
 # (case id, overrides of Pulumi.home.yaml, key the message must name, words it must contain)
 BAD_CONFIGS: list[tuple[str, dict[str, str | None], str, str]] = [
@@ -395,7 +402,7 @@ def test_all_problems_reported_at_once() -> None:
     raw = {"hostname": "derp", "ipv6": "fe80::1", "derpPort": "80", "regionId": "5"}
     with pytest.raises(ConfigError) as failure:
         parse_settings(raw, env=Environment()).require()
-    keys = ["hostname", "zone", "ipv6", "derpPort", "regionId", "cloudflare:apiToken"]
+    keys = ["hostname", "zone", "ipv6", "ipv4", "derpPort", "regionId", "cloudflare:apiToken"]
     assert len(failure.value.problems) == len(keys)
     for key in keys:
         assert key in str(failure.value)
@@ -410,7 +417,12 @@ def probe(facts: HostFacts | None = None) -> HostProbeAdapter:
 def test_defaults() -> None:
     host = probe()
     settings = parse_settings(
-        {"hostname": "Derp.Example.com.", "zone": "example.com", "ipv6": "2409:8A00::10"},
+        {
+            "hostname": "Derp.Example.com.",
+            "zone": "example.com",
+            "ipv4": "none",
+            "ipv6": "2409:8A00::10",
+        },
         env=Environment(cloudflare_api_token=TOKEN),
         host=host,
     ).require()
@@ -492,7 +504,7 @@ def test_full_config_accepted() -> None:
 def test_ipv6_auto_uses_discovery() -> None:
     facts = HostFacts(addresses=["2409:8a00:1:2::5", "2409:8a00:1:2::9"])
     facts.address_flags["2409:8a00:1:2::5"] = frozenset({"temporary", "dynamic"})
-    raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "auto"}
+    raw = {**IPV6_ONLY, "ipv6": "auto"}
     settings = parse_settings(
         {**raw, "ipv6Interface": "eth0", "dockerHost": "ssh://me@host"},
         env=Environment(cloudflare_api_token=TOKEN),
@@ -511,7 +523,7 @@ def test_ipv6_auto_uses_discovery() -> None:
 # A static address the host does not hold at all is only a warning (NAT66 and proxies exist).
 def test_static_address_not_on_host_warns() -> None:
     settings = parse_settings(
-        {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::77"},
+        {**IPV6_ONLY, "ipv6": "2409:8a00::77"},
         env=Environment(cloudflare_api_token=TOKEN),
         host=probe(HostFacts(addresses=["2409:8a00::10"])),
     ).require()
@@ -540,6 +552,7 @@ def test_version_falls_back_without_tailscaled_when_not_verifying() -> None:
         {
             "hostname": "derp.example.com",
             "zone": "example.com",
+            "ipv4": "none",
             "ipv6": "2409:8a00::10",
             "verifyClients": "false",
         },
@@ -558,7 +571,7 @@ def test_version_falls_back_without_tailscaled_when_not_verifying() -> None:
 
 # An explicit version equal to the daemon's is fine; with verification off any release goes.
 def test_explicit_version() -> None:
-    base = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
+    base = dict(IPV6_ONLY)
     env = Environment(cloudflare_api_token=TOKEN)
     same = parse_settings({**base, "tailscaleVersion": "v1.102.5"}, env=env, host=probe()).require()
     assert same.derper.build is not None and same.derper.build.tailscale_version == "1.102.5"
@@ -751,7 +764,7 @@ def test_stale_runtime_directory_warns() -> None:
     facts = HostFacts(addresses=["2409:8a00::10"])
     facts.systemd_show = "RuntimeDirectory=tailscale\nRuntimeDirectoryPreserve=no\n"
     settings = parse_settings(
-        {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"},
+        dict(IPV6_ONLY),
         env=Environment(cloudflare_api_token=TOKEN),
         host=probe(facts),
     ).require()
@@ -786,7 +799,7 @@ def test_peer_relay_static_endpoint_needs_1_92(version: str, endpoints: tuple[st
     [({"derpPort": "443"}, True), ({"stunPort": "999"}, True), ({}, False)],
 )
 def test_root_derper_with_the_socket_is_warned(extra: dict[str, str], warned: bool) -> None:
-    raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
+    raw = dict(IPV6_ONLY)
     raw = {**raw, "derpPort": "12345", **extra}
     host = probe(HostFacts(addresses=["2409:8a00::10"]))
     settings = parse_settings(raw, env=Environment(cloudflare_api_token=TOKEN), host=host).require()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from components.ipv6 import Candidate
 from components.settings import derper as derper_rules
-from components.settings import network, publication
+from components.settings import network, publication, topology
 from components.settings.checks import unknown_keys
 from components.settings.collector import Collector
 from components.settings.model import Ddns, RelaySettings, Verdict
@@ -68,9 +68,11 @@ def parse_settings(
     host: HostProbe | None = None,
     ddns_api_token: pulumi.Output[str] | None = None,
     configured_keys: Sequence[str] = (),
+    companion_host: HostProbe | None = None,
 ) -> Verdict:
     """Every rule over the raw ``home-derp:`` strings (``configured_keys``: the full names set in
-    the stack, so a mistyped key is named); see the module docstring."""
+    the stack, so a mistyped key is named; ``companion_host``: the companion's Docker host, asked
+    like ``host``); see the module docstring."""
     env = env or Environment()
     c = Collector(raw)
     for text in unknown_keys(configured_keys):
@@ -83,6 +85,17 @@ def parse_settings(
     region = network.region(c)
     acme = network.acme(c)
     derper, facts = derper_rules.derper(c, docker, docker_ok, host, env)
+    companion = topology.companion(
+        c,
+        home_hostname=hostname,
+        zone=zone,
+        docker=docker,
+        ports=ports,
+        env=env,
+        probe=companion_host,
+    )
+    topology.ipv4_choice(c, addresses, ports, region, companion, env)
+    topology.single_region(c, region, addresses.ipv4 is not None or companion is not None)
     validation = publication.validation(c)
     policy = publication.policy(c, env)
     ddns = publication.ddns(c, addresses.pin_ipv6)
@@ -93,8 +106,6 @@ def parse_settings(
             "cloudflare:apiToken is not set: run `pulumi config set --secret cloudflare:apiToken` "
             "(a token with Zone:Read and DNS:Edit on the zone) or export CLOUDFLARE_API_TOKEN"
         )
-    if region.omit_default_regions and addresses.ipv4 is None:
-        c.warn("omitDefaultRegions=true with no ipv4: IPv4-only clients will have no DERP relay")
     settings = RelaySettings(
         hostname=hostname,
         zone=zone,
@@ -112,5 +123,7 @@ def parse_settings(
         health_run=env.health_run,
         cloudflare_api_token=env.cloudflare_api_token,
         warnings=tuple(c.warnings),
+        companion=companion,
+        mesh_with=(topology.mesh_peer(companion.hostname, ports),) if companion else (),
     )
     return Verdict(settings, tuple(c.problems), tuple(c.warnings), tuple(c.notes))
