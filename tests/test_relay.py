@@ -677,6 +677,7 @@ def test_validation_output(mocks: RelayMocks, healthy: bool) -> None:
         "certificateDaysLeft",
         "admission",
         "coverage",
+        "reach",
     ]
     assert validation["ok"] is healthy and validation["healthy"] is healthy
     assert validation["checkedAt"] == "2026-12-02T04:00:00+00:00"
