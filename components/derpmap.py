@@ -43,6 +43,7 @@ __all__ = [
     "remove_region",
     "restore_region",
     "set_omit_default_regions",
+    "sole_region",
     "splice_region",
     "struct_field",
 ]
@@ -423,6 +424,17 @@ def set_omit_default_regions(policy_text: str, value: bool) -> str:
     if current is not None and current.value is value:
         return policy_text
     return _hujson(hujson.set, doc, ("derpMap", "OmitDefaultRegions"), value)
+
+
+def sole_region(policy_text: str, region_id: int) -> bool:
+    """True when ``OmitDefaultRegions`` is on and ``region_id`` is the derpMap's only region:
+    draining it then moves nobody — netcheck measures no region, and the fallback keeps the
+    current home or picks among all regions, the drained one included
+    (docs/upstream/derpmap.md#one-region)."""
+    derp_map = struct_field(parse_hujson(policy_text), "derpMap")
+    if struct_field(derp_map, "OmitDefaultRegions") is not True:
+        return False
+    return set(regions(policy_text)) == {region_id}
 
 
 def region_drained(region: dict[str, Any] | None) -> bool:

@@ -785,3 +785,23 @@ def test_grant_round_trip_examples(text: str) -> None:
     assert derpmap.remove_grant(inserted, 900, remove_empty_grants=created) == text
     if "\r\n" in text:
         assert "\n" not in inserted.replace("\r\n", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "alone"),
+    [
+        ('{"derpMap": {"OmitDefaultRegions": true, "Regions": {"900": {"RegionID": 900}}}}', True),
+        ('{"derpmap": {"omitDefaultRegions": true, "regions": {"900": {"RegionID": 900}}}}', True),
+        ('{"derpMap": {"Regions": {"900": {"RegionID": 900}}}}', False),  # Tailscale's remain
+        (
+            '{"derpMap": {"OmitDefaultRegions": true, "Regions": {"900": {"RegionID": 900},'
+            ' "901": {"RegionID": 901}}}}',
+            False,
+        ),
+        ("{}", False),
+    ],
+)
+def test_sole_region(text: str, alone: bool) -> None:
+    """With OmitDefaultRegions and no other region, a drain of ours moves nobody
+    (docs/upstream/derpmap.md#one-region); keys in any case, as the control plane reads them."""
+    assert derpmap.sole_region(text, 900) is alone

@@ -9,7 +9,13 @@ from typing import cast
 import pulumi
 
 from components import settings
-from components.doctor import cloudflare_checks, credentials, host_checks, tailnet_checks
+from components.doctor import (
+    cloudflare_checks,
+    credentials,
+    host_checks,
+    reach_checks,
+    tailnet_checks,
+)
 from components.doctor.model import Check, Report, failed, lines, passed
 from components.doctor.plan import Plan, plan_of
 from components.relay_host import LiveHost
@@ -66,17 +72,26 @@ def run(
     secrets = credentials.resolve(stack, environ)
     docker_host = settings.readable_docker_host(stack.raw.get("dockerHost"))
     host = host_factory(docker_host) if docker_host is not None else None
+    companion_url = stack.raw.get("companionDockerHost")
+    companion_url = settings.readable_docker_host(companion_url) if companion_url else None
+    companion = host_factory(companion_url) if companion_url is not None else None
     try:
         verdict = settings.parse_settings(
             stack.raw,
             env=_environment(stack, environ, secrets),
             host=host,
             configured_keys=stack.configured_keys,
+            companion_host=companion,
         )
         checks, warnings = _checks(stack, verdict, secrets, host, environ, timeout)
+        checks += [
+            reach_checks.ipv4_check(verdict, secrets, environ, timeout),
+            reach_checks.mesh_check(verdict, host, companion),
+        ]
     finally:
-        if host is not None:
-            host.close()
+        for opened in (host, companion):
+            if opened is not None:
+                opened.close()
     report = Report(
         stack=stack.stack,
         project=stack.project,
