@@ -35,6 +35,8 @@ from components.stack_config import StackFileError, load_stack  # noqa: E402
 # parent of every other resource; child names are ``relay-<regionId>-<suffix>``.
 COMPONENT_TYPE = "homederp:index:HomeDerpRelay"
 VALIDATION = ("pulumi-python:dynamic/homederp:RelayValidation", "validation")
+#: The companion node's validation (``home-derp:companionHostname``, docs/guide/reach.md).
+COMPANION_VALIDATION = (VALIDATION[0], "companion-validation")
 TAILNET_REGION = ("pulumi-python:dynamic/homederp:TailnetDerpRegion", "tailnet-region")
 TAILNET_POLICY = ("tailscale:index/acl:Acl", "tailnet-policy")
 HEALTH_GATE = ("pulumi-python:dynamic/homederp:RelayHealthGate", "health-gate")
@@ -124,12 +126,15 @@ def urn(stack: str, project: str, parent_type: str, type_: str, name: str) -> st
     return f"urn:pulumi:{stack.split('/')[-1]}::{project}::{parent_type}${type_}::{name}"
 
 
-def health_targets(stack: str, project: str, region_id: str, tailnet_policy: str) -> list[str]:
-    """The URNs a health run updates, and nothing else: the validation, the policy resource of
-    the stack's tailnetPolicy mode (none with ``off``), the gate. Literal URNs, not globs: the
-    engine fails a run whose literal target neither exists nor is registered (deployment_executor
-    ``checkTargets``), so a renamed resource turns a health run red instead of making it a no-op."""
-    children = [VALIDATION]
+def health_targets(
+    stack: str, project: str, region_id: str, tailnet_policy: str, companion: bool = False
+) -> list[str]:
+    """The URNs a health run updates, and nothing else: the validation (and the companion node's),
+    the policy resource of the stack's tailnetPolicy mode (none with ``off``), the gate. Literal
+    URNs, not globs: the engine fails a run whose literal target neither exists nor is registered
+    (deployment_executor ``checkTargets``), so a renamed resource turns a health run red instead
+    of making it a no-op."""
+    children = [VALIDATION, *([COMPANION_VALIDATION] if companion else [])]
     if tailnet_policy == "patch":
         children.append(TAILNET_REGION)
     elif tailnet_policy == "file":
@@ -152,6 +157,9 @@ def facts(root: Path, stack: str) -> dict[str, str]:
     docker = docker_host(value("dockerHost"))
     region_id = value("regionId")
     tailnet_policy = value("tailnetPolicy")
+    companion = bool(config.get("companionHostname"))
+    # Whether a runner without IPv6 can still judge part of the relay (docs/guide/reach.md).
+    region_ipv4 = companion or value("ipv4").lower() not in ("", "none")
     return {
         "pulumi-version": pulumi_version((root / "requirements.txt").read_text()),
         "docker-host": docker.url,
@@ -162,7 +170,10 @@ def facts(root: Path, stack: str) -> dict[str, str]:
         "ipv6-probe": ipv6_probe(config.get("ipv6", "")),
         "validate": value("validate"),
         "tailnet-policy": tailnet_policy,
-        "health-targets": "\n".join(health_targets(stack, project, region_id, tailnet_policy)),
+        "region-ipv4": "true" if region_ipv4 else "false",
+        "health-targets": "\n".join(
+            health_targets(stack, project, region_id, tailnet_policy, companion)
+        ),
     }
 
 
