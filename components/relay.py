@@ -427,7 +427,9 @@ class HomeDerpRelay(pulumi.ComponentResource):
         self, name: str, settings: RelaySettings, deployment: _Deployment | None
     ) -> RelayValidation:
         """The outside-in check; it reports, publication and the gate act on its verdict."""
-        addresses = list(settings.addresses.all)
+        # An IPv6 that could not be read (a health run, `auto`) leaves DNS unchecked against the
+        # config: expecting only the IPv4 would call the published AAAA "unexpected" and drain.
+        addresses = list(settings.addresses.all) if settings.addresses.ipv6 else []
         if deployment is None:
             trigger: pulumi.Input[str] = validation_trigger(
                 "health-run", "", addresses, settings.validation.nonce

@@ -230,3 +230,16 @@ def test_a_failing_companion_fails_the_region(
     assert gate["healthy"] is False
     assert "derp.example.com: relay derp.example.com failed" in gate["diagnosis"]
     assert "derp2.example.com: " in gate["diagnosis"]
+
+
+# A health run that cannot read a dual-stack host's `ipv6: auto` validates what DNS publishes:
+# expecting the IPv4 alone would call the published AAAA "unexpected" and drain a healthy relay.
+def test_health_run_with_unread_ipv6_expects_what_dns_publishes(
+    mocks: RelayMocks, relay_host: HostFacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME_DERP_HEALTH_RUN", "1")
+    relay_host.error = HostReadError("unreachable", "ssh: connect to host home: refused")
+    evaluate(home_config(ipv6="auto", ipv4="203.0.114.7", dockerHost="ssh://pi@home.lan"))
+    validation = mocks.one(VALIDATION).inputs
+    assert validation["expected_addresses"] == []
+    assert validation["region_ipv4"] is True
