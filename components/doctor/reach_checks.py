@@ -3,8 +3,8 @@
 * ``reach.ipv4`` — how devices without IPv6 get in: an IPv4 address (dual stack), a companion
   node, or nothing (IPv6-only by choice: what it costs, and, when the Tailscale credentials may
   list devices, the devices whose last endpoints show no IPv6);
-* ``reach.mesh`` — with a companion node, each node can dial the other: a derper forwards to the
-  clients of another node only over the mesh connection it dialled itself
+* ``reach.mesh`` (only with a companion node) — each node can dial the other: a derper forwards
+  to the clients of another node only over the mesh connection it dialled itself
   (docs/upstream/derper.md#mesh), so the companion needs a route to the home node's address (its
   IPv6, when home has no IPv4) and the home host one to the companion's.
 
@@ -86,12 +86,13 @@ def route_problem(channel: HostChannel, address: str) -> str | None:
     return None
 
 
-def mesh_check(verdict: Verdict, home: LiveHost | None, companion: LiveHost | None) -> Check:
-    """``reach.mesh``: both nodes can dial each other (see the module docstring)."""
+def mesh_check(verdict: Verdict, home: LiveHost | None, companion: LiveHost | None) -> Check | None:
+    """``reach.mesh``: both nodes can dial each other (see the module docstring); None (no row)
+    without a companion node."""
     s = verdict.settings
     c = s.companion
     if c is None:
-        return not_checked("reach.mesh", "no companion node (home-derp:companionHostname)")
+        return None
     if home is None or companion is None:
         return not_checked("reach.mesh", "a host cannot be read over its channel (settings)")
     # Home has no IPv4 unless ipv4 is set: then the companion must reach it over IPv6.

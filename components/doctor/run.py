@@ -84,10 +84,10 @@ def run(
             companion_host=companion,
         )
         checks, warnings = _checks(stack, verdict, secrets, host, environ, timeout)
-        checks += [
-            reach_checks.ipv4_check(verdict, secrets, environ, timeout),
-            reach_checks.mesh_check(verdict, host, companion),
-        ]
+        checks.append(reach_checks.ipv4_check(verdict, secrets, environ, timeout))
+        mesh = reach_checks.mesh_check(verdict, host, companion)
+        if mesh is not None:
+            checks.append(mesh)
     finally:
         for opened in (host, companion):
             if opened is not None:
