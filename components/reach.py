@@ -1,10 +1,11 @@
 """Who can reach the devices homed on our region, and who cannot (docs/guide/reach.md).
 
 A client sends to a peer through the peer's *home* DERP region, and dials a region's nodes only
-over the address families the derpMap allows (docs/upstream/derpmap.md#peer-home-region,
-#ip-fields). The relay host, and the devices near it, make our region their home. When no node of
-the region has IPv4, a device with no IPv6 cannot start a conversation with any of them: its
-`tailscale ping` gets no reply (reproduced with the real programs: tests/tailnet/test_reach.py).
+over the address families the derpMap allows (docs/upstream/magicsock.md#peer-home-region,
+docs/upstream/derpmap.md#ip-fields). The relay host, and the devices near it, make our region
+their home. When no node of the region has IPv4, a device with no IPv6 cannot start a
+conversation with any of them: its `tailscale ping` gets no reply (reproduced with the real
+programs: tests/tailnet/test_reach.py).
 
 Pure rules, one home each, read by the settings (what preview and up announce), validation (the
 devices an IPv6-only region leaves out, a health run whose runner has no path) and the doctor.
@@ -113,7 +114,7 @@ def runner_without_path(status: Mapping[str, Any] | None) -> str | None:
     ``status`` is this machine's ``tailscale status --json`` (None: no tailscaled here). Only a
     tailnet node whose own endpoints show no IPv6 is without a path: its tailscaled dials DERP
     outside any exit node, so an exit node that gives the *probes* IPv6 does not give tailscaled
-    one (docs/upstream/derpmap.md#own-sockets-bypass).
+    one (docs/upstream/magicsock.md#own-sockets-bypass).
     """
     if not isinstance(status, Mapping) or status.get("BackendState") != "Running":
         return None

@@ -2,7 +2,7 @@
 companion node, and a tailnet where our region is the only one (docs/guide/reach.md).
 
 A device is reached through its home region, and a device without IPv6 can dial a node only over
-IPv4 (docs/upstream/derpmap.md#peer-home-region). So every stack says how such devices get in:
+IPv4 (docs/upstream/magicsock.md#peer-home-region). So every stack says how such devices get in:
 ``ipv4`` (dual stack), a companion node with IPv4 meshed with the home node, or ``ipv4: none``
 — IPv6-only by choice, announced at every preview and up with what it costs.
 """

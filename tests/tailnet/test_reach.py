@@ -15,18 +15,18 @@ companion-one-way   the same, only the companion dials home   no reply
 
 Why e gets no reply in ``ipv6-only`` (tailscale.com@v1.102.5): e sends to a's *home* region
 (wgengine/magicsock/endpoint.go:1530-1550 sets the peer's ``derpAddr`` from its ``HomeDERP``;
-derp.go:339-399 opens "a connection to derp-900 for" it), and dials that region's node over tcp6
-only, since its ``IPv4`` is "none" (derp/derphttp/derphttp_client.go:721-727, :816-822): "connect:
+derp.go:339-388 opens "a connection to derp-900 for" it), and dials that region's node over tcp6
+only, since its ``IPv4`` is "none" (derp/derphttp/derphttp_client.go:721-727, :809-817): "connect:
 network is unreachable". Once that connection exists it is preferred to the reverse route through
-the region a's packets came from (derp.go:357-364 before :366-378), so e stays unable to answer
+the region a's packets came from (derp.go:357-366 before :368-382), so e stays unable to answer
 even after a pinged it. If a release changes this, ``test_ipv4_only_device_reaches_the_region``
 fails in ``ipv6-only`` and says so.
 
 Why a one-way mesh is not enough: a derper forwards a packet to another node's client only when
 it has registered that node as a forwarder for the client, which only the side that *dials* does
-(cmd/derper/mesh.go:74-77: ``AddPacketForwarder`` on the watch connection it opened; the only
-caller, derp/derpserver/derpserver.go:2271; lookupDest :1304-1331): every node must dial every
-other one.
+(cmd/derper/mesh.go:74-77: ``AddPacketForwarder`` on the watch connection it opened, the only
+caller of derp/derpserver/derpserver.go:2271-2299; lookupDest :1301-1323): every node must dial
+every other one.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def test_ipv4_only_device_reaches_the_region(reach: ReachNet) -> None:
 
 
 # The mesh: every packet between a (on the home node) and e (on the companion) crosses it. The
-# receiving derper logs "received forwarded packet from <src> via <mesh peer>" (derpserver.go:1278,
+# receiving derper logs "received forwarded packet from <src> via <mesh peer>" (derpserver.go:1281,
 # DERP_DEBUG_LOGS) — home for e's packets (the companion dialled home), the companion for a's
 # (home dialled the companion). One way only: home still gets e's packets, the companion none.
 def test_mesh_forwards_both_ways(reach: ReachNet) -> None:
