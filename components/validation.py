@@ -335,11 +335,15 @@ def has_route(address: str) -> bool:
 
 
 def admission_only_unconfirmed(report: Report) -> bool:
-    """Every failed check is client admission that derper's log could not confirm: what the
-    relay does from outside all passed (docs/architecture.md, "Health runs")."""
+    """Every failed check is a rejection of the probe's random key whose cause derper's log could
+    not confirm: what the relay does from outside all passed, a key it *admitted* is no such case
+    (docs/architecture.md, "Health runs")."""
     failed = report.failed()
     return bool(failed) and all(
-        c.name == "verify_clients" and c.data.get("cause") in (None, "unconfirmed") for c in failed
+        c.name == "verify_clients"
+        and c.data.get("verify_clients") is True
+        and c.data.get("cause") == "unconfirmed"
+        for c in failed
     )
 
 

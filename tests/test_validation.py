@@ -340,20 +340,23 @@ def test_region_without_ipv4_names_devices_without_ipv6(relay: LocalRelay) -> No
     ]
 
 
-def report_with(verify_cause: str | None, *failing: str) -> Report:
+def report_with(verify_cause: str | None, *failing: str, admitted: bool = False) -> Report:
     """A report whose outside checks pass except ``failing``; verify_clients fails with
-    ``verify_cause`` (None: it passes)."""
+    ``verify_cause`` (None: it passes), the random key rejected unless ``admitted``."""
     checks = [
         Check(name, "2409:8a00::10", name not in failing, "")
         for name in ("dns", "tls", "https", "derp", "stun")
     ]
+    data: dict[str, Any] = {"verify_clients": not admitted}
+    if verify_cause:
+        data["cause"] = verify_cause
     checks.append(
         Check(
             "verify_clients",
             "2409:8a00::10",
             verify_cause is None,
             "derper's log could not be read",
-            data={"cause": verify_cause} if verify_cause else {},
+            data=data,
         )
     )
     return Report("derp.example.com", checks)
@@ -385,6 +388,8 @@ IPV6_RUNNER = {"BackendState": "Running", "Self": {"Addrs": A_ENDPOINTS}}
         (report_with("unconfirmed"), False, IPV4_ONLY_RUNNER, None),
         (report_with("unconfirmed", "tls"), False, IPV4_ONLY_RUNNER, False),
         (report_with("tailscaled_unreachable"), False, IPV4_ONLY_RUNNER, False),
+        # verification OFF (a random key admitted) is seen from outside: judged, whatever the log
+        (report_with("unconfirmed", admitted=True), False, IPV4_ONLY_RUNNER, False),
         (report_with("unconfirmed"), True, IPV4_ONLY_RUNNER, False),
         (report_with("unconfirmed"), None, IPV4_ONLY_RUNNER, False),  # stacks from before
         (report_with("unconfirmed"), False, IPV6_RUNNER, False),
