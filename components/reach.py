@@ -26,10 +26,10 @@ NOT_JUDGED: Final = "not judged: this runner has no path to a region with no IPv
 def ipv6_only_cost(region_id: int) -> str:
     """What an IPv6-only region costs, said the same way by preview, up and the doctor."""
     return (
-        f"devices without IPv6 (office and hotel networks, most mobile carriers' IPv4-only APNs, "
-        f"GitHub-hosted runners) cannot start a connection to any device homed on region "
-        f"{region_id} — the relay host and the devices near it — because a peer is reached "
-        "through its home region and no node of this one has IPv4. Give the region an IPv4 path: "
+        "devices without IPv6 (many office and hotel networks, GitHub-hosted runners) cannot "
+        f"start a connection to any device homed on region {region_id} — the relay host and the "
+        "devices near it — because a peer is reached through its home region and no node of "
+        "this one has IPv4. Give the region an IPv4 path: "
         "home-derp:ipv4 with a port forward, or a companion node (home-derp:companionHostname; "
         "docs/guide/reach.md)"
     )
