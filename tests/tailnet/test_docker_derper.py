@@ -65,6 +65,7 @@ def test_pinned_image_serves_and_verifies(
                 "hostname": HOME.hostname,
                 "zone": "home.test",
                 "ipv6": "2409:8a00::10",
+                "ipv4": "none",
                 "derpPort": str(DERP_PORT),
                 "stunPort": str(STUN_PORT),
                 "regionCode": "pinned",
