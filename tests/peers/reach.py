@@ -104,6 +104,13 @@ class ReachNet:
     derp_map: dict[str, Any]
     daemons: list[Daemon] = field(default_factory=list)
     startup_seconds: float = 0.0
+    home_dials_companion: bool = True
+
+    @property
+    def name(self) -> str:
+        """The topology, and "companion-one-way" for a mesh the home derper does not dial."""
+        one_way = self.topology == "companion" and not self.home_dials_companion
+        return "companion-one-way" if one_way else self.topology
 
     @property
     def nodes(self) -> list[Node]:
@@ -384,6 +391,7 @@ def reach_tailnet(
             far,
             dmap,
             daemons,
+            home_dials_companion=home_dials_companion,
         )
         wait_reach_converged(net)
         if topology == "companion":

@@ -87,12 +87,11 @@ def reach(request: pytest.FixtureRequest) -> Iterator[ReachNet]:
     topology = request.param
     one_way = topology == "companion-one-way"
     with reach_tailnet("companion" if one_way else topology, home_dials_companion=not one_way) as t:
-        t.expect = EXPECT[topology]  # type: ignore[attr-defined]
         yield t
 
 
 def expect(net: ReachNet) -> Expect:
-    return net.expect  # type: ignore[attr-defined,no-any-return]
+    return EXPECT[net.name]
 
 
 def ping(src: Node, dst: Node, count: int, timeout: str = "5s") -> tuple[str, int]:
