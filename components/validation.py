@@ -409,6 +409,16 @@ def _note(message: str) -> None:
     print(f"home-derp validation: {message}", file=sys.stderr, flush=True)
 
 
+def published_addresses(target: RelayTarget) -> list[str]:
+    """The AAAA and A records of the relay's name, asked of the target's resolvers."""
+    import asyncio
+
+    from components.netcheck.dns import check_dns
+
+    _, found = asyncio.run(check_dns(target, PROBE_TIMEOUT))
+    return list(found)
+
+
 Probe = Callable[..., "Report"]
 Devices = Callable[[], Sequence[Mapping[str, Any]]]
 LocalStatus = Callable[[], "Mapping[str, Any] | None"]
@@ -458,6 +468,7 @@ def run_validation(
     last_healthy_at: str | None = None,
     route: Callable[[str], bool] = has_route,
     local_status: LocalStatus = local_tailscale_status,
+    resolve: Callable[[RelayTarget], Sequence[str]] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -470,8 +481,13 @@ def run_validation(
     mode = props.get("mode") or "enforce"
     if mode == "off":
         return off_outputs(last_healthy_at)
+    resolve = resolve or published_addresses
     target = relay_target(props)
     expected = list(target.expected_addresses)
+    if not expected and not target.addresses and target.resolvers:
+        # No address from the config (a health run that could not read `ipv6: auto`): judge
+        # what DNS publishes, but only what this machine can route to, as below.
+        expected = list(resolve(target))
     routable = [a for a in expected if route(a)]
     if expected and not routable:
         return unjudged_outputs(expected, last_healthy_at)

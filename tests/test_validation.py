@@ -257,6 +257,19 @@ def test_no_route_means_no_verdict(relay: LocalRelay) -> None:
     assert {c.get("address") for c in partly["checks"]} == {None, "127.0.0.1"}
 
 
+# Nothing expected (a health run that could not read `ipv6: auto`): what DNS publishes is judged,
+# but only what this machine can route to — an IPv4-only runner judges the A record, and with no
+# route to any published address there is no verdict, never a drain.
+def test_no_expected_addresses_judges_only_routable_published_ones(relay: LocalRelay) -> None:
+    props = {**program_inputs(relay), "expected_addresses": []}
+    v4_only = run_validation(props, route=lambda address: ":" not in address)
+    assert v4_only["healthy"] is True, v4_only.get("diagnosis")
+    assert {c.get("address") for c in v4_only["checks"]} == {None, "127.0.0.1"}
+    nowhere = run_validation(props, route=lambda address: False)
+    assert nowhere["healthy"] is None and "no route" in nowhere["diagnosis"]
+    assert "::1" in nowhere["diagnosis"] and "127.0.0.1" in nowhere["diagnosis"]
+
+
 # --- coverage: devices the relay host cannot see ------------------------------------------------
 
 
