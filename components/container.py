@@ -62,6 +62,9 @@ CERT_DIR: Final = "/certs"
 #: mounted, not the socket file: tailscaled re-creates the file when it restarts and a file
 #: bind-mount would keep pointing at the old one (docs/upstream/localapi.md#socket-mode).
 SOCKET_DIR: Final = "/var/run/tailscale"
+#: derper's ``-mesh-psk-file`` inside the container: beside the certificate key, in the volume the
+#: init container fills, 0600 and owned by derper's user like it (docs/upstream/derper.md#mesh).
+MESH_KEY_FILE: Final = f"{CERT_DIR}/mesh.key"
 NO_NEW_PRIVILEGES: Final = "no-new-privileges:true"
 #: The init container's mount points.
 INIT_CERT_DIR: Final = "/certs"
@@ -131,6 +134,10 @@ def derper_command(settings: RelaySettings) -> list[str]:
         command += [f"-verify-client-url={derper.verify_url}", "-verify-client-url-fail-open=false"]
     elif derper.verify_clients:
         command += ["-verify-clients", f"-socket={socket_in_container(derper)}"]
+    if settings.mesh_with:
+        # Each node dials the others: a node forwards only to the peers it watches itself
+        # (docs/upstream/derper.md#mesh), so both directions are needed.
+        command += [f"-mesh-psk-file={MESH_KEY_FILE}", "-mesh-with=" + ",".join(settings.mesh_with)]
     return command
 
 
@@ -205,6 +212,15 @@ def cert_uploads(
             "permissions": "0600",
         },
     ]
+
+
+def mesh_key_upload(mesh_key: pulumi.Input[str]) -> docker.ContainerUploadArgsDict:
+    """The region's mesh key (0600, secret) as derper's ``-mesh-psk-file``."""
+    return {
+        "file": f"{INIT_CERT_DIR}/{os.path.basename(MESH_KEY_FILE)}",
+        "content": pulumi.Output.secret(mesh_key),
+        "permissions": "0600",
+    }
 
 
 def init_container_args(
@@ -361,8 +377,10 @@ def create_container(
     private_key_pem: pulumi.Input[str],
     certificate_serial: pulumi.Input[str],
     parent: pulumi.Resource,
+    mesh_key: pulumi.Input[str] | None = None,
 ) -> RelayContainer:
-    """Image, volumes, the init container and derper; a new certificate replaces both containers."""
+    """Image, volumes, the init container and derper; a new certificate replaces both containers.
+    ``mesh_key`` (with ``settings.mesh_with``) goes beside the certificate key."""
     region = settings.region
     on_host = pulumi.ResourceOptions(parent=parent, provider=provider)
     image_ref, image_name = _image(name, settings, on_host)
@@ -376,6 +394,8 @@ def create_container(
         f"{name}-init-image", name=settings.derper.init_image, keep_locally=True, opts=on_host
     )
     uploads = cert_uploads(settings.hostname, full_chain_pem, private_key_pem)
+    if settings.mesh_with and mesh_key is not None:
+        uploads.append(mesh_key_upload(mesh_key))
     init = docker.Container(
         f"{name}-init",
         **init_container_args(

@@ -9,6 +9,7 @@ the way Tailscale reads the policy (case-insensitive struct fields: ``derpMap``/
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any, Final
@@ -34,13 +35,17 @@ __all__ = [
     "parse_hujson",
     "peer_relay_grant",
     "region_drained",
+    "region_has_ipv4",
     "region_to_dict",
     "regions",
+    "relay_node",
     "remove_grant",
     "remove_region",
     "restore_region",
     "set_omit_default_regions",
+    "sole_region",
     "splice_region",
+    "struct_field",
 ]
 
 
@@ -84,6 +89,41 @@ class DerpRegion:
     nodes: tuple[DerpNode, ...]
 
 
+def relay_node(
+    *,
+    region_id: int,
+    index: int,
+    hostname: str,
+    derp_port: int,
+    stun_port: int,
+    ipv4: str | None,
+    ipv6: str | None,
+    pin_ipv6: bool,
+) -> DerpNode:
+    """The ``index``-th node of our region (``Name`` ``"<id>a"``, ``"<id>b"``, …).
+
+    ``IPv4`` is ``"none"`` when the node has no A record, so it is never dialled over v4
+    (tailscale/tailscale#17563), else the address. ``IPv6`` is ``"none"`` for a node without
+    IPv6, pinned only on request otherwise, because a home prefix changes (docs/architecture.md,
+    "Decisions").
+    """
+    if not 0 <= index < 26:
+        raise ValueError(f"node index {index} is not 0-25")
+    if ipv6 == "none":
+        pinned: str | None = "none"
+    else:
+        pinned = ipv6 if pin_ipv6 and ipv6 else None
+    return DerpNode(
+        name=f"{region_id}{chr(ord('a') + index)}",
+        region_id=region_id,
+        host_name=hostname,
+        derp_port=derp_port,
+        stun_port=stun_port,
+        ipv4="none" if ipv4 is None else ipv4,
+        ipv6=pinned,
+    )
+
+
 def home_region(
     *,
     region_id: int,
@@ -95,25 +135,59 @@ def home_region(
     ipv4: str | None,
     ipv6: str | None,
     pin_ipv6: bool,
+    companions: tuple[DerpNode, ...] = (),
 ) -> DerpRegion:
-    """The single-node region of a home relay.
+    """The home relay's region: its own node first, then the meshed companion nodes.
 
-    ``IPv4`` is ``"none"`` when the relay has no A record, so IPv6-only relays are never dialled
-    over v4 (tailscale/tailscale#17563); ``IPv6`` is pinned only on request because a home prefix
-    changes (docs/architecture.md, "Decisions").
+    Clients dial a region's nodes in order and use the first that connects (docs/upstream/
+    derpmap.md#region-nodes), so devices that can reach the home node stay on it and only those
+    that cannot (no IPv6) move on to a companion; the mesh forwards between them.
     """
-    node = DerpNode(
-        name=f"{region_id}a",
+    node = relay_node(
         region_id=region_id,
-        host_name=hostname,
+        index=0,
+        hostname=hostname,
         derp_port=derp_port,
         stun_port=stun_port,
-        ipv4="none" if ipv4 is None else ipv4,
-        ipv6=ipv6 if pin_ipv6 else None,
+        ipv4=ipv4,
+        ipv6=ipv6,
+        pin_ipv6=pin_ipv6,
     )
+    names = [node.name, *(c.name for c in companions)]
+    if len(set(names)) != len(names) or any(c.region_id != region_id for c in companions):
+        raise ValueError(f"companion nodes must be in region {region_id} with distinct names")
     return DerpRegion(
-        region_id=region_id, region_code=region_code, region_name=region_name, nodes=(node,)
+        region_id=region_id,
+        region_code=region_code,
+        region_name=region_name,
+        nodes=(node, *companions),
     )
+
+
+def region_has_ipv4(region: DerpRegion | dict[str, Any]) -> bool:
+    """Whether an IPv4-only client can dial some node of the region: a node whose ``IPv4`` is
+    empty (DNS) or an IPv4 address (docs/upstream/derpmap.md#ip-fields)."""
+    nodes = region.nodes if isinstance(region, DerpRegion) else struct_field(region, "Nodes") or []
+    for node in nodes:
+        value = node.ipv4 if isinstance(node, DerpNode) else struct_field(node, "IPv4")
+        if struct_field(node, "STUNOnly") is True:
+            continue
+        if not value:
+            return True
+        try:
+            if ipaddress.ip_address(str(value)).version == 4:
+                return True
+        except ValueError:
+            continue  # "none" or any other string: the family is not used
+    return False
+
+
+def struct_field(value: Any, name: str) -> Any:
+    """A struct field of a parsed policy value (a region, a node), matched as Go's encoding/json
+    matches struct fields: in any case (docs/upstream/derpmap.md#case-insensitive-keys)."""
+    if not isinstance(value, dict):
+        return None
+    return next((v for k, v in value.items() if hujson.equal_fold(k, name)), None)
 
 
 def node_to_dict(node: DerpNode) -> dict[str, Any]:
@@ -350,6 +424,17 @@ def set_omit_default_regions(policy_text: str, value: bool) -> str:
     if current is not None and current.value is value:
         return policy_text
     return _hujson(hujson.set, doc, ("derpMap", "OmitDefaultRegions"), value)
+
+
+def sole_region(policy_text: str, region_id: int) -> bool:
+    """True when ``OmitDefaultRegions`` is on and ``region_id`` is the derpMap's only region:
+    draining it then moves nobody — netcheck measures no region, and the fallback keeps the
+    current home or picks among all regions, the drained one included
+    (docs/upstream/derpmap.md#one-region)."""
+    derp_map = struct_field(parse_hujson(policy_text), "derpMap")
+    if struct_field(derp_map, "OmitDefaultRegions") is not True:
+        return False
+    return set(regions(policy_text)) == {region_id}
 
 
 def region_drained(region: dict[str, Any] | None) -> bool:

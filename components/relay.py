@@ -24,6 +24,7 @@ from components.errors import HomeDerpError
 from components.gate import RelayHealthGate, RelayHealthGateArgs
 from components.hujson import HuJSONError
 from components.settings import ConfigError, RelaySettings
+from components.settings.topology import node_settings
 from components.tailnet import (
     TailnetDerpRegion,
     TailnetPeerRelayGrant,
@@ -32,7 +33,12 @@ from components.tailnet import (
 )
 from components.usage import OUTPUT_KEYS as USAGE_OUTPUT_KEYS
 from components.usage import RelayUsage, RelayUsageArgs, stack_output
-from components.validation import RelayValidation, RelayValidationArgs, validation_trigger
+from components.validation import (
+    RelayValidation,
+    RelayValidationArgs,
+    region_verdict,
+    validation_trigger,
+)
 
 TYPE_TOKEN = "homederp:index:HomeDerpRelay"
 
@@ -41,8 +47,26 @@ TYPE_TOKEN = "homederp:index:HomeDerpRelay"
 VALIDATION_RESOLVERS = ("1.1.1.1", "1.0.0.1")
 
 
+def companion_node(settings: RelaySettings) -> derpmap.DerpNode | None:
+    """The companion's node of the region (``<id>b``), after the home node."""
+    companion = settings.companion
+    if companion is None:
+        return None
+    return derpmap.relay_node(
+        region_id=settings.region.id,
+        index=1,
+        hostname=companion.hostname,
+        derp_port=settings.ports.derp,
+        stun_port=settings.ports.stun,
+        ipv4=companion.addresses.ipv4,
+        ipv6=companion.addresses.ipv6 or None,
+        pin_ipv6=settings.addresses.pin_ipv6,
+    )
+
+
 def home_derp_region(settings: RelaySettings) -> derpmap.DerpRegion:
-    """The relay's derpMap region, from settings."""
+    """The relay's derpMap region, from settings: the home node, then the companion's."""
+    companion = companion_node(settings)
     return derpmap.home_region(
         region_id=settings.region.id,
         region_code=settings.region.code,
@@ -53,6 +77,7 @@ def home_derp_region(settings: RelaySettings) -> derpmap.DerpRegion:
         ipv4=settings.addresses.ipv4,
         ipv6=settings.addresses.ipv6 or None,
         pin_ipv6=settings.addresses.pin_ipv6,
+        companions=(companion,) if companion is not None else (),
     )
 
 
@@ -112,17 +137,71 @@ VALIDATION_OUTPUT_FIELDS = (
 
 
 def validation_output(
-    validation: RelayValidation, drained: pulumi.Input[bool | None]
+    validation: RelayValidation,
+    drained: pulumi.Input[bool | None],
+    verdict: _Verdict | None = None,
+    companion: RelayValidation | None = None,
 ) -> pulumi.Output[dict[str, Any]]:
-    """What the outside check saw, and what publication made of it (``drained``)."""
+    """What the outside check saw, and what publication made of it (``drained``). With a
+    companion node, ``healthy`` is the region's verdict and ``companion`` its node's checks."""
     values = [getattr(validation, attr) for _, attr in VALIDATION_OUTPUT_FIELDS]
+    extra: list[pulumi.Output[Any]] = [validation.reach]
+    if verdict is not None and companion is not None:
+        extra += [verdict.healthy, *(getattr(companion, a) for _, a in VALIDATION_OUTPUT_FIELDS)]
 
     def shape(v: list[Any]) -> dict[str, Any]:
-        out = {key: value for (key, _), value in zip(VALIDATION_OUTPUT_FIELDS, v[1:], strict=True)}
+        n = len(VALIDATION_OUTPUT_FIELDS)
+        out = dict(zip((k for k, _ in VALIDATION_OUTPUT_FIELDS), v[1 : 1 + n], strict=True))
+        rest = v[1 + n :]
+        out["reach"] = rest[0]
+        if len(rest) > 1:
+            out["healthy"] = rest[1]
+            names = (k for k, _ in VALIDATION_OUTPUT_FIELDS)
+            out["companion"] = dict(zip(names, rest[2:], strict=True))
         # ``ok`` is the name older stacks and scripts read; ``healthy`` says the same.
         return {"ok": out["healthy"], "drained": bool(v[0]), **out}
 
-    return pulumi.Output.all(drained, *values).apply(shape)
+    return pulumi.Output.all(drained, *values, *extra).apply(shape)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """The region's verdict, from one validation per node (``validation.region_verdict``)."""
+
+    healthy: pulumi.Output[bool | None]
+    diagnosis: pulumi.Output[str | None]
+    certificate_days_left: pulumi.Output[int | None]
+    checked_at: pulumi.Output[str | None]
+    validations: list[RelayValidation]
+
+    @property
+    def credentials(self) -> pulumi.Output[dict[str, Any] | None]:
+        """The Tailscale credential's proof, asked by the home node's validation."""
+        return self.validations[0].credentials
+
+    @classmethod
+    def of(cls, validations: list[RelayValidation], hostnames: list[str]) -> _Verdict:
+        if len(validations) == 1:  # one node: its own outputs, exactly as before
+            v = validations[0]
+            return cls(v.healthy, v.diagnosis, v.certificate_days_left, v.checked_at, validations)
+        fields = ("healthy", "diagnosis", "certificate_days_left", "checked_at")
+        values = [getattr(v, f) for v in validations for f in fields]
+
+        def combine(flat: list[Any]) -> dict[str, Any]:
+            nodes = [
+                {"hostname": name, **dict(zip(fields, flat[i * 4 : i * 4 + 4], strict=True))}
+                for i, name in enumerate(hostnames)
+            ]
+            return region_verdict(nodes)
+
+        region = pulumi.Output.all(*values).apply(combine)
+        return cls(
+            region.apply(lambda r: r["healthy"]),
+            region.apply(lambda r: r["diagnosis"]),
+            region.apply(lambda r: r["certificate_days_left"]),
+            region.apply(lambda r: r["checked_at"]),
+            validations,
+        )
 
 
 def usage_output(usage: RelayUsage) -> pulumi.Output[dict[str, Any]]:
@@ -196,18 +275,38 @@ class HomeDerpRelay(pulumi.ComponentResource):
         for warning in settings.warnings:
             pulumi.log.warn(warning, resource=self)
 
-        deployment = None if settings.health_run else self._deploy(name, settings)
+        companion = (
+            node_settings(settings, settings.companion) if settings.companion is not None else None
+        )
+        mesh_key = None
+        if companion is not None and not settings.health_run:
+            from components.mesh import MeshKey
+
+            mesh_key = MeshKey(f"{name}-mesh-key", opts=pulumi.ResourceOptions(parent=self)).key
+        deployment = None if settings.health_run else self._deploy(name, settings, mesh_key)
         peer_relay = (
             self._peer_relay(name, settings)
             if deployment is not None and settings.peer_relay.enabled
             else None
         )
         validation = self._validate(name, settings, deployment)
+        validations, hostnames = [validation], [settings.hostname]
+        companion_validation = None
+        if companion is not None:
+            # Deployed and validated exactly like the home node, on its own host.
+            node = f"{name}-companion"
+            companion_deployment = (
+                None if settings.health_run else self._deploy(node, companion, mesh_key)
+            )
+            companion_validation = self._validate(node, companion, companion_deployment)
+            validations.append(companion_validation)
+            hostnames.append(companion.hostname)
+        verdict = _Verdict.of(validations, hostnames)
         published, drained, publication = self._publish(
-            name, settings, region, policy_text, validation
+            name, settings, region, policy_text, verdict
         )
         usage = self._usage(name, settings, validation, published, drained)
-        self._gate(name, settings, validation, published, drained, [*publication, usage])
+        self._gate(name, settings, verdict, published, drained, [*publication, usage])
 
         none: pulumi.Output[Any] = pulumi.Output.from_input(None)
         self.hostname = pulumi.Output.from_input(settings.hostname)
@@ -223,7 +322,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
         host = settings.relay_host
         self.relay_host = pulumi.Output.from_input(host.to_output() if host else None)
         self.peer_relay = peer_relay if peer_relay is not None else none
-        self.validation = validation_output(validation, drained)
+        self.validation = validation_output(validation, drained, verdict, companion_validation)
         self.usage = usage_output(usage)
         self.register_outputs(
             {
@@ -246,8 +345,10 @@ class HomeDerpRelay(pulumi.ComponentResource):
 
     # -- the parts
 
-    def _deploy(self, name: str, settings: RelaySettings) -> _Deployment:
-        """DNS records, certificate, derper (and the DDNS updater): the relay itself."""
+    def _deploy(
+        self, name: str, settings: RelaySettings, mesh_key: pulumi.Output[str] | None = None
+    ) -> _Deployment:
+        """DNS records, certificate, derper (and the DDNS updater): one node of the relay."""
         import pulumi_cloudflare as cloudflare
         import pulumi_docker as docker
 
@@ -287,6 +388,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
             private_key_pem=cert.private_key_pem,
             certificate_serial=cert.serial,
             parent=self,
+            mesh_key=mesh_key,
         )
         if settings.ddns.enabled:
             # Follows prefix changes between `up`s; the records then ignore content (dns.py).
@@ -387,7 +489,9 @@ class HomeDerpRelay(pulumi.ComponentResource):
         self, name: str, settings: RelaySettings, deployment: _Deployment | None
     ) -> RelayValidation:
         """The outside-in check; it reports, publication and the gate act on its verdict."""
-        addresses = list(settings.addresses.all)
+        # An IPv6 that could not be read (a health run, `auto`) leaves DNS unchecked against the
+        # config: expecting only the IPv4 would call the published AAAA "unexpected" and drain.
+        addresses = list(settings.addresses.all) if settings.addresses.ipv6 else []
         if deployment is None:
             trigger: pulumi.Input[str] = validation_trigger(
                 "health-run", "", addresses, settings.validation.nonce
@@ -424,6 +528,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 else None,
                 # publication writes the policy with these credentials: prove them every run
                 policy_access="write" if settings.policy.mode in ("patch", "file") else None,
+                region_ipv4=settings.region_has_ipv4,
             ),
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=deployment.resources if deployment else []
@@ -436,10 +541,11 @@ class HomeDerpRelay(pulumi.ComponentResource):
         settings: RelaySettings,
         region: dict[str, Any],
         policy_text: str | None,
-        validation: RelayValidation,
+        validation: _Verdict,
     ) -> tuple[pulumi.Input[bool | None], pulumi.Input[bool | None], list[pulumi.Resource]]:
         """(published, drained, the resources) — the region follows the verdict."""
-        after_validation = pulumi.ResourceOptions(parent=self, depends_on=[validation])
+        validations: list[pulumi.Resource] = list(validation.validations)
+        after_validation = pulumi.ResourceOptions(parent=self, depends_on=validations)
         # `validate: off` sends no probes: publish as before and never drain. Otherwise None is
         # no verdict (no route from here to the relay): the region is left as it is.
         verdict: pulumi.Input[bool | None] = (
@@ -463,7 +569,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
             )
             return in_file.published, in_file.drained, [in_file]
         if headscale is not None:
-            return False, False, [validation]  # off: the YAML fragment is the output
+            return False, False, validations  # off: the YAML fragment is the output
         if settings.policy.mode == "patch":
             published = TailnetDerpRegion(
                 f"{name}-tailnet-region",
@@ -494,7 +600,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
             )
             drained = validation.healthy.apply(lambda healthy: healthy is False)
             return True, drained, [acl]
-        return False, False, [validation]
+        return False, False, validations
 
     def _usage(
         self,
@@ -535,7 +641,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
         self,
         name: str,
         settings: RelaySettings,
-        validation: RelayValidation,
+        validation: _Verdict,
         published: pulumi.Input[bool | None],
         drained: pulumi.Input[bool | None],
         publication: list[pulumi.Resource],

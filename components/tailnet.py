@@ -159,7 +159,13 @@ def edit_region(
                 note=f"region {region_id} is no longer in the policy (removed by hand?): there "
                 "is nothing to drain; it is published again once the relay is healthy",
             )
-        return derpmap.drain_region(text, region_id), RegionState(True, True, was.created_derp_map)
+        alone = (
+            f"region {region_id} is the only DERP region (OmitDefaultRegions): draining it "
+            "moves nobody, clients keep it as their home (docs/guide/reach.md#one-region)"
+        )
+        drained = derpmap.drain_region(text, region_id)
+        lonely = alone if derpmap.sole_region(text, region_id) else None
+        return drained, RegionState(True, True, was.created_derp_map, note=lonely)
     if live is not None and derpmap.region_drained(live) and _without_flag(live) == region:
         # Restore exactly what was there before the drain (the flag was our last member).
         new_text = derpmap.restore_region(text, region_id)

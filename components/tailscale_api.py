@@ -589,9 +589,12 @@ class Client:
 
     # -- devices (GET /tailnet/{tailnet}/devices)
 
-    def list_devices(self) -> list[dict[str, Any]]:
-        """Every device of the tailnet (``devices:core:read``); each a dict as the API sends."""
-        resp = self.request("GET", "/devices", accept="application/json")
+    def list_devices(self, fields: str | None = None) -> list[dict[str, Any]]:
+        """Every device of the tailnet (``devices:core:read``); each a dict as the API sends.
+        ``fields="all"`` adds ``clientConnectivity``
+        (docs/upstream/tailscale-api.md#devices-list)."""
+        path = "/devices" if fields is None else f"/devices?fields={urllib.parse.quote(fields)}"
+        resp = self.request("GET", path, accept="application/json")
         try:
             devices = json.loads(resp.body).get("devices")
         except (ValueError, AttributeError):

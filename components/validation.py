@@ -18,7 +18,12 @@ it avoids (docs/upstream/pulumi.md#dynamic-provider-preview):
   Docker Engine API on ``docker_host`` (``components/netcheck/admission.py``): a closed connection
   alone looks the same whether tailscaled said "not found" or could not be asked.
 * Coverage: with Tailscale credentials that may list devices, every device the relay host's
-  tailscaled cannot see is named — derper's ``-verify-clients`` would reject it.
+  tailscaled cannot see is named — derper's ``-verify-clients`` would reject it. When the region
+  has no IPv4, every device whose last endpoints show no IPv6 is named too: it cannot reach the
+  devices homed on the region (``components/reach.py``).
+* A health run whose own machine has no path to a region with no IPv4 (its tailscaled has no
+  IPv6, so derper's log cannot be read over the tailnet) gives no verdict instead of an
+  "unconfirmed" one: the region is left as it is and the gate turns the run red.
 * Credentials (``policy_access: "write"``, whenever publication writes the policy): every run —
   every health run included — proves the Tailscale credential may still read the policy and
   would be allowed to write it, without writing (``tailscale_api.Client.check_policy_access``).
@@ -40,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+import json
 import math
 import os
 import re
@@ -54,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pulumi
 import pulumi.dynamic
 
+from components.reach import devices_not_checked, devices_without_ipv6, runner_without_path
 from components.settings import keys
 from components.settings.keys import MAX_VALIDATE_TIMEOUT_SECONDS, VALIDATE_MODES
 from components.wire import is_unknown, plain
@@ -90,6 +97,7 @@ INPUT_KEYS: Final = (
     "host_tailscale_version",
     "host_peers",
     "policy_access",
+    "region_ipv4",
 )
 OUTPUT_KEYS: Final = (
     "ok",
@@ -106,6 +114,7 @@ OUTPUT_KEYS: Final = (
     "admission",
     "coverage",
     "credentials",
+    "reach",
 )
 # Order-free inputs: a reordered list is not a change.
 _SET_KEYS: Final = frozenset({"expected_addresses", "addresses_override", "host_peers"})
@@ -277,6 +286,7 @@ def off_outputs(last_healthy_at: str | None = None) -> dict[str, Any]:
         "admission": None,
         "coverage": None,
         "credentials": None,
+        "reach": None,
     }
 
 
@@ -411,6 +421,58 @@ def has_route(address: str) -> bool:
     return True
 
 
+def admission_only_unconfirmed(report: Report) -> bool:
+    """Every failed check is a rejection of the probe's random key whose cause derper's log could
+    not confirm: what the relay does from outside all passed, a key it *admitted* is no such case
+    (docs/architecture.md, "Health runs")."""
+    failed = report.failed()
+    return bool(failed) and all(
+        c.name == "verify_clients"
+        and c.data.get("verify_clients") is True
+        and c.data.get("cause") == "unconfirmed"
+        for c in failed
+    )
+
+
+def not_judged_outputs(
+    report: Report, why: str, *, attempts: int, checked_at: str, last_healthy_at: str | None
+) -> dict[str, Any]:
+    """The probes ran, but this machine cannot tell whether the relay admits clients because of
+    where it stands: no verdict (``healthy`` None), the region left as it is."""
+    judged = computed_outputs(
+        report, attempts=attempts, checked_at=checked_at, last_healthy_at=last_healthy_at
+    )
+    return {**judged, "ok": None, "healthy": None, "diagnosis": why}
+
+
+def region_verdict(nodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One verdict for a region of several nodes (``{hostname, healthy, diagnosis,
+    certificate_days_left, checked_at}`` each): healthy when every node is, failed when one
+    failed, else not judged. Clients use the first node that connects, so one broken node is a
+    broken region (docs/upstream/derpmap.md#region-nodes)."""
+    verdicts = [n.get("healthy") for n in nodes]
+    healthy: bool | None
+    if any(v is False for v in verdicts):
+        healthy = False
+    elif verdicts and all(v is True for v in verdicts):
+        healthy = True
+    else:
+        healthy = None
+    notes = [
+        f"{n.get('hostname')}: {n['diagnosis']}" if len(nodes) > 1 else str(n["diagnosis"])
+        for n in nodes
+        if n.get("diagnosis") and n.get("healthy") is not True
+    ]
+    days = [d for n in nodes if isinstance(d := n.get("certificate_days_left"), int | float)]
+    checked = [str(c) for n in nodes if (c := n.get("checked_at"))]
+    return {
+        "healthy": healthy,
+        "diagnosis": "\n\n".join(notes) or None,
+        "certificate_days_left": min(days) if days else None,
+        "checked_at": max(checked) if checked else None,
+    }
+
+
 def unjudged_outputs(unroutable: Sequence[str], last_healthy_at: str | None) -> dict[str, Any]:
     """No route from here to any of the relay's addresses: no verdict, nothing drained."""
     return {
@@ -432,6 +494,16 @@ def _backoff(attempt: int) -> float:
 def _note(message: str) -> None:
     # The provider process has no engine connection: stderr is what the CLI shows.
     print(f"home-derp validation: {message}", file=sys.stderr, flush=True)
+
+
+def published_addresses(target: RelayTarget) -> list[str]:
+    """The AAAA and A records of the relay's name, asked of the target's resolvers."""
+    import asyncio
+
+    from components.netcheck.dns import check_dns
+
+    _, found = asyncio.run(check_dns(target, PROBE_TIMEOUT))
+    return list(found)
 
 
 Probe = Callable[..., "Report"]
@@ -469,6 +541,24 @@ def default_container_check(props: Mapping[str, Any]) -> ContainerCheck | None:
     return check
 
 
+LocalStatus = Callable[[], "Mapping[str, Any] | None"]
+
+
+def local_tailscale_status() -> dict[str, Any] | None:
+    """This machine's own ``tailscale status --json`` (None when it runs no tailscaled)."""
+    from components.host import HostReadError, this_machine
+
+    try:
+        done = this_machine().run(["tailscale", "status", "--json"], what="read tailscaled here")
+    except HostReadError:
+        return None
+    try:
+        status = json.loads(done.stdout) if done.returncode == 0 else None
+    except ValueError:
+        return None
+    return status if isinstance(status, dict) else None
+
+
 def default_probe(props: Mapping[str, Any]) -> Probe:
     """netcheck's check_relay, with derper's log as admission evidence when we know the host."""
     from components.netcheck import check_relay
@@ -499,6 +589,8 @@ def run_validation(
     container: ContainerCheck | None = None,
     last_healthy_at: str | None = None,
     route: Callable[[str], bool] = has_route,
+    local_status: LocalStatus = local_tailscale_status,
+    resolve: Callable[[RelayTarget], Sequence[str]] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -511,8 +603,13 @@ def run_validation(
     mode = props.get("mode") or "enforce"
     if mode == "off":
         return off_outputs(last_healthy_at)
+    resolve = resolve or published_addresses
     target = relay_target(props)
     expected = list(target.expected_addresses)
+    if not expected and not target.addresses and target.resolvers:
+        # No address from the config (a health run that could not read `ipv6: auto`): judge
+        # what DNS publishes, but only what this machine can route to, as below.
+        expected = list(resolve(target))
     routable = [a for a in expected if route(a)]
     if expected and not routable:
         return {**unjudged_outputs(expected, last_healthy_at), **_credentials(props, access)}
@@ -535,18 +632,47 @@ def run_validation(
         failing = ", ".join(sorted({c.name for c in report.failed()})) or "no checks"
         _note(f"attempt {attempts} failed ({failing}); retrying in {pause:.0f}s, {left:.0f}s left")
         sleep(pause)
+    checked_at = now().isoformat()
     outputs = computed_outputs(
-        report, attempts=attempts, checked_at=now().isoformat(), last_healthy_at=last_healthy_at
+        report, attempts=attempts, checked_at=checked_at, last_healthy_at=last_healthy_at
     )
-    outputs["coverage"] = _coverage(props, devices)
     outputs.update(_credentials(props, access))
-    if not report.ok:
+    if (
+        not report.ok
+        and props.get("region_ipv4") is False
+        and admission_only_unconfirmed(report)
+        and (why := runner_without_path(local_status())) is not None
+    ):
+        outputs = {
+            **not_judged_outputs(
+                report,
+                why,
+                attempts=attempts,
+                checked_at=checked_at,
+                last_healthy_at=last_healthy_at,
+            ),
+            "credentials": outputs["credentials"],
+        }
+        _note(why)
+    wanted = props.get("region_ipv4") is False or (
+        bool(props.get("expect_verify_clients")) and props.get("host_peers") is not None
+    )
+    listed = _listed_devices(devices) if wanted else []
+    outputs["coverage"] = _coverage(props, listed)
+    outputs["reach"] = _reach(props, listed)
+    if outputs["healthy"] is False:
         outputs["diagnosis"] = diagnosis(report, attempts=attempts, waited=clock() - started)
         check = container if container is not None else default_container_check(props)
         trouble = check() if check is not None else None
         if trouble:
             outputs["diagnosis"] = f"{trouble}\n\n{outputs['diagnosis']}"
         _note("the relay is NOT healthy\n" + outputs["diagnosis"])
+    left_out = (outputs["reach"] or {}).get("withoutIpv6")
+    if left_out:
+        _note(
+            f"region has no IPv4: {len(left_out)} device(s) whose last endpoints show no IPv6 "
+            f"cannot reach the devices homed on it: {', '.join(left_out)} (docs/guide/reach.md)"
+        )
     invisible = (outputs["coverage"] or {}).get("invisible")
     if invisible:
         _note(
@@ -578,9 +704,27 @@ def _credentials(props: Mapping[str, Any], access: Access | None) -> dict[str, A
     return {"credentials": verdict}
 
 
-def _coverage(props: Mapping[str, Any], devices: Devices | None) -> dict[str, Any] | None:
+NO_CREDENTIALS: Final = "no Tailscale credentials to list the tailnet's devices"
+
+
+def _listed_devices(devices: Devices | None) -> list[Mapping[str, Any]] | str:
+    """The tailnet's devices, listed once for every check that needs them, or why not."""
     from components.tailscale_api import TailscaleApiError
 
+    if devices is None:
+        return NO_CREDENTIALS
+    try:
+        return list(devices())
+    except TailscaleApiError as exc:
+        return (
+            f"the tailnet's devices could not be listed ({exc}); an API key or an OAuth client "
+            "with the devices:core:read scope can"
+        )
+
+
+def _coverage(
+    props: Mapping[str, Any], listed: list[Mapping[str, Any]] | str
+) -> dict[str, Any] | None:
     peers = props.get("host_peers")
     if not props.get("expect_verify_clients"):
         return None  # derper admits everyone: nothing to cover
@@ -589,15 +733,20 @@ def _coverage(props: Mapping[str, Any], devices: Devices | None) -> dict[str, An
             "the relay host's tailscaled could not be read at this run, so the devices it can "
             "see are unknown"
         )
-    if devices is None:
-        return coverage_not_checked("no Tailscale credentials to list the tailnet's devices")
-    try:
-        return coverage(devices(), list(peers))
-    except TailscaleApiError as exc:
-        return coverage_not_checked(
-            f"the tailnet's devices could not be listed ({exc}); an API key or an OAuth client "
-            "with the devices:core:read scope can"
-        )
+    if isinstance(listed, str):
+        return coverage_not_checked(listed)
+    return coverage(listed, list(peers))
+
+
+def _reach(
+    props: Mapping[str, Any], listed: list[Mapping[str, Any]] | str
+) -> dict[str, Any] | None:
+    """Devices left out by a region with no IPv4 (None when the region has IPv4 or says not)."""
+    if props.get("region_ipv4") is not False:
+        return None
+    if isinstance(listed, str):
+        return devices_not_checked(listed)
+    return devices_without_ipv6(listed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,7 +790,8 @@ class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
         client = self._client()
         computed = run_validation(
             plain(props),
-            devices=client.list_devices if client is not None else None,
+            # clientConnectivity (each device's endpoints) comes only with fields=all.
+            devices=(lambda: client.list_devices(fields="all")) if client is not None else None,
             access=(lambda: client.check_policy_access(write=True)) if client is not None else None,
             last_healthy_at=previous if isinstance(previous, str) else None,
         )
@@ -713,6 +863,8 @@ class RelayValidationArgs:
     policy_access: pulumi.Input[str | None] = None
     """``"write"`` when publication writes the tailnet policy: the credential is proven on every
     run (see the module docstring)."""
+    region_ipv4: pulumi.Input[bool] | None = None
+    """Whether a device without IPv6 can dial some node of the region (docs/guide/reach.md)."""
 
     def to_props(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in INPUT_KEYS}
@@ -750,6 +902,9 @@ class RelayValidation(pulumi.dynamic.Resource, module="homederp", name="RelayVal
     credentials: pulumi.Output[dict[str, Any] | None]
     """``{ok, detail}``: the Tailscale credential may read and write the policy (None: not
     asked, ``policy_access`` unset)."""
+    reach: pulumi.Output[dict[str, Any] | None]
+    """Region without IPv4: ``{checked, devices, withoutIpv6, unknown, reason}``, the devices
+    whose last endpoints show no IPv6 (None when the region has IPv4)."""
 
     def __init__(
         self,

@@ -22,6 +22,10 @@ on, as documented at https://tailscale.com/api (policyfile and oauth sections):
   → ``{"access_token", "token_type", "expires_in", "scope"}``, 401 for an unknown client or token;
 * ``GET /api/v2/tailnet/{tailnet}/devices`` → ``{"devices": [...]}`` with ``name``, ``hostname``,
   ``nodeKey``, ``addresses`` (devices.go:82-114), scope ``devices:core:read`` (or ``devices:core``);
+  without ``?fields=all`` the answer omits ``enabledRoutes``, ``advertisedRoutes`` and
+  ``clientConnectivity`` (``{"endpoints": ["ip:port", …], …}``, the client's magicsock endpoints:
+  tailscale/tailscale@afec2d41b/publicapi/device.md:108-113, :257-268;
+  tailscale/tailscale-client-go-v2@4f50555/devices.go:61-67, :187-195);
 * tailnet ``-`` means the credential's own tailnet; another name than the configured one → 404.
 
 The policy is parsed with ``json5`` (a HuJSON superset, independent of ``components/derpmap.py``),
@@ -70,6 +74,8 @@ HUJSON = "application/hujson"
 WRITE_SCOPE = "policy_file"
 READ_SCOPE = "policy_file:read"
 DEVICES_SCOPE = "devices:core:read"
+#: Device fields the list sends only with ``?fields=all`` (module docstring).
+ALL_ONLY = frozenset({"enabledRoutes", "advertisedRoutes", "clientConnectivity"})
 
 
 @dataclass(frozen=True)
@@ -351,7 +357,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urllib.parse.urlsplit(self.path).path.split("/")
         if len(parts) == 6 and parts[1:4] == ["api", "v2", "tailnet"] and parts[5] == "devices":
             if self._authorize(DEVICES_SCOPE) and self._tailnet_ok(urllib.parse.unquote(parts[4])):
-                self._send(200, {"devices": self.state.devices})
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                devices = self.state.devices
+                if query.get("fields") != ["all"]:
+                    devices = [{k: v for k, v in d.items() if k not in ALL_ONLY} for d in devices]
+                self._send(200, {"devices": devices})
             return
         route = self._route()
         if route is None or route[0] != "acl":

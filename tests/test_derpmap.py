@@ -131,6 +131,87 @@ def test_node_with_ipv4_omitted_leaves_the_key_out() -> None:
     assert "IPv4" not in derpmap.region_to_dict(region)["Nodes"][0]
 
 
+def companion(**changes: Any) -> derpmap.DerpNode:
+    spec: dict[str, Any] = {
+        "region_id": 900,
+        "index": 1,
+        "hostname": "derp2.example.com",
+        "derp_port": 12345,
+        "stun_port": 3478,
+        "ipv4": "198.51.100.7",
+        "ipv6": "2a01:4f8::1",
+        "pin_ipv6": False,
+    }
+    return derpmap.relay_node(**{**spec, **changes})
+
+
+def test_region_with_a_companion_lists_the_home_node_first() -> None:
+    """A meshed companion is the second node ("900b"); clients try the nodes in order, so devices
+    that reach the home node stay on it (docs/upstream/derpmap.md#region-nodes)."""
+    region = derpmap.home_region(
+        region_id=900,
+        region_code="home",
+        region_name="Home",
+        hostname="derp.example.com",
+        derp_port=12345,
+        stun_port=3478,
+        ipv4=None,
+        ipv6="2409:8a00::10",
+        pin_ipv6=False,
+        companions=(companion(),),
+    )
+    nodes = derpmap.region_to_dict(region)["Nodes"]
+    assert [n["Name"] for n in nodes] == ["900a", "900b"]
+    assert [n["HostName"] for n in nodes] == ["derp.example.com", "derp2.example.com"]
+    assert nodes[0]["IPv4"] == "none" and "IPv6" not in nodes[0]
+    assert nodes[1]["IPv4"] == "198.51.100.7" and "IPv6" not in nodes[1]
+    assert {n["RegionID"] for n in nodes} == {900}
+
+
+def test_companion_nodes_must_belong_to_the_region() -> None:
+    """A companion from another region, or one named like the home node, is refused."""
+    common: dict[str, Any] = {
+        "region_id": 900,
+        "region_code": "home",
+        "region_name": "Home",
+        "hostname": "derp.example.com",
+        "derp_port": 443,
+        "stun_port": 3478,
+        "ipv4": None,
+        "ipv6": None,
+        "pin_ipv6": False,
+    }
+    with pytest.raises(ValueError):
+        derpmap.home_region(**common, companions=(companion(region_id=901),))
+    with pytest.raises(ValueError):
+        derpmap.home_region(**common, companions=(companion(index=0),))
+    with pytest.raises(ValueError):
+        companion(index=26)
+
+
+def test_node_pins_ipv6_only_on_request_and_says_none_for_no_ipv6() -> None:
+    assert companion(pin_ipv6=True).ipv6 == "2a01:4f8::1"
+    assert companion(ipv6="none", pin_ipv6=True).ipv6 == "none"
+    assert companion(ipv6=None, pin_ipv6=True).ipv6 is None
+
+
+@pytest.mark.parametrize(
+    ("nodes", "has"),
+    [
+        ([{"IPv4": "none", "IPv6": "2409::1"}], False),
+        ([{"IPv4": "none"}, {"IPv4": "198.51.100.7"}], True),
+        ([{"HostName": "derp.example.com"}], True),  # no IPv4 field: DNS A lookup
+        ([{"ipv4": "2409::1"}], False),  # not an IPv4 address: the family is not used
+        ([{"IPv4": "198.51.100.7", "STUNOnly": True}], False),  # never dialled for DERP
+        ([], False),
+    ],
+)
+def test_region_has_ipv4(nodes: list[dict[str, Any]], has: bool) -> None:
+    """Whether an IPv4-only client can dial some node, read as clients read the fields
+    (docs/upstream/derpmap.md#ip-fields), keys in any case."""
+    assert derpmap.region_has_ipv4({"RegionID": 900, "nodes": nodes}) is has
+
+
 def test_fragment_text_is_json_with_omit_default_regions() -> None:
     """The stack output parses as JSON and carries the region under its string ID."""
     region = derpmap.home_region(
@@ -704,3 +785,23 @@ def test_grant_round_trip_examples(text: str) -> None:
     assert derpmap.remove_grant(inserted, 900, remove_empty_grants=created) == text
     if "\r\n" in text:
         assert "\n" not in inserted.replace("\r\n", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "alone"),
+    [
+        ('{"derpMap": {"OmitDefaultRegions": true, "Regions": {"900": {"RegionID": 900}}}}', True),
+        ('{"derpmap": {"omitDefaultRegions": true, "regions": {"900": {"RegionID": 900}}}}', True),
+        ('{"derpMap": {"Regions": {"900": {"RegionID": 900}}}}', False),  # Tailscale's remain
+        (
+            '{"derpMap": {"OmitDefaultRegions": true, "Regions": {"900": {"RegionID": 900},'
+            ' "901": {"RegionID": 901}}}}',
+            False,
+        ),
+        ("{}", False),
+    ],
+)
+def test_sole_region(text: str, alone: bool) -> None:
+    """With OmitDefaultRegions and no other region, a drain of ours moves nobody
+    (docs/upstream/derpmap.md#one-region); keys in any case, as the control plane reads them."""
+    assert derpmap.sole_region(text, 900) is alone

@@ -282,6 +282,7 @@ def _raw(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "hostname": "derp.example.com",
         "zone": "example.com",
         "ipv6": "2606:4700:4700::64",
+        "ipv4": "none",
         "dockerHost": "tcp://relay.example.com:2376",
         "tailscaleVersion": "1.102.5",
         "controlPlane": "headscale",

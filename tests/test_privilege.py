@@ -33,7 +33,13 @@ AXES: dict[str, tuple[str | None, ...]] = {
     "networkMode": ("host", "bridge"),
     "runtimeImage": ("scratch", OTHER_RUNTIME),
 }
-BASE = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
+# Dual stack: an IPv6-only relay is warned about on purpose (docs/guide/reach.md).
+BASE = {
+    "hostname": "derp.example.com",
+    "zone": "example.com",
+    "ipv6": "2409:8a00::10",
+    "ipv4": "93.184.216.34",
+}
 
 
 def combinations() -> list[dict[str, str]]:

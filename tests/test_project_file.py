@@ -80,7 +80,14 @@ def test_stack_files_pass_cli_validation(stack_file: Path) -> None:
 
 # Pulumi.yaml's defaults mean exactly what the settings do when a key is absent.
 def test_defaults_match_settings() -> None:
-    required = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
+    # ipv4 has no default meaning: the rules require a choice (docs/guide/reach.md), with a message
+    # that names the choices, which the CLI's own "missing configuration value" would not.
+    required = {
+        "hostname": "derp.example.com",
+        "zone": "example.com",
+        "ipv6": "2409:8a00::10",
+        "ipv4": "none",
+    }
     env = Environment(cloudflare_api_token=pulumi.Output.secret("t"))
     host = HostProbeAdapter(HostFacts(addresses=["2409:8a00::10"]))
     bare = parse_settings(required, env=env, host=host).require()

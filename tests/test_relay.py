@@ -730,6 +730,7 @@ def test_validation_output(mocks: RelayMocks, healthy: bool) -> None:
         "admission",
         "coverage",
         "credentials",
+        "reach",
     ]
     assert validation["ok"] is healthy and validation["healthy"] is healthy
     assert validation["checkedAt"] == "2026-12-02T04:00:00+00:00"

@@ -25,6 +25,13 @@ from tests.mocks import HostProbeAdapter
 from tests.peers.cloudflare_api import CloudflarePeer, Token
 
 TOKEN = pulumi.Output.secret("token")
+#: The smallest valid raw config: an IPv6-only relay by choice (``ipv4: none``).
+IPV6_ONLY = {
+    "hostname": "derp.example.com",
+    "zone": "example.com",
+    "ipv4": "none",
+    "ipv6": "2409:8a00::10",
+}
 
 # (case id, overrides of Pulumi.home.yaml, key the message must name, words it must contain)
 BAD_CONFIGS: list[tuple[str, dict[str, str | None], str, str]] = [
@@ -432,7 +439,7 @@ def test_all_problems_reported_at_once() -> None:
     raw = {"hostname": "derp", "ipv6": "fe80::1", "derpPort": "80", "regionId": "5"}
     with pytest.raises(ConfigError) as failure:
         parse_settings(raw, env=Environment()).require()
-    keys = ["hostname", "zone", "ipv6", "derpPort", "regionId", "cloudflare:apiToken"]
+    keys = ["hostname", "zone", "ipv6", "ipv4", "derpPort", "regionId", "cloudflare:apiToken"]
     assert len(failure.value.problems) == len(keys)
     for key in keys:
         assert key in str(failure.value)
@@ -447,7 +454,12 @@ def probe(facts: HostFacts | None = None) -> HostProbeAdapter:
 def test_defaults() -> None:
     host = probe()
     settings = parse_settings(
-        {"hostname": "Derp.Example.com.", "zone": "example.com", "ipv6": "2409:8A00::10"},
+        {
+            "hostname": "Derp.Example.com.",
+            "zone": "example.com",
+            "ipv4": "none",
+            "ipv6": "2409:8A00::10",
+        },
         env=Environment(cloudflare_api_token=TOKEN),
         host=host,
     ).require()
@@ -529,7 +541,7 @@ def test_full_config_accepted() -> None:
 def test_ipv6_auto_uses_discovery() -> None:
     facts = HostFacts(addresses=["2409:8a00:1:2::5", "2409:8a00:1:2::9"])
     facts.address_flags["2409:8a00:1:2::5"] = frozenset({"temporary", "dynamic"})
-    raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "auto"}
+    raw = {**IPV6_ONLY, "ipv6": "auto"}
     settings = parse_settings(
         {**raw, "ipv6Interface": "eth0", "dockerHost": "ssh://me@host"},
         env=Environment(cloudflare_api_token=TOKEN),
@@ -548,7 +560,7 @@ def test_ipv6_auto_uses_discovery() -> None:
 # A static address the host does not hold at all is only a warning (NAT66 and proxies exist).
 def test_static_address_not_on_host_warns() -> None:
     settings = parse_settings(
-        {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::77"},
+        {**IPV6_ONLY, "ipv6": "2409:8a00::77"},
         env=Environment(cloudflare_api_token=TOKEN),
         host=probe(HostFacts(addresses=["2409:8a00::10"])),
     ).require()
@@ -577,6 +589,7 @@ def test_version_falls_back_without_tailscaled_when_not_verifying() -> None:
         {
             "hostname": "derp.example.com",
             "zone": "example.com",
+            "ipv4": "none",
             "ipv6": "2409:8a00::10",
             "verifyClients": "false",
         },
@@ -595,7 +608,7 @@ def test_version_falls_back_without_tailscaled_when_not_verifying() -> None:
 
 # An explicit version equal to the daemon's is fine; with verification off any release goes.
 def test_explicit_version() -> None:
-    base = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
+    base = dict(IPV6_ONLY)
     env = Environment(cloudflare_api_token=TOKEN)
     same = parse_settings({**base, "tailscaleVersion": "v1.102.5"}, env=env, host=probe()).require()
     assert same.derper.build is not None and same.derper.build.tailscale_version == "1.102.5"
@@ -792,7 +805,7 @@ def test_stale_runtime_directory_warns() -> None:
     facts = HostFacts(addresses=["2409:8a00::10"])
     facts.systemd_show = "RuntimeDirectory=tailscale\nRuntimeDirectoryPreserve=no\n"
     settings = parse_settings(
-        {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"},
+        dict(IPV6_ONLY),
         env=Environment(cloudflare_api_token=TOKEN),
         host=probe(facts),
     ).require()
@@ -839,7 +852,8 @@ def test_peer_relay_static_endpoint_needs_1_92(version: str, endpoints: tuple[st
     ],
 )
 def test_low_ports_and_the_default_need_no_warning(extra: dict[str, str | None]) -> None:
-    raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10"}
+    # dual stack: an IPv6-only relay is warned about on purpose (docs/guide/reach.md)
+    raw = {**IPV6_ONLY, "ipv4": "93.184.216.34"}
     merged = {k: v for k, v in {**raw, "derpPort": "12345", **extra}.items() if v is not None}
     host = probe(HostFacts(addresses=["2409:8a00::10"]))
     verdict = parse_settings(merged, env=Environment(cloudflare_api_token=TOKEN), host=host)
@@ -857,7 +871,7 @@ def test_peer_relay_tag_destination_is_warned() -> None:
     from tests.mocks import PEER_NODE_KEYS
 
     raw = {"hostname": "derp.example.com", "zone": "example.com", "ipv6": "2409:8a00::10",
-           "derpPort": "12345", "peerRelayPort": "40000"}  # fmt: skip
+           "ipv4": "93.184.216.34", "derpPort": "12345", "peerRelayPort": "40000"}  # fmt: skip
     facts = HostFacts(
         addresses=["2409:8a00::10"],
         tags=("tag:relay",),

@@ -20,6 +20,8 @@ import pytest
 
 from components import tailscale_api
 from components.gate import RelayHealthGate, RelayHealthGateArgs
+from components.netcheck import Check, Report
+from components.reach import NOT_JUDGED
 from components.validation import (
     INPUT_KEYS,
     OUTPUT_KEYS,
@@ -28,6 +30,7 @@ from components.validation import (
     RelayValidationArgs,
     container_trouble,
     coverage,
+    region_verdict,
     run_validation,
     validation_trigger,
 )
@@ -165,7 +168,9 @@ def test_create_good_relay(host: ProviderHost, relay: LocalRelay) -> None:
     inputs = program_inputs(relay)
     outs = create(host, inputs)
     assert outs["healthy"] is True and outs["ok"] is True and outs["attempts"] == 1
-    assert set(OUTPUT_KEYS) - {"diagnosis", "admission", "coverage", "credentials"} <= set(outs)
+    assert set(OUTPUT_KEYS) - {"diagnosis", "admission", "coverage", "credentials", "reach"} <= set(
+        outs
+    )
     assert {k: outs[k] for k in inputs} == inputs  # {**inputs, **computed}
     assert outs["server_public_key"] == relay.server_public_key
     assert outs["stun_latency_ms"] > 0 and outs["tls_latency_ms"] > 0
@@ -255,6 +260,19 @@ def test_no_route_means_no_verdict(relay: LocalRelay) -> None:
     )
     assert partly["healthy"] is True
     assert {c.get("address") for c in partly["checks"]} == {None, "127.0.0.1"}
+
+
+# Nothing expected (a health run that could not read `ipv6: auto`): what DNS publishes is judged,
+# but only what this machine can route to — an IPv4-only runner judges the A record, and with no
+# route to any published address there is no verdict, never a drain.
+def test_no_expected_addresses_judges_only_routable_published_ones(relay: LocalRelay) -> None:
+    props = {**program_inputs(relay), "expected_addresses": []}
+    v4_only = run_validation(props, route=lambda address: ":" not in address)
+    assert v4_only["healthy"] is True, v4_only.get("diagnosis")
+    assert {c.get("address") for c in v4_only["checks"]} == {None, "127.0.0.1"}
+    nowhere = run_validation(props, route=lambda address: False)
+    assert nowhere["healthy"] is None and "no route" in nowhere["diagnosis"]
+    assert "::1" in nowhere["diagnosis"] and "127.0.0.1" in nowhere["diagnosis"]
 
 
 # --- coverage: devices the relay host cannot see ------------------------------------------------
@@ -428,6 +446,133 @@ def test_container_trouble(state: dict[str, Any], expected: str | None) -> None:
         assert said is not None and expected in said
         assert "its last log line: '2026/12/06 07:16:06 derper: config: unexpected end" in said
         assert "hint: derper.key in the state volume is damaged" in said
+
+
+# --- reach: a region with no IPv4 -------------------------------------------------------------
+
+E_ENDPOINTS = ["10.214.151.1:42354", "10.214.151.4:41641"]  # as a real IPv4-only tailscaled shows
+A_ENDPOINTS = ["10.214.151.1:56503", "[fd42:214:97::1]:50514"]
+
+
+# A region with no IPv4: the devices whose last endpoints show no IPv6 are named (asked with
+# fields=all, the only answer that carries clientConnectivity), on stderr too. With IPv4 in the
+# region nobody is left out and nothing is listed for it.
+def test_region_without_ipv4_names_devices_without_ipv6(relay: LocalRelay) -> None:
+    devices = [
+        {"name": "office-pc.tail.ts.net", "clientConnectivity": {"endpoints": E_ENDPOINTS}},
+        {"name": "laptop.tail.ts.net", "clientConnectivity": {"endpoints": A_ENDPOINTS}},
+    ]
+    api = FakeTailscaleApi(api_keys={KEY: ("devices:core:read",)}, devices=devices)
+    with api, ProviderHost(timeout=60) as h:
+        h.configure({"tailscale:apiKey": secret(KEY), "tailscale:baseUrl": api.base_url})
+        outs = create(h, program_inputs(relay, region_ipv4=False))
+        stderr = h.stderr_text()
+        with_ipv4 = create(h, program_inputs(relay, region_ipv4=True))
+    assert outs["healthy"] is True  # who is left out is reported, not part of the verdict
+    assert outs["reach"] == {
+        "checked": True,
+        "devices": 2,
+        "withoutIpv6": ["office-pc.tail.ts.net"],
+        "unknown": 0,
+        "reason": None,
+    }
+    assert "office-pc.tail.ts.net" in stderr and "region has no IPv4" in stderr
+    assert "reach" not in with_ipv4
+    assert [r.path for r in api.requests if "devices" in r.path] == [
+        "/api/v2/tailnet/-/devices?fields=all"
+    ]
+
+
+def report_with(verify_cause: str | None, *failing: str, admitted: bool = False) -> Report:
+    """A report whose outside checks pass except ``failing``; verify_clients fails with
+    ``verify_cause`` (None: it passes), the random key rejected unless ``admitted``."""
+    checks = [
+        Check(name, "2409:8a00::10", name not in failing, "")
+        for name in ("dns", "tls", "https", "derp", "stun")
+    ]
+    data: dict[str, Any] = {"verify_clients": not admitted}
+    if verify_cause:
+        data["cause"] = verify_cause
+    checks.append(
+        Check(
+            "verify_clients",
+            "2409:8a00::10",
+            verify_cause is None,
+            "derper's log could not be read",
+            data=data,
+        )
+    )
+    return Report("derp.example.com", checks)
+
+
+def health_props(region_ipv4: bool | None) -> dict[str, Any]:
+    return {
+        "hostname": "derp.example.com",
+        "derp_port": 12345,
+        "stun_port": 3478,
+        "expected_addresses": ["2409:8a00::10"],
+        "expect_verify_clients": True,
+        "timeout_seconds": 0,
+        "region_ipv4": region_ipv4,
+    }
+
+
+IPV4_ONLY_RUNNER = {"BackendState": "Running", "Self": {"Addrs": E_ENDPOINTS}}
+IPV6_RUNNER = {"BackendState": "Running", "Self": {"Addrs": A_ENDPOINTS}}
+
+
+# A health run whose own tailscaled has no IPv6, against a region with no IPv4, whose only
+# failure is admission that derper's log could not confirm: no verdict (the region is left as it
+# is) with "not judged: this runner has no path …". Anything else is judged as before: a real
+# failure of the relay, a region with IPv4, a runner with IPv6 of its own, no tailscaled here.
+@pytest.mark.parametrize(
+    ("report", "region_ipv4", "local", "healthy"),
+    [
+        (report_with("unconfirmed"), False, IPV4_ONLY_RUNNER, None),
+        (report_with("unconfirmed", "tls"), False, IPV4_ONLY_RUNNER, False),
+        (report_with("tailscaled_unreachable"), False, IPV4_ONLY_RUNNER, False),
+        # verification OFF (a random key admitted) is seen from outside: judged, whatever the log
+        (report_with("unconfirmed", admitted=True), False, IPV4_ONLY_RUNNER, False),
+        (report_with("unconfirmed"), True, IPV4_ONLY_RUNNER, False),
+        (report_with("unconfirmed"), None, IPV4_ONLY_RUNNER, False),  # stacks from before
+        (report_with("unconfirmed"), False, IPV6_RUNNER, False),
+        (report_with("unconfirmed"), False, None, False),
+        (report_with(None), False, IPV4_ONLY_RUNNER, True),
+    ],
+)
+def test_health_run_without_a_path_is_not_judged(
+    report: Report, region_ipv4: bool | None, local: dict[str, Any] | None, healthy: bool | None
+) -> None:
+    outs = run_validation(
+        health_props(region_ipv4),
+        probe=lambda target, **kw: report,
+        route=lambda address: True,
+        local_status=lambda: local,
+    )
+    assert outs["healthy"] is healthy and outs["ok"] is healthy
+    if healthy is None:
+        assert outs["diagnosis"].startswith(NOT_JUDGED) and "left as it is" in outs["diagnosis"]
+        assert outs["checks"] and outs["checked_at"]  # what was probed is still reported
+    elif healthy is False:
+        assert not outs["diagnosis"].startswith(NOT_JUDGED)
+
+
+# The region's verdict from its nodes: healthy when all are, failed when one is, else unjudged;
+# the diagnoses name their node, the certificate closest to expiry counts.
+def test_region_verdict() -> None:
+    home = {"hostname": "h", "healthy": True, "certificate_days_left": 80, "checked_at": "2"}
+    bad = {"hostname": "c", "healthy": False, "diagnosis": "tls failed", "checked_at": "3",
+           "certificate_days_left": 12}  # fmt: skip
+    unjudged = {"hostname": "c", "healthy": None, "diagnosis": f"{NOT_JUDGED}: …"}
+    assert region_verdict([home])["healthy"] is True
+    both = region_verdict([home, bad])
+    assert both == {"healthy": False, "diagnosis": "c: tls failed", "certificate_days_left": 12,
+                    "checked_at": "3"}  # fmt: skip
+    assert region_verdict([home, unjudged])["healthy"] is None
+    assert region_verdict([bad, unjudged])["healthy"] is False
+    assert (
+        region_verdict([{"hostname": "h", "healthy": False, "diagnosis": "x"}])["diagnosis"] == "x"
+    )
 
 
 # --- the trigger ------------------------------------------------------------------------------

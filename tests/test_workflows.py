@@ -751,10 +751,11 @@ def netns(with_ipv6_route: bool) -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-# A runner without an IPv6 route (a GitHub-hosted one) stops before Pulumi with the fix named;
-# one with a route goes on. Real routing tables, no packet sent.
-@pytest.mark.parametrize("route", [False, True])
-def test_ipv6_route_check(runner: dict[str, str], route: bool) -> None:
+# A runner without an IPv6 route (a GitHub-hosted one) stops before Pulumi with the fix named,
+# unless the region has IPv4 (then it is judged on IPv4, with a notice); one with a route goes on.
+# Real routing tables, no packet sent.
+@pytest.mark.parametrize(("route", "region_ipv4"), [(False, False), (True, False), (False, True)])
+def test_ipv6_route_check(runner: dict[str, str], route: bool, region_ipv4: bool) -> None:
     assert os.geteuid() == 0, "network namespaces need root: run the suite with sudo"
     need("ip", "iproute2")
     step_ = ipv6_step()
@@ -763,14 +764,19 @@ def test_ipv6_route_check(runner: dict[str, str], route: bool) -> None:
         "inputs.stack": "home",
         "steps.facts.outputs.ipv6-probe": facts_mod.facts(ROOT, "home")["ipv6-probe"],
         "steps.facts.outputs.validate": "enforce",
+        "steps.facts.outputs.region-ipv4": "true" if region_ipv4 else "false",
     }
     with netns(route) as ns:
         done = run_step(step_, values, runner, prefix=("ip", "netns", "exec", ns))
     if route:
         assert done.returncode == 0, done.stdout + done.stderr
+    elif region_ipv4:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "::notice title=IPv6 not judged from here::" in done.stdout
     else:
         assert done.returncode == 1
         assert "TS_CI_EXIT_NODE" in done.stdout and "Nothing was changed" in done.stdout
+        assert "only a runner with IPv6 of its own" in done.stdout
 
 
 # ---- the Pulumi command of each kind of run --------------------------------------------------
@@ -880,6 +886,32 @@ def engine_urns(stack: str, stack_file: Path, mocks: RelayMocks) -> set[str]:
         assert grandparent.split("::")[2] == "pulumi:pulumi:Stack", "relay is a top resource"
         urns.add(facts_mod.urn(stack, "home-derp", facts_mod.COMPONENT_TYPE, r.typ, r.name))
     return urns
+
+
+# A stack with a companion node: its health run also targets the companion's validation, exactly
+# what the program registers; the facts say its region has IPv4.
+def test_health_targets_with_a_companion_match_the_program(
+    tmp_path: Path, mocks: RelayMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("Pulumi.yaml", "requirements.txt"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    stack_file = tmp_path / "Pulumi.duo.yaml"
+    stack_file.write_text(
+        (ROOT / "Pulumi.home.yaml").read_text().replace("home-derp:ipv4: none", "")
+        + "  home-derp:companionHostname: derp2.example.com\n"
+        + "  home-derp:companionDockerHost: ssh://root@vps.example.com\n"
+        + "  home-derp:companionIpv4: 203.0.114.9\n"
+    )
+    facts = facts_mod.facts(tmp_path, "duo")
+    assert facts["region-ipv4"] == "true"
+    targets = set(facts["health-targets"].splitlines())
+    assert any(t.endswith("::relay-900-companion-validation") for t in targets)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.setenv("HOME_DERP_HEALTH_RUN", "1")
+    assert engine_urns("duo", stack_file, mocks) == targets
+    monkeypatch.delenv("HOME_DERP_HEALTH_RUN")
+    assert targets <= engine_urns("duo", stack_file, mocks)
+    assert facts_mod.facts(ROOT, "home")["region-ipv4"] == "false"  # ipv4: none
 
 
 # What the workflows read from the committed files is what the CLI hands the program.

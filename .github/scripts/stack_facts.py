@@ -35,6 +35,8 @@ from components.stack_config import StackFileError, load_stack  # noqa: E402
 # parent of every other resource; child names are ``relay-<regionId>-<suffix>``.
 COMPONENT_TYPE = "homederp:index:HomeDerpRelay"
 VALIDATION = ("pulumi-python:dynamic/homederp:RelayValidation", "validation")
+#: The companion node's validation (``home-derp:companionHostname``, docs/guide/reach.md).
+COMPANION_VALIDATION = (VALIDATION[0], "companion-validation")
 TAILNET_REGION = ("pulumi-python:dynamic/homederp:TailnetDerpRegion", "tailnet-region")
 TAILNET_POLICY = ("tailscale:index/acl:Acl", "tailnet-policy")
 HEADSCALE_REGION = ("pulumi-python:dynamic/homederp:HeadscaleDerpRegion", "headscale-region")
@@ -127,15 +129,20 @@ def urn(stack: str, project: str, parent_type: str, type_: str, name: str) -> st
 
 
 def health_targets(
-    stack: str, project: str, region_id: str, tailnet_policy: str, control_plane: str = "tailscale"
+    stack: str,
+    project: str,
+    region_id: str,
+    tailnet_policy: str,
+    control_plane: str = "tailscale",
+    companion: bool = False,
 ) -> list[str]:
-    """The URNs a health run updates, and nothing else: the validation, the policy resource of
-    the stack's tailnetPolicy mode (none with ``off``; headscale's DERP map file with
-    ``controlPlane: headscale``), the usage history (components/usage.py), the gate. Literal URNs,
-    not globs: the engine fails a run whose literal target neither exists nor is registered
-    (deployment_executor ``checkTargets``), so a renamed resource turns a health run red instead
-    of making it a no-op."""
-    children = [VALIDATION]
+    """The URNs a health run updates, and nothing else: the validation (and the companion node's),
+    the policy resource of the stack's tailnetPolicy mode (none with ``off``; headscale's DERP map
+    file with ``controlPlane: headscale``), the usage history (components/usage.py), the gate.
+    Literal URNs, not globs: the engine fails a run whose literal target neither exists nor is
+    registered (deployment_executor ``checkTargets``), so a renamed resource turns a health run
+    red instead of making it a no-op."""
+    children = [VALIDATION, *([COMPANION_VALIDATION] if companion else [])]
     if control_plane == "headscale":
         if tailnet_policy != "off":
             children.append(HEADSCALE_REGION)
@@ -161,6 +168,9 @@ def facts(root: Path, stack: str) -> dict[str, str]:
     docker = docker_host(value("dockerHost"))
     region_id = value("regionId")
     tailnet_policy = value("tailnetPolicy")
+    companion = bool(config.get("companionHostname"))
+    # Whether a runner without IPv6 can still judge part of the relay (docs/guide/reach.md).
+    region_ipv4 = companion or value("ipv4").lower() not in ("", "none")
     return {
         "pulumi-version": pulumi_version((root / "requirements.txt").read_text()),
         "docker-host": docker.url,
@@ -171,8 +181,11 @@ def facts(root: Path, stack: str) -> dict[str, str]:
         "ipv6-probe": ipv6_probe(config.get("ipv6", "")),
         "validate": value("validate"),
         "tailnet-policy": tailnet_policy,
+        "region-ipv4": "true" if region_ipv4 else "false",
         "health-targets": "\n".join(
-            health_targets(stack, project, region_id, tailnet_policy, value("controlPlane"))
+            health_targets(
+                stack, project, region_id, tailnet_policy, value("controlPlane"), companion
+            )
         ),
     }
 

@@ -30,7 +30,12 @@ Rows, in order (``id``: what passes):
 * ``cloudflare.token`` / ``cloudflare.zone`` / ``cloudflare.records`` — the token is active, the
   zone active, existing records adoptable (one per type; a round-robin or a CNAME fails);
 * ``tailnet.policy`` / ``tailnet.region`` — the policy is readable with the credentials, the
-  region id free, this stack's, or ``adoptRegion`` set.
+  region id free, this stack's, or ``adoptRegion`` set;
+* ``reach.ipv4`` — how devices without IPv6 reach the region: ``ipv4`` (dual stack), a companion
+  node, or IPv6-only by choice with what it costs and the devices whose last endpoints show no
+  IPv6 (docs/guide/reach.md);
+* ``reach.mesh`` (only with a companion node) — each node has a route to the other (both must
+  dial).
 
 A row is ``pass``, ``fail`` (with ``fix``) or ``not_checked`` (``summary`` says why: no
 credentials, a ``tcp://`` host, the network, or an earlier row it depends on). Exit codes: 0

@@ -14,6 +14,7 @@ from components.doctor import (
     credentials,
     headscale_checks,
     host_checks,
+    reach_checks,
     tailnet_checks,
 )
 from components.doctor.model import Check, Report, failed, lines, passed
@@ -73,6 +74,9 @@ def run(
     secrets = credentials.resolve(stack, environ)
     docker_host = settings.readable_docker_host(stack.raw.get("dockerHost"))
     host = host_factory(docker_host) if docker_host is not None else None
+    companion_url = stack.raw.get("companionDockerHost")
+    companion_url = settings.readable_docker_host(companion_url) if companion_url else None
+    companion = host_factory(companion_url) if companion_url is not None else None
     try:
         verdict = settings.parse_settings(
             stack.raw,
@@ -80,11 +84,17 @@ def run(
             host=host,
             configured_keys=stack.configured_keys,
             headscale=lambda url: HeadscaleHost(url, timeout=timeout),
+            companion_host=companion,
         )
         checks, warnings = _checks(stack, verdict, secrets, host, environ, timeout)
+        checks.append(reach_checks.ipv4_check(verdict, secrets, environ, timeout))
+        mesh = reach_checks.mesh_check(verdict, host, companion)
+        if mesh is not None:
+            checks.append(mesh)
     finally:
-        if host is not None:
-            host.close()
+        for opened in (host, companion):
+            if opened is not None:
+                opened.close()
     report = Report(
         stack=stack.stack,
         project=stack.project,

@@ -102,8 +102,9 @@ KEYS: Final[tuple[Key, ...]] = (
         "string",
         "",
         (
-            "Public IPv4 address of the relay, if it has one (adds an A record). Default none "
-            '(derpMap IPv4 "none").'
+            "Public IPv4 address of the relay (an A record; forward derpPort/stunPort to the "
+            "host), or `none` for IPv6-only - devices without IPv6 then cannot reach devices homed"
+            " on the relay (docs/guide/reach.md). Required unless companionHostname is set."
         ),
     ),
     Key(
@@ -241,7 +242,42 @@ KEYS: Final[tuple[Key, ...]] = (
         False,
         (
             "Drop Tailscale's own DERP regions from the tailnet (IPv4-only clients then have no "
-            "relay unless ipv4 is set)."
+            "relay unless the region has IPv4; with no other region a drain moves nobody)."
+        ),
+    ),
+    # -- who can reach devices homed on the region (components/settings/topology.py)
+    Key(
+        "companionHostname",
+        "string",
+        "",
+        (
+            "DNS name of a companion derper in this region on a host with IPv4 (e.g. a small "
+            "VPS), meshed with this one so IPv4-only devices reach the region (docs/guide/"
+            "reach.md). Empty means no companion."
+        ),
+    ),
+    Key(
+        "companionDockerHost",
+        "string",
+        "",
+        (
+            "Docker engine of the companion host - ssh://user@host[:port] (or unix:// when "
+            "Pulumi runs there). Required with companionHostname."
+        ),
+    ),
+    Key(
+        "companionIpv4",
+        "string",
+        "",
+        "The companion host's public IPv4 address (its A record). Required with companionHostname.",
+    ),
+    Key(
+        "companionIpv6",
+        "string",
+        "auto",
+        (
+            "The companion host's public IPv6 address (its AAAA record), or `auto` to read it on "
+            "the companion host. It dials the home node over IPv6 when home has no IPv4."
         ),
     ),
     Key(

@@ -81,9 +81,15 @@ def load_settings(host: HostProbe | None = None) -> RelaySettings:
     config = pulumi.Config(keys.NAMESPACE)
     raw = {name: config.get(name) for name in keys.KNOWN_KEYS if name not in keys.SECRET_KEYS}
     docker_host = readable_docker_host(raw.get("dockerHost"))
+    companion_url = (
+        readable_docker_host(raw["companionDockerHost"]) if raw.get("companionDockerHost") else None
+    )
     live = None
     if host is None and docker_host is not None:
         host = live = relay_host.LiveHost(docker_host)
+    companion = None
+    if raw.get("companionHostname") and companion_url is not None:
+        companion = relay_host.LiveHost(companion_url)
     try:
         verdict = parse_settings(
             raw,
@@ -92,10 +98,12 @@ def load_settings(host: HostProbe | None = None) -> RelaySettings:
             ddns_api_token=config.get_secret("ddnsApiToken"),
             configured_keys=configured_keys(),
             headscale=_headscale_reader,
+            companion_host=companion,
         )
     finally:
-        if live is not None:
-            live.close()
+        for opened in (live, companion):
+            if opened is not None:
+                opened.close()
     for note in verdict.notes:
         pulumi.log.info(note)
     return verdict.require()

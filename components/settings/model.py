@@ -265,6 +265,23 @@ class ControlPlane:
 
 
 @dataclass(frozen=True)
+class Companion:
+    """A second derper of the region on a host with IPv4 (a small VPS), meshed with the home
+    node so devices without IPv6 reach devices homed on the region (docs/guide/reach.md)."""
+
+    hostname: str
+    """Its own DNS name, certificate and derpMap node (``<id>b``)."""
+    docker: Docker
+    """Its Docker engine (``home-derp:companionDockerHost``; the home stack's network mode)."""
+    addresses: Addresses
+    """Its public IPv4 (required) and IPv6 (static, or read on the companion host)."""
+    derper: Derper
+    """derper there: the same build rules, at the companion host's tailscaled release."""
+    relay_host: TailscaledFacts | None = None
+    """The companion host's tailscaled as read at this evaluation."""
+
+
+@dataclass(frozen=True)
 class RelaySettings:
     """One relay's validated configuration; the only input of :class:`HomeDerpRelay`."""
 
@@ -293,6 +310,15 @@ class RelaySettings:
     """Legal but risky choices, logged by the component."""
     control_plane: ControlPlane = field(default_factory=ControlPlane)
     """Tailscale (the default) or headscale."""
+    companion: Companion | None = None
+    """The meshed companion node (``home-derp:companionHostname``), or None."""
+    mesh_with: tuple[str, ...] = ()
+    """``host:port`` of the other derpers of the region this one dials (``-mesh-with``)."""
+
+    @property
+    def region_has_ipv4(self) -> bool:
+        """Whether a device without IPv6 can dial some node of the region (docs/guide/reach.md)."""
+        return self.addresses.ipv4 is not None or self.companion is not None
 
 
 @dataclass(frozen=True)

@@ -62,21 +62,26 @@ def zone(c: Collector, hostname: str) -> Zone:
     return Zone(name=name, id=zone_id)
 
 
+def hosted_runner_problem(host: str, env: Environment, key: str = "dockerHost") -> str | None:
+    """A unix:// Docker host on a GitHub-hosted runner is the runner's own daemon: derper would
+    be created (and recorded in state) on a machine that disappears after the job
+    (docs/architecture.md, "CI")."""
+    if scheme_of(host) != "unix" or not env.github_hosted_runner:
+        return None
+    return (
+        "this is a GitHub-hosted runner (RUNNER_ENVIRONMENT=github-hosted): a unix:// Docker "
+        f"host is the runner's own throwaway daemon, not your relay. Set home-derp:{key} "
+        "to ssh://user@<relay host> (docs/guide/ci-cd.md), or run the job on a self-hosted "
+        "runner on the relay host"
+    )
+
+
 def docker(c: Collector, env: Environment) -> tuple[Docker, bool]:
     """The Docker host; the flag says whether its URL is usable (rules that read it need it)."""
     host = c.text("dockerHost")
     ok = c.checked("dockerHost", host, check_docker_host(host))
-    if ok and scheme_of(host) == "unix" and env.github_hosted_runner:
-        # A hosted runner has a Docker daemon of its own: derper would be created (and recorded
-        # in state) on a machine that disappears after the job (docs/architecture.md, "CI").
-        c.fail(
-            "dockerHost",
-            host,
-            "this is a GitHub-hosted runner (RUNNER_ENVIRONMENT=github-hosted): a unix:// Docker "
-            "host is the runner's own throwaway daemon, not your relay. Set home-derp:dockerHost "
-            "to ssh://user@<relay host> (docs/guide/ci-cd.md), or run the job on a self-hosted "
-            "runner on the relay host",
-        )
+    if ok and (why := hosted_runner_problem(host, env)):
+        c.fail("dockerHost", host, why)
         ok = False
     network_mode = c.choice("networkMode", NETWORK_MODES)
     if network_mode == "bridge":

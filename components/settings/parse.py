@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from components.ipv6 import Candidate
 from components.settings import control_plane as control_rules
 from components.settings import derper as derper_rules
-from components.settings import network, publication
+from components.settings import network, publication, topology
 from components.settings import usage as usage_rules
 from components.settings.checks import unknown_keys
 from components.settings.collector import Collector
@@ -71,10 +71,12 @@ def parse_settings(
     ddns_api_token: pulumi.Output[str] | None = None,
     configured_keys: Sequence[str] = (),
     headscale: control_rules.HeadscaleReaders | None = None,
+    companion_host: HostProbe | None = None,
 ) -> Verdict:
     """Every rule over the raw ``home-derp:`` strings (``configured_keys``: the full names set in
-    the stack, so a mistyped key is named; ``headscale`` opens a reader of the headscale host);
-    see the module docstring."""
+    the stack, so a mistyped key is named; ``headscale`` opens a reader of the headscale host;
+    ``companion_host``: the companion's Docker host, asked like ``host``); see the module
+    docstring."""
     env = env or Environment()
     c = Collector(raw)
     for text in unknown_keys(configured_keys):
@@ -89,6 +91,18 @@ def parse_settings(
     control = control_rules.control_plane(c, docker, docker_ok, headscale, env)
     verify_url = control.headscale.verify_url if control.headscale else None
     derper, facts = derper_rules.derper(c, docker, docker_ok, host, env, verify_url=verify_url)
+    companion = topology.companion(
+        c,
+        home_hostname=hostname,
+        zone=zone,
+        docker=docker,
+        ports=ports,
+        env=env,
+        probe=companion_host,
+        verify_url=verify_url,
+    )
+    topology.ipv4_choice(c, addresses, ports, region, companion, env)
+    topology.single_region(c, region, addresses.ipv4 is not None or companion is not None)
     validation = publication.validation(c)
     policy = publication.policy(c, env, control.kind)
     ddns = publication.ddns(c, addresses.pin_ipv6)
@@ -100,8 +114,6 @@ def parse_settings(
             "cloudflare:apiToken is not set: run `pulumi config set --secret cloudflare:apiToken` "
             "(a token with Zone:Read and DNS:Edit on the zone) or export CLOUDFLARE_API_TOKEN"
         )
-    if region.omit_default_regions and addresses.ipv4 is None:
-        c.warn("omitDefaultRegions=true with no ipv4: IPv4-only clients will have no DERP relay")
     settings = RelaySettings(
         hostname=hostname,
         zone=zone,
@@ -121,5 +133,7 @@ def parse_settings(
         cloudflare_api_token=env.cloudflare_api_token,
         warnings=tuple(c.warnings),
         control_plane=control,
+        companion=companion,
+        mesh_with=(topology.mesh_peer(companion.hostname, ports),) if companion else (),
     )
     return Verdict(settings, tuple(c.problems), tuple(c.warnings), tuple(c.notes))

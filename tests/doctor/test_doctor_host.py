@@ -144,6 +144,7 @@ def test_program_refuses_temporary_and_deprecated_static_ipv6(host: World) -> No
                 "hostname": HOSTNAME,
                 "zone": "example.com",
                 "ipv6": address,
+                "ipv4": "none",
                 "dockerHost": host.ssh,
                 "tailscaleSocket": str(host.socket_path),
                 "tailnetPolicy": "off",

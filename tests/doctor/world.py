@@ -126,6 +126,7 @@ class World:
             "hostname": HOSTNAME,
             "zone": ZONE,
             "ipv6": STABLE,
+            "ipv4": "none",
             "derpPort": DERP_PORT,
             "stunPort": STUN_PORT,
             "regionId": 900,

@@ -71,6 +71,7 @@ def config_yaml(
     grpc_port: int,
     derp_file: Path,
     policy: Path,
+    base_domain: str = BASE_DOMAIN,
     *,
     derp_update_frequency: str | None = None,
     metrics_listen_addr: str = "",
@@ -107,7 +108,7 @@ def config_yaml(
         "policy": {"mode": "file", "path": str(policy)},
         "dns": {
             "magic_dns": True,
-            "base_domain": BASE_DOMAIN,
+            "base_domain": base_domain,
             "override_local_dns": False,
             "nameservers": {"global": [], "split": {}},
             "search_domains": [],
@@ -180,13 +181,17 @@ def start_headscale(
     grpc_port: int,
     derp_map: dict[str, Any] | None,
     policy: str,
+    base_domain: str = BASE_DOMAIN,
     timeout: float = 30.0,
     derp_text: str | None = None,
     derp_update_frequency: str | None = None,
     metrics_listen_addr: str = "",
 ) -> Headscale:
     """Write config, DERP map (``derp_text`` verbatim instead of ``derp_map``) and policy; start
-    ``headscale serve``; wait for /health."""
+    ``headscale serve``; wait for /health.
+
+    headscale shuffles the nodes of every region with a generator seeded by ``base_domain``
+    (hscontrol/derp/derp.go:134-191), so a multi-node region's order depends on it."""
     workdir.mkdir(parents=True, exist_ok=True)
     derp_file = workdir / "derp.yaml"
     derp_file.write_text(derp_text if derp_text is not None else derp_map_yaml(derp_map or {}))
@@ -201,6 +206,7 @@ def start_headscale(
             grpc_port,
             derp_file,
             policy_file,
+            base_domain,
             derp_update_frequency=derp_update_frequency,
             metrics_listen_addr=metrics_listen_addr,
         )

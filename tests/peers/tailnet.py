@@ -139,7 +139,8 @@ def _free_subnet() -> int:
 
 @dataclass(frozen=True)
 class LanHost:
-    """A namespace on the LAN: ``eth0`` with one IPv4 and one IPv6 address."""
+    """A namespace on the LAN: ``eth0`` with one IPv4 and one IPv6 address (``v6`` empty: an
+    IPv4-only host, IPv6 disabled on ``eth0``: no address, not even link-local, and no route)."""
 
     label: str
     name: str  # the netns
@@ -151,8 +152,8 @@ class LanHost:
         return ["ip", "netns", "exec", self.name]
 
     @property
-    def addresses(self) -> tuple[str, str]:
-        return (self.v4, self.v6)
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(a for a in (self.v4, self.v6) if a)
 
     def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on a thread inside the namespace (its sockets live there)."""
@@ -197,13 +198,15 @@ class Lan:
     def add_host(self, label: str) -> LanHost:
         return self.add_hosts([label])[0]
 
-    def add_hosts(self, labels: Sequence[str]) -> list[LanHost]:
-        """New namespaces on the bridge, in order: .2, .3, … (default route to the sink)."""
+    def add_hosts(self, labels: Sequence[str], ipv4_only: Sequence[str] = ()) -> list[LanHost]:
+        """New namespaces on the bridge, in order: .2, .3, … (default route to the sink); the
+        labels in ``ipv4_only`` get no IPv6 at all."""
         n, new = self.n, []
         for label in labels:
             k = len(self.hosts) + 2
             name = f"{PREFIX}{os.getpid()}n{_next_id()}"
-            new.append(LanHost(label, name, f"10.214.{n}.{k}", f"fd42:214:{n:x}::{k:x}"))
+            v6 = "" if label in ipv4_only else f"fd42:214:{n:x}::{k:x}"
+            new.append(LanHost(label, name, f"10.214.{n}.{k}", v6))
             self.hosts.append(new[-1])
         _ip_batch([f"netns add {h.name}" for h in new])
         ports = [(f"p{self.hosts.index(h) + 2}", h) for h in new]
@@ -213,14 +216,17 @@ class Lan:
             self.hub,
         )
         for h in new:
+            if not h.v6:  # before the link is up, so the kernel adds no link-local address
+                run([*h.prefix, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"])
+            v6 = [f"addr add {h.v6}/64 dev eth0 nodad", f"route add ::/0 via fd42:214:{n:x}::fe"]
             _ip_batch(
                 [
                     "link set lo up",
                     f"addr add {h.v4}/24 dev eth0",
-                    f"addr add {h.v6}/64 dev eth0 nodad",
+                    *(v6[:1] if h.v6 else []),
                     "link set eth0 up",
                     f"route add default via 10.214.{n}.254",
-                    f"route add ::/0 via fd42:214:{n:x}::fe",
+                    *(v6[1:] if h.v6 else []),
                 ],
                 h.name,
             )

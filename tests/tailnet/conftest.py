@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.reach import ReachNet
 from tests.peers.tailnet import Tailnet, tailnet
 
 KEEP_ENV = "HOME_DERP_TAILNET_DIR"
@@ -38,8 +39,10 @@ def pytest_runtest_makereport(
     """A failure carries the logs of every daemon of the tailnet (read while they still run)."""
     report = yield
     funcargs = getattr(item, "funcargs", {})
-    if report.failed and isinstance(funcargs.get("net"), Tailnet):
-        report.sections.append(("tailnet daemons", funcargs["net"].describe()))
+    if report.failed:
+        for value in funcargs.values():
+            if isinstance(value, Tailnet | ReachNet):
+                report.sections.append(("tailnet daemons", value.describe()))
     return report
 
 

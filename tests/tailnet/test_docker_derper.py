@@ -62,6 +62,7 @@ def test_pinned_image_serves_without_the_socket(
                 "hostname": HOME.hostname,
                 "zone": "home.test",
                 "ipv6": "2409:8a00::10",
+                "ipv4": "none",
                 "derpPort": str(DERP_PORT),
                 "stunPort": str(STUN_PORT),
                 "regionCode": "pinned",

@@ -172,6 +172,7 @@ class Env:
             "hostname": HOME.hostname,
             "zone": "home.test",
             "ipv6": "2409:8a00::10",  # what DNS would publish; the probes pin the LAN addresses
+            "ipv4": "none",
             "derpPort": str(derp),
             "stunPort": str(stun),
             "regionId": str(REGIONS[code]),
