@@ -171,6 +171,7 @@ def stack_config(hs: Headscale, derp_file: Path, debug_address: str) -> dict[str
         "hostname": HOME.hostname,
         "zone": "home.test",
         "ipv6": "2606:4700:4700::64",
+        "ipv4": "none",
         "derpPort": "12345",
         "stunPort": "3478",
         "controlPlane": "headscale",
