@@ -40,14 +40,14 @@ def test_schema_declares_every_setting() -> None:
         assert spec.get("description"), key
 
 
-# Pulumi.yaml declares each key exactly as the key table does: type, default, meaning. The key
-# table (components/settings/keys.py) is the one home of every default; this is its copy for the
-# CLI, and it may not drift.
+# Pulumi.yaml declares each key exactly as the key table does: type and default. The key table
+# (components/settings/keys.py) is the one home of every default; this is its copy for the CLI,
+# and it may not drift. (What a key means is Pulumi.yaml's own: the CLI shows it.)
 @pytest.mark.parametrize("key", [k for k in KEYS if k.declared], ids=lambda k: k.name)
 def test_pulumi_yaml_matches_the_key_table(key: Any) -> None:
     spec = project_config_schema()[key.name]
     assert spec["type"] == key.type
-    assert spec["description"] == key.description
+    assert spec.get("description"), key.name
     if key.required:
         assert "default" not in spec
     else:

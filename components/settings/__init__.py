@@ -3,11 +3,12 @@ resource (docs/architecture.md, "Settings").
 
 The package, by seam:
 
-* ``keys`` — every ``home-derp:`` key with its type, default and meaning (no Pulumi import);
+* ``keys`` — every ``home-derp:`` key with its type and default (no Pulumi import);
 * ``model`` — the settings by topic, :class:`Problem`, :class:`Verdict`, :class:`ConfigError`;
 * ``checks`` — pure rules over one value each;
 * ``collector`` — typed reads of the raw strings that keep every problem;
-* ``network``, ``derper``, ``publication`` — the rules by topic;
+* ``network``, ``derper``, ``topology``, ``control_plane``, ``publication``, ``usage`` — the rules
+  by topic;
 * ``parse`` — ``parse_settings``: all of them in one pass, pure, returning the verdict;
 * ``load`` — the edge: Pulumi config, the environment, the live relay host.
 
