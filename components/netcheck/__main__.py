@@ -8,18 +8,12 @@ from pathlib import Path
 if not __package__:  # run as a directory: the checkout (two levels up) replaces this folder
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
+from components.netcheck.startup import missing_venv
+
 try:
     from components.netcheck.cli import main
 except ModuleNotFoundError as exc:  # a Python without the project's packages (not its venv)
-    root = Path(__file__).resolve().parents[2]
-    print(
-        f"python -m components.netcheck: error: this Python ({sys.executable}) lacks "
-        f"{exc.name!r}: create the project's virtualenv once (cd {root} && python3 -m venv venv "
-        "&& venv/bin/pip install -r requirements.txt), then run venv/bin/python -m "
-        "components.netcheck",
-        file=sys.stderr,
-    )
-    sys.exit(3)
+    sys.exit(missing_venv("netcheck", exc))
 
 if __name__ == "__main__":
     sys.exit(main())
