@@ -230,7 +230,8 @@ workflow calls it, answers `version`, and writes the event log it is given."""
 import json, os, shutil, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_PULUMI_LOG"], "a") as log:
-    log.write(json.dumps({"args": args, "health": os.environ.get("HOME_DERP_HEALTH_RUN")}) + "\\n")
+    log.write(json.dumps({"args": args, "health": os.environ.get("HOME_DERP_HEALTH_RUN"),
+                          "debug_commands": os.environ.get("PULUMI_DEBUG_COMMANDS")}) + "\\n")
 if args == ["version"]:
     print(os.environ["FAKE_PULUMI_VERSION"])
     sys.exit(0)
