@@ -93,7 +93,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True}
     stack = auto.Stack.create_or_select(stack_name, workspace)
     for key, (value, secret) in (request.get("config") or {}).items():
-        stack.set_config(key, auto.ConfigValue(value=str(value), secret=bool(secret)))
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        stack.set_config(key, auto.ConfigValue(value=text, secret=bool(secret)))
     for key in request.get("remove_config") or []:
         stack.remove_config(key)
     out: list[str] = []

@@ -71,8 +71,10 @@ def _record_inputs(record: dict[str, Any], zone_id: str) -> dict[str, Any]:
 
 
 def _state(record: dict[str, Any], zone_id: str) -> dict[str, Any]:
+    """The resource's state; like every bridged resource's, it holds ``id``."""
     return {
         **_record_inputs(record, zone_id),
+        "id": record["id"],
         "proxiable": record.get("proxiable"),
         "createdOn": record.get("created_on"),
         "modifiedOn": record.get("modified_on"),
