@@ -19,10 +19,11 @@ it avoids (docs/upstream/pulumi.md#dynamic-provider-preview):
   alone looks the same whether tailscaled said "not found" or could not be asked.
 * Coverage: with Tailscale credentials that may list devices, every device the relay host's
   tailscaled cannot see is named — derper's ``-verify-clients`` would reject it.
-* The provider is pickled by reference as ``components.validation.RelayValidationProvider``:
-  that module path is part of the stack state, do not move it. It holds no sockets, clients or
-  credentials when pickled; ``configure()`` reads the Tailscale provider's config in the provider
-  process, and everything else is built inside each method.
+* The provider is stored in the stack state under its stable name ``RelayValidation``
+  (components/dynamic_provider.py: moving the class is one line there); older stacks stored
+  ``components.validation.RelayValidationProvider``, which must stay importable. It holds no
+  sockets, clients or credentials when pickled; ``configure()`` reads the Tailscale provider's
+  config in the provider process, and everything else is built inside each method.
 * Outputs are ``{**inputs, **computed}`` because the engine keeps exactly what ``create``/
   ``update`` return. Nothing here is secret.
 * The provider process has no engine connection, so ``pulumi.log`` there is only a print
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pulumi
 import pulumi.dynamic
 
+from components.dynamic_provider import TailscaleCredentials
 from components.wire import is_unknown, plain
 
 if TYPE_CHECKING:
@@ -453,26 +455,14 @@ def _coverage(props: Mapping[str, Any], devices: Devices | None) -> dict[str, An
 # The dynamic provider and resource
 
 
-class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
-    """CRUD of RelayValidation: pickled by reference, holds nothing when pickled."""
+class RelayValidationProvider(TailscaleCredentials):
+    """CRUD of RelayValidation (the base: components/dynamic_provider.py)."""
 
-    serialize_as_secret_always = False
+    NAME = "RelayValidation"
+    INPUT_KEYS = INPUT_KEYS
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._config: dict[str, Any] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}  # never pickle configuration (it may hold credentials)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._config = {}
-
-    def configure(self, req: pulumi.dynamic.ConfigureRequest) -> None:
-        from components.tailscale_api import CONFIG_KEYS
-
-        keys = [f"tailscale:{key}" for key in CONFIG_KEYS]
-        self._config = {k: req.config.get(k) for k in keys if req.config.get(k) is not None}
+    def comparable(self, key: str, value: Any) -> Any:
+        return _comparable(key, value)
 
     def _devices(self) -> Devices | None:
         from components.tailscale_api import Client, TailscaleApiError, resolve_credentials
@@ -497,17 +487,10 @@ class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
         failures = [pulumi.dynamic.CheckFailure(p, r) for p, r in input_failures(news)]
         return pulumi.dynamic.CheckResult(news, failures)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        if any(is_unknown(news.get(k)) for k in INPUT_KEYS):
-            return pulumi.dynamic.DiffResult(changes=True, replaces=[])
-        return pulumi.dynamic.DiffResult(changes=bool(changed_inputs(olds, news)), replaces=[])
-
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         return pulumi.dynamic.CreateResult(uuid.uuid4().hex, self._run(props, {}))
 
-    def update(
+    def change(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(self._run(news, olds))

@@ -473,17 +473,18 @@ def test_validation_inputs(mocks: RelayMocks) -> None:
         assert not is_secret_input(value)
 
 
-# The provider is pickled by module path (components.validation / components.tailnet): those
-# paths are part of the stack state (docs/upstream/pulumi.md#dynamic-provider-pickling), so a
-# move would break existing stacks.
+# The providers are pickled by their stable names (components/dynamic_provider.py), not by class
+# path: the stored reference is stack state (docs/upstream/pulumi.md#dynamic-provider-pickling),
+# and a moved class must not break existing stacks.
 def test_dynamic_providers_pickled_by_reference(mocks: RelayMocks) -> None:
     import base64
 
     evaluate(home_config())
-    for typ, module in ((VALIDATION, b"components.validation"), (REGION, b"components.tailnet")):
+    for typ, name in ((VALIDATION, b"RelayValidation"), (REGION, b"TailnetDerpRegion")):
         blob = base64.b64decode(mocks.one(typ).inputs["__provider"])
-        assert module in blob
-        assert len(blob) < 2000  # a reference, not pickled bytecode
+        assert b"components.dynamic_provider" in blob and b"restore" in blob and name in blob
+        assert b"components.validation" not in blob and b"components.tailnet" not in blob
+        assert len(blob) < 200  # a reference, not pickled bytecode
 
 
 # tailnetPolicy=off: only the fragment output, nothing touches the tailnet.
