@@ -36,6 +36,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components import naming
+from components.derper_restart import DerperRestart, DerperRestartArgs
 from components.settings import Derper, Ports, RelaySettings
 
 #: The build context: the Dockerfile's folder and nothing else (a change elsewhere in the repo
@@ -54,6 +55,8 @@ SOCKET_DIR: Final = "/var/run/tailscale"
 DERPER_USER: Final = "65532:65532"
 ROOT_USER: Final = "0:0"
 NO_NEW_PRIVILEGES: Final = "no-new-privileges:true"
+#: Seconds derper gets to stop (on delete and on a restart for a renewed certificate).
+DESTROY_GRACE_SECONDS: Final = 10
 #: The init container's mount points.
 INIT_CERT_DIR: Final = "/certs"
 INIT_STATE_DIR: Final = "/state"
@@ -69,6 +72,8 @@ class RelayContainer:
     image_name: str
     """The image reference a user recognises (``home-derp/derper:v1.102.5`` or the pinned one)."""
     state_volume: docker.Volume
+    restart: DerperRestart
+    """Restarts derper for a renewed certificate; validation comes after it."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,16 +252,14 @@ def derper_volumes(
     return volumes
 
 
-def derper_labels(
-    settings: RelaySettings, certificate_serial: pulumi.Input[str]
-) -> list[docker.ContainerLabelArgsDict]:
+def derper_labels(settings: RelaySettings) -> list[docker.ContainerLabelArgsDict]:
+    # No certificate serial here: a changed label would re-create derper at every renewal;
+    # components/derper_restart.py restarts it instead.
     return [
         {"label": naming.ROLE_LABEL, "value": naming.ROLE_DERPER},
         {"label": naming.REGION_LABEL, "value": str(settings.region.id)},
         # The policy pack allows root without a low port only for a pinned image (see above).
         {"label": naming.IMAGE_LABEL, "value": naming.image_source(settings.derper.build is None)},
-        # derper reads manual certificates once: a new one must restart it (a new container).
-        {"label": "home-derp.certificate-serial", "value": certificate_serial},
     ]
 
 
@@ -266,7 +269,6 @@ def derper_container_args(
     image: pulumi.Input[str],
     state_volume: pulumi.Input[str],
     certs_volume: pulumi.Input[str],
-    certificate_serial: pulumi.Input[str],
 ) -> dict[str, Any]:
     """``docker.Container`` arguments of derper itself, hardened (see the module docstring)."""
     region = settings.region
@@ -285,11 +287,11 @@ def derper_container_args(
         "network_mode": settings.docker.network_mode,
         "ports": published_ports(settings.ports) if bridge else None,
         "restart": "unless-stopped",
-        "labels": derper_labels(settings, certificate_serial),
+        "labels": derper_labels(settings),
         "log_driver": "json-file",
         # A home server's disk is small; derper logs every connection.
         "log_opts": {"max-size": "10m", "max-file": "3"},
-        "destroy_grace_seconds": 10,
+        "destroy_grace_seconds": DESTROY_GRACE_SECONDS,
     }
 
 
@@ -348,7 +350,8 @@ def create_container(
     certificate_serial: pulumi.Input[str],
     parent: pulumi.Resource,
 ) -> RelayContainer:
-    """Image, volumes, the init container and derper; a new certificate replaces both containers."""
+    """Image, volumes, the init container, derper, and derper's restart when a new certificate is
+    in its volume (the init container is replaced; derper keeps running until the restart)."""
     region = settings.region
     on_host = pulumi.ResourceOptions(parent=parent, provider=provider)
     image_ref, image_name = _image(name, settings, on_host)
@@ -380,13 +383,29 @@ def create_container(
             image=image_ref,
             state_volume=state.name,
             certs_volume=certs.name,
-            certificate_serial=certificate_serial,
         ),
         # Fixed name and host ports: the new container cannot start beside the old one.
         opts=pulumi.ResourceOptions(
             parent=parent, provider=provider, delete_before_replace=True, depends_on=[init]
         ),
     )
+    # derper reads its certificate once: after the init container filled the volume with a new
+    # one, restart it (components/derper_restart.py).
+    restart = DerperRestart(
+        f"{name}-derper-restart",
+        DerperRestartArgs(
+            docker_host=settings.docker.host,
+            container=naming.container_name(region.id, region.code),
+            container_id=container.id,
+            certificate_serial=certificate_serial,
+            grace=DESTROY_GRACE_SECONDS,
+        ),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[init, container]),
+    )
     return RelayContainer(
-        container=container, image_ref=image_ref, image_name=image_name, state_volume=state
+        container=container,
+        image_ref=image_ref,
+        image_name=image_name,
+        state_volume=state,
+        restart=restart,
     )

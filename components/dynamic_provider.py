@@ -52,6 +52,7 @@ PROVIDERS: Final = {
     "TailnetPeerRelayGrant": "components.tailnet:TailnetPeerRelayGrantProvider",
     "PeerRelayServer": "components.peer_relay:PeerRelayServerProvider",
     "RelayHealthGate": "components.gate:RelayHealthGateProvider",
+    "DerperRestart": "components.derper_restart:DerperRestartProvider",
 }
 
 

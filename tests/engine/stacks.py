@@ -32,9 +32,11 @@ class Stack:
 
     @classmethod
     def new(cls, world: World, name: str, region: int, derp_port: int, stun_port: int,
-            **config: Any) -> Stack:  # fmt: skip
+            project: Path | None = None, **config: Any) -> Stack:  # fmt: skip
+        """A stack of a fresh copy of the project (``project``: another tree of it)."""
         stack = cls(world, name, name, region, derp_port, stun_port)
-        stack.work_dir = copy_project(world.root / f"project-{name}")
+        dest = world.root / f"project-{name}"
+        stack.work_dir = copy_project(dest) if project is None else copy_project(dest, project)
         stack.extra_config = {f"home-derp:{k}": (v, False) for k, v in config.items()}
         return stack
 

@@ -169,6 +169,26 @@ class World:
     daemons: list[Daemon] = field(default_factory=list)
     plugin_log: Path = Path()
     timings: dict[str, float] = field(default_factory=dict)
+    exits: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    @property
+    def acme_ca_bundle(self) -> Path:
+        """What lego trusts for the ACME servers' own HTTPS (every pebble's server CA)."""
+        return self.root / "acme-servers.pem"
+
+    def add_pebble(self, name: str, validity_seconds: int) -> PebbleCa:
+        """Another ACME CA (pebble) in the relay host, issuing certificates valid that long;
+        its root is trusted like the first one's."""
+        ca = self.exits.enter_context(
+            pebble_ca(
+                self.root / name,
+                dns_server=f"{resolvers()[0]}:53",
+                netns=self.relay.name,
+                validity_seconds=validity_seconds,
+            )
+        )
+        trust(self, ca)
+        return ca
 
     # -- what a stack of this world is configured with
 
@@ -222,7 +242,7 @@ class World:
             "CLOUDFLARE_BASE_URL": self.cloudflare.base_url,
             "SSL_CERT_FILE": str(self.ca_bundle),
             # lego's trust for the ACME server's own HTTPS (the acme plugin, like lego, reads it).
-            "LEGO_CA_CERTIFICATES": self.pebble.server_ca_file,
+            "LEGO_CA_CERTIFICATES": str(self.acme_ca_bundle),
         }
 
     # -- running the engine
@@ -273,12 +293,23 @@ class World:
         return run(["ip", "netns", "exec", self.relay.name, *argv], check=check, timeout=60)
 
 
+def trust(world: World, ca: PebbleCa) -> None:
+    """Trust ``ca``'s root for issued certificates and its server CA for its ACME endpoint."""
+    root = run_in_netns(
+        world.relay.name, lambda: pebble_root_pem(ca.management_url, ca.server_ca_file)
+    )
+    with open(world.ca_bundle, "ab") as bundle:
+        bundle.write(b"\n" + root)
+    with open(world.acme_ca_bundle, "ab") as bundle:
+        bundle.write(Path(ca.server_ca_file).read_bytes())
+
+
 def _ip(netns: str, *args: str) -> None:
     subprocess.run(["ip", "-n", netns, *args], check=True, capture_output=True, timeout=20)
 
 
 @contextlib.contextmanager
-def world(root: Path, *, pebble_validity: int | None = None) -> Iterator[World]:
+def world(root: Path) -> Iterator[World]:
     """The whole world of the module docstring; torn down afterwards, also after a failure."""
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -348,18 +379,14 @@ def world(root: Path, *, pebble_validity: int | None = None) -> Iterator[World]:
                 root / "pebble",
                 dns_server=f"{resolvers()[0]}:53",
                 netns=relay.name,
-                validity_seconds=pebble_validity,
             )
-        )
-        pebble_root = run_in_netns(
-            relay.name, lambda: pebble_root_pem(ca.management_url, ca.server_ca_file)
         )
         for sub in ("state", "pulumi-home", "home"):
             (root / sub).mkdir(exist_ok=True)
         bundle = root / "ca-bundle.pem"
-        bundle.write_bytes(Path(SYSTEM_CA).read_bytes() + b"\n" + pebble_root)
+        bundle.write_bytes(Path(SYSTEM_CA).read_bytes())
         timings["peers"] = time.monotonic() - started
-        yield World(
+        made = World(
             root=root,
             relay=relay,
             node=node,
@@ -375,7 +402,10 @@ def world(root: Path, *, pebble_validity: int | None = None) -> Iterator[World]:
             daemons=daemons,
             plugin_log=root / "plugins.jsonl",
             timings=timings,
+            exits=stack.enter_context(contextlib.ExitStack()),
         )
+        trust(made, ca)
+        yield made
 
 
 def wait_for(what: str, probe: Any, timeout: float = 30.0) -> Any:
