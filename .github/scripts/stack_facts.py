@@ -9,15 +9,21 @@ and the SDK are released together), where the Docker host is and how to reach it
 tailscale/github-action, the ``known_hosts`` name OpenSSH looks up), the validation and tailnet
 policy modes, and the exact URNs a health run targets.
 
-Config values are resolved the way the Pulumi CLI hands them to the program: the project's
-declared defaults (``Pulumi.yaml`` ``config:``), then the stack file's values. tests/
-test_workflows.py proves, for every committed stack, that this agrees with the program's own
-settings and with what the program registers in a health run.
+Config values are resolved the way the Pulumi CLI merges them (pulumi/pulumi
+pkg/workspace/config.go ``mergeConfig``): the stack file's values, then for every key of
+``Pulumi.yaml``'s ``config:`` the stack does not set, its ``value`` or ``default`` (a bare
+literal is a ``value``; a key without a namespace is the project's). A stack that imports Pulumi
+ESC environments (``environment:``) is refused: their values live in Pulumi Cloud, which a
+workflow step without the CLI cannot read, and they may set any key. tests/test_workflows.py
+proves, for every committed stack, that this agrees with the program's own settings and with what
+the program registers in a health run; tests/engine/test_stack_facts.py that it agrees with the
+real CLI's ``pulumi config --json``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import sys
 import urllib.parse
@@ -80,22 +86,53 @@ def pulumi_version(requirements: str) -> str:
 
 
 def _config_string(value: object) -> str:
-    """Config reaches the program as strings; YAML booleans as ``true``/``false``."""
+    """Config reaches the program as strings; YAML booleans as ``true``/``false``, structured
+    values as compact JSON (what ``pulumi config --json`` shows as their ``value``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
     return str(value)
 
 
-def resolved_config(project: dict[str, Any], stack_file: dict[str, Any]) -> dict[str, str]:
-    """``home-derp:<key>`` → value: the project's declared defaults, then the stack's values."""
-    out = {
-        f"{NAMESPACE}:{key}": _config_string(spec["default"])
-        for key, spec in (project.get("config") or {}).items()
-        if isinstance(spec, dict) and "default" in spec
-    }
+def _secret(value: object) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
+def _key(project_name: str, key: str) -> str:
+    """A config key as the CLI parses it: one without a namespace is the project's."""
+    return key if ":" in key else f"{project_name}:{key}"
+
+
+def resolved_config(
+    project: dict[str, Any], stack_file: dict[str, Any], stack: str = ""
+) -> dict[str, str]:
+    """``<namespace>:<key>`` → value as the CLI merges it (see the module docstring); secrets
+    ({secure: …}) are never CI facts and are left out."""
+    name = str(project.get("name") or NAMESPACE)
+    where = f"Pulumi.{stack}.yaml" if stack else "the stack file"
+    if stack_file.get("environment"):
+        raise FactsError(
+            f"{where} imports Pulumi ESC environments (environment: "
+            f"{stack_file['environment']!r}): their values live in Pulumi Cloud, which this step "
+            "cannot read, and may set any key the workflow needs (dockerHost, regionId, "
+            "tailnetPolicy, validate, ipv6). Write those keys in the stack file itself and keep "
+            "ESC for secrets the program reads, or remove the import"
+        )
+    out: dict[str, str] = {}
+    stack_keys: set[str] = set()
     for key, value in (stack_file.get("config") or {}).items():
-        if not isinstance(value, dict | list):  # secrets ({secure: …}) are never CI facts
-            out[key] = _config_string(value)
+        stack_keys.add(_key(name, key))
+        if not _secret(value):
+            out[_key(name, key)] = _config_string(value)
+    for key, spec in (project.get("config") or {}).items():
+        if _key(name, key) in stack_keys:
+            continue
+        if not isinstance(spec, dict):
+            out[_key(name, key)] = _config_string(spec)  # a bare literal is a value
+        elif "default" in spec or "value" in spec:
+            chosen = spec["default"] if "default" in spec else spec["value"]
+            out[_key(name, key)] = _config_string(chosen)
     return out
 
 
@@ -164,7 +201,7 @@ def facts(root: Path, stack: str) -> dict[str, str]:
     """Everything the workflow reads about ``stack``, as step outputs (all strings)."""
     project = _load_yaml(root / "Pulumi.yaml")
     short = stack.split("/")[-1]
-    config = resolved_config(project, _load_yaml(root / f"Pulumi.{short}.yaml"))
+    config = resolved_config(project, _load_yaml(root / f"Pulumi.{short}.yaml"), short)
     docker = docker_host(config.get(f"{NAMESPACE}:dockerHost", "unix:///var/run/docker.sock"))
     region_id = config.get(f"{NAMESPACE}:regionId", "900")
     tailnet_policy = config.get(f"{NAMESPACE}:tailnetPolicy", "patch")
