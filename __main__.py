@@ -4,7 +4,7 @@ import gc
 
 import pulumi
 
-from components import HomeDerpError, HomeDerpRelay, HomeDerpRelayArgs, load_settings
+from components import HomeDerpError, HomeDerpRelay, HomeDerpRelayArgs, load_settings, stack_state
 
 # The provider SDKs leave ~300k long-lived objects; each full collection walks them all and frees
 # nothing (about 0.25 s each: bench/program_eval.py, "in GC"). Collect nothing while the program
@@ -21,17 +21,32 @@ finally:
     gc.freeze()
     gc.enable()
 
-pulumi.export("hostname", relay.hostname)
-pulumi.export("derpPort", relay.derp_port)
-pulumi.export("stunPort", relay.stun_port)
-pulumi.export("addresses", relay.addresses)
-pulumi.export("derpRegion", relay.derp_region)
-pulumi.export("derpMapFragment", relay.derp_map_fragment)
-pulumi.export("certificateNotAfter", relay.certificate_not_after)
-pulumi.export("certificateSerial", relay.certificate_serial)
-pulumi.export("containerId", relay.container_id)
-pulumi.export("image", relay.image)
-pulumi.export("relayHost", relay.relay_host)
-pulumi.export("peerRelay", relay.peer_relay)
-pulumi.export("validation", relay.validation)
-pulumi.export("usage", relay.usage)
+outputs: dict[str, object] = {
+    "hostname": relay.hostname,
+    "derpPort": relay.derp_port,
+    "stunPort": relay.stun_port,
+    "addresses": relay.addresses,
+    "derpRegion": relay.derp_region,
+    "derpMapFragment": relay.derp_map_fragment,
+    "certificateNotAfter": relay.certificate_not_after,
+    "certificateSerial": relay.certificate_serial,
+    "containerId": relay.container_id,
+    "image": relay.image,
+    "relayHost": relay.relay_host,
+    "peerRelay": relay.peer_relay,
+    "validation": relay.validation,
+    "usage": relay.usage,
+}
+if settings.health_run:
+    # A health run registers no certificate, container or peer relay, and the engine replaces
+    # the stack's outputs wholesale: carry over what this run could not compute
+    # (docs/architecture.md, "Health runs").
+    previous = stack_state.previous_outputs() or {}
+    outputs = {
+        name: pulumi.Output.from_input(value).apply(
+            lambda value, name=name: stack_state.carry_over({name: value}, previous)[name]
+        )
+        for name, value in outputs.items()
+    }
+for name, value in outputs.items():
+    pulumi.export(name, value)

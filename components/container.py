@@ -42,6 +42,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components import naming
+from components.derper_restart import DerperRestart, DerperRestartArgs
 from components.settings import (
     Derper,
     Ports,
@@ -66,6 +67,8 @@ SOCKET_DIR: Final = "/var/run/tailscale"
 #: init container fills, 0600 and owned by derper's user like it (docs/upstream/derper.md#mesh).
 MESH_KEY_FILE: Final = f"{CERT_DIR}/mesh.key"
 NO_NEW_PRIVILEGES: Final = "no-new-privileges:true"
+#: Seconds derper gets to stop (on delete and on a restart for a renewed certificate).
+DESTROY_GRACE_SECONDS: Final = 10
 #: The init container's mount points.
 INIT_CERT_DIR: Final = "/certs"
 INIT_STATE_DIR: Final = "/state"
@@ -81,6 +84,8 @@ class RelayContainer:
     image_name: str
     """The image reference a user recognises (``home-derp/derper:v1.102.5`` or the pinned one)."""
     state_volume: docker.Volume
+    restart: DerperRestart
+    """Restarts derper for a renewed certificate; validation comes after it."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,16 +281,14 @@ def derper_volumes(
     return volumes
 
 
-def derper_labels(
-    settings: RelaySettings, certificate_serial: pulumi.Input[str]
-) -> list[docker.ContainerLabelArgsDict]:
+def derper_labels(settings: RelaySettings) -> list[docker.ContainerLabelArgsDict]:
+    # No certificate serial here: a changed label would re-create derper at every renewal;
+    # components/derper_restart.py restarts it instead.
     return [
         {"label": naming.ROLE_LABEL, "value": naming.ROLE_DERPER},
         {"label": naming.REGION_LABEL, "value": str(settings.region.id)},
         # The policy pack allows root only for a pinned image, never with the socket (see above).
         {"label": naming.IMAGE_LABEL, "value": naming.image_source(settings.derper.build is None)},
-        # derper reads manual certificates once: a new one must restart it (a new container).
-        {"label": "home-derp.certificate-serial", "value": certificate_serial},
     ]
 
 
@@ -295,7 +298,6 @@ def derper_container_args(
     image: pulumi.Input[str],
     state_volume: pulumi.Input[str],
     certs_volume: pulumi.Input[str],
-    certificate_serial: pulumi.Input[str],
 ) -> dict[str, Any]:
     """``docker.Container`` arguments of derper itself, hardened (see the module docstring)."""
     region = settings.region
@@ -315,11 +317,11 @@ def derper_container_args(
         "network_mode": settings.docker.network_mode,
         "ports": published_ports(settings.ports) if bridge else None,
         "restart": "unless-stopped",
-        "labels": derper_labels(settings, certificate_serial),
+        "labels": derper_labels(settings),
         "log_driver": "json-file",
         # A home server's disk is small; derper logs every connection.
         "log_opts": {"max-size": "10m", "max-file": "3"},
-        "destroy_grace_seconds": 10,
+        "destroy_grace_seconds": DESTROY_GRACE_SECONDS,
     }
 
 
@@ -379,7 +381,8 @@ def create_container(
     parent: pulumi.Resource,
     mesh_key: pulumi.Input[str] | None = None,
 ) -> RelayContainer:
-    """Image, volumes, the init container and derper; a new certificate replaces both containers.
+    """Image, volumes, the init container, derper, and derper's restart when a new certificate is
+    in its volume (the init container is replaced; derper keeps running until the restart).
     ``mesh_key`` (with ``settings.mesh_with``) goes beside the certificate key."""
     region = settings.region
     on_host = pulumi.ResourceOptions(parent=parent, provider=provider)
@@ -414,13 +417,29 @@ def create_container(
             image=image_ref,
             state_volume=state.name,
             certs_volume=certs.name,
-            certificate_serial=certificate_serial,
         ),
         # Fixed name and host ports: the new container cannot start beside the old one.
         opts=pulumi.ResourceOptions(
             parent=parent, provider=provider, delete_before_replace=True, depends_on=[init]
         ),
     )
+    # derper reads its certificate once: after the init container filled the volume with a new
+    # one, restart it (components/derper_restart.py).
+    restart = DerperRestart(
+        f"{name}-derper-restart",
+        DerperRestartArgs(
+            docker_host=settings.docker.host,
+            container=naming.container_name(region.id, region.code),
+            container_id=container.id,
+            certificate_serial=certificate_serial,
+            grace=DESTROY_GRACE_SECONDS,
+        ),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[init, container]),
+    )
     return RelayContainer(
-        container=container, image_ref=image_ref, image_name=image_name, state_volume=state
+        container=container,
+        image_ref=image_ref,
+        image_name=image_name,
+        state_volume=state,
+        restart=restart,
     )

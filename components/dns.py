@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_cloudflare as cloudflare
 
-from components import cloudflare_api
+from components import cloudflare_api, stack_state
 from components.dns_adoption import (
     COMMENT_LIMIT,
     COMMENT_PREFIX,
@@ -36,14 +36,17 @@ __all__ = [
     "COMMENT_PREFIX",
     "RECORD_TTL",
     "RECORD_TYPES",
+    "RECORD_TYPE_TOKEN",
     "Adoption",
     "RelayDnsRecords",
     "comment_stack",
     "create_dns_records",
     "import_id",
     "lookup_adoption",
+    "managed_records",
     "plan_adoption",
     "record_comment",
+    "record_resource_name",
     "zone_id_for",
 ]
 
@@ -54,6 +57,25 @@ class RelayDnsRecords:
 
     aaaa: cloudflare.DnsRecord
     a: cloudflare.DnsRecord | None
+
+
+#: The type of the record resources (what the stack's state calls them).
+RECORD_TYPE_TOKEN = "cloudflare:index/dnsRecord:DnsRecord"
+
+
+def record_resource_name(component: str, kind: str) -> str:
+    """``relay-900-aaaa``: the resource name of one record type."""
+    return f"{component}-{kind.lower()}"
+
+
+def managed_records(component: str) -> dict[str, str] | None:
+    """Record type → id of the records this stack's state holds; None when the engine cannot
+    say (then adoption falls back to the comment: dns_adoption.py)."""
+    state = stack_state.resources()
+    if state is None:
+        return None
+    names = {kind: record_resource_name(component, kind) for kind in RECORD_TYPES}
+    return stack_state.managed_ids(state, RECORD_TYPE_TOKEN, names)
 
 
 def zone_id_for(settings: RelaySettings, opts: pulumi.InvokeOptions) -> pulumi.Input[str]:
@@ -87,6 +109,7 @@ def create_dns_records(
             client=cloudflare_api.client_from_runtime(os.environ),
             # a preview warns about a failed lookup; `up` stops before creating a record blind
             deploying=not pulumi.runtime.is_dry_run(),
+            managed=managed_records(name),
         )
     )
     for note in adoption.notes:
@@ -96,7 +119,7 @@ def create_dns_records(
 
     def record(kind: str, content: str, ignore_changes: list[str]) -> cloudflare.DnsRecord:
         return cloudflare.DnsRecord(
-            f"{name}-{kind.lower()}",
+            record_resource_name(name, kind),
             zone_id=zone_id,
             name=settings.hostname,
             type=kind,

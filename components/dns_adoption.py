@@ -11,10 +11,15 @@ with ``import``: the engine imports it, then updates it to our inputs in the sam
 docs/upstream/cloudflare.md#adoption). Its old content, TTL, proxy flag and comment are replaced
 by ours; ``preview`` shows ``= import`` and the update.
 
-A record is *ours* when it carries our comment (:func:`record_comment`). Ours is never imported:
-the engine would take an ``import`` of a resource it created, whose state has no import id, for an
-import-replacement and delete the record (step_generator.go:1113, 1194-1199). After an adoption the
-record carries our comment, so the next evaluation registers it without ``import``.
+A record is *ours* when this stack's state holds it (``managed``: what the program reads from the
+engine, components/stack_state.py), never merely because it carries our comment, which anyone can
+edit: the engine takes an ``import`` of a resource already in state whose import id differs for an
+import-replacement, and its delete removes the live record
+(github.com/pulumi/pulumi/pkg/v3@v3.274.1 resource/deploy/step_generator.go:1198-1296;
+docs/upstream/pulumi.md#import). So a record in state is never imported, whatever its comment, and
+a record not in state is adopted also when it carries this stack's comment (the state was lost:
+`pulumi stack rm --force`). Without the state (``python -m components.doctor`` has no engine) the
+comment decides, cautiously: ours is never imported.
 
 Pure rules and one read-only lookup, without ``pulumi_cloudflare`` (slow to import), so that
 ``python -m components.doctor`` gives the same verdict as the program; ``components/dns.py``
@@ -105,13 +110,16 @@ def plan_adoption(
     records: Sequence[DnsRecord],
     stack: str,
     ddns: bool,
+    managed: Mapping[str, str] | None = None,
 ) -> Adoption:
     """Which existing records to import, given ``wanted`` (type → the content we will set).
 
-    Per type: none → create; one that is not ours → import it; any of ours → leave it to the
-    state (never import ours); several not ours → :class:`ConfigError` (a round-robin: which one
-    to keep is the user's choice, not ours). Records of a type we do not manage are left alone
-    with a warning.
+    ``managed`` is type → record id of the records this stack's state holds (None: the state is
+    not known). Per type: in the state → never imported (other records beside it are a
+    round-robin warning); otherwise none → create; one that no other stack claims → import it;
+    several → :class:`ConfigError` (a round-robin: which one to keep is the user's choice, not
+    ours). Without ``managed``, a record carrying our comment stands for "in state". Records of a
+    type we do not manage are left alone with a warning.
     """
     imports: dict[str, str] = {}
     notes: list[str] = []
@@ -146,6 +154,17 @@ def plan_adoption(
                 "manage it). If that stack is gone, delete the record in the Cloudflare "
                 "dashboard, then run again; two stacks cannot share one name"
             )
+        if managed is not None:
+            held = managed.get(kind)
+            claimed = [r for r in ours if not _same_stack(r.comment, stack)]
+            if held is None:
+                # Not in this stack's state: adopt what no other stack claims, ours included.
+                foreign = [r for r in found if r not in claimed]
+                ours = []
+            else:
+                # In the state: the engine owns it. Never import it, whatever its comment says.
+                foreign = [r for r in found if held and r.id != held and r not in claimed]
+                ours = [r for r in found if r not in foreign]
         if ours:
             if foreign:
                 warnings.append(
@@ -154,6 +173,8 @@ def plan_adoption(
                     + ". DNS answers with all of them (a round-robin), so some clients reach a "
                     "wrong address: delete them in the Cloudflare dashboard (DNS → Records)"
                 )
+            continue
+        if not foreign:
             continue
         if len(foreign) > 1:
             problems.append(
@@ -225,6 +246,7 @@ def lookup_adoption(
     stack: str,
     client: cloudflare_api.Client | None,
     deploying: bool = False,
+    managed: Mapping[str, str] | None = None,
 ) -> Adoption:
     """Look the hostname's records up and plan their adoption.
 
@@ -232,7 +254,7 @@ def lookup_adoption(
     round-robin :class:`ConfigError` is raised. A lookup that fails (every HTTP fault is a
     :class:`CloudflareApiError`, after the client's retries) is a warning for a preview
     (``deploying`` False) and stops a deploy (:class:`AdoptionLookupError`): creating the record
-    blind is what makes a round-robin.
+    blind is what makes a round-robin. ``managed``: see :func:`plan_adoption`.
     """
     hostname = settings.hostname
     if client is None:
@@ -260,4 +282,5 @@ def lookup_adoption(
         records=records,
         stack=stack,
         ddns=settings.ddns.enabled,
+        managed=managed,
     )

@@ -17,8 +17,9 @@ This gate comes after both and makes the run's outcome honest (docs/architecture
   and credential alarms above still fail it);
 * ``off``: no probes ran; nothing to judge.
 
-The provider is pickled by module path (``components.gate.RelayHealthGateProvider``): that path is
-part of the stack state; do not move it.
+The provider is stored in the stack state under its stable name ``RelayHealthGate``
+(components/dynamic_provider.py); older stacks stored ``components.gate.RelayHealthGateProvider``,
+which must stay importable.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from typing import Any, Final
 import pulumi
 import pulumi.dynamic
 
+from components.dynamic_provider import HomeDerpProvider
 from components.errors import HomeDerpError
-from components.wire import is_unknown, plain
+from components.wire import plain
 
 TYPE_TOKEN: Final = "pulumi-python:dynamic/homederp:RelayHealthGate"
 #: Fewer days than this on the served certificate means renewal stopped (see module docstring).
@@ -133,24 +135,23 @@ def judge(inputs: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: inputs.get(k) for k in INPUT_KEYS}, "passed": not problems}
 
 
-class RelayHealthGateProvider(pulumi.dynamic.ResourceProvider):
-    """Judges on create/update; holds nothing (pickled by reference)."""
+class RelayHealthGateProvider(HomeDerpProvider):
+    """Judges on create/update; holds nothing (the base: components/dynamic_provider.py)."""
 
-    serialize_as_secret_always = False
+    NAME = "RelayHealthGate"
+    INPUT_KEYS = INPUT_KEYS
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        if any(is_unknown(news.get(k)) for k in INPUT_KEYS):
+    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        if self.unknown_inputs(news):
             return pulumi.dynamic.DiffResult(changes=True)
-        changed = any(plain(olds.get(k)) != plain(news.get(k)) for k in INPUT_KEYS)
+        changed = bool(self.changed_inputs(olds, news))
         # A gate that failed last time must judge again even if nothing changed.
         return pulumi.dynamic.DiffResult(changes=changed or olds.get("passed") is not True)
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         return pulumi.dynamic.CreateResult(uuid.uuid4().hex, judge(plain(props)))
 
-    def update(
+    def change(
         self, _id: str, _olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(judge(plain(news)))

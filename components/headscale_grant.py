@@ -12,8 +12,8 @@ next start. So the write is confirmed in headscale's compiled filter (``/debug/f
 granting ``tailscale.com/cap/relay`` on the relay host's Tailscale IPs); when it does not appear,
 the previous file is put back and reloaded, and `up` fails with what to read.
 
-The provider class is pickled **by module path** into the stack state
-(``components.headscale_grant.HeadscalePeerRelayGrantProvider``): do not move or rename it.
+The provider is stored in the stack state under its stable name ``HeadscalePeerRelayGrant``
+(components/dynamic_provider.py: moving the class is one line there).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import pulumi
 import pulumi.dynamic
 
 from components import derpmap
+from components.dynamic_provider import HomeDerpProvider
 from components.errors import HomeDerpError
 from components.headscale import FileChanged, HeadscaleError, HeadscaleHost
 from components.host import HostReadError
@@ -59,10 +60,12 @@ def grants_relay(filter_rules: Any, relay_ips: Sequence[str]) -> bool:
     return False
 
 
-class HeadscalePeerRelayGrantProvider(pulumi.dynamic.ResourceProvider):
-    """CRUD for our marked grant in headscale's policy file."""
+class HeadscalePeerRelayGrantProvider(HomeDerpProvider):
+    """CRUD for our marked grant in headscale's policy file (the base:
+    components/dynamic_provider.py)."""
 
-    serialize_as_secret_always = False  # it captures nothing
+    NAME = "HeadscalePeerRelayGrant"
+    INPUT_KEYS = INPUTS
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         failures = []
@@ -73,12 +76,10 @@ class HeadscalePeerRelayGrantProvider(pulumi.dynamic.ResourceProvider):
             failures.append(pulumi.dynamic.CheckFailure("grant", "needs src and dst"))
         return pulumi.dynamic.CheckResult(news, failures)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        if any(is_unknown(news.get(k)) for k in INPUTS):
+    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        if self.unknown_inputs(news):
             return pulumi.dynamic.DiffResult(changes=True)
-        changed = [k for k in INPUTS if plain(olds.get(k)) != plain(news.get(k))]
+        changed = self.changed_inputs(olds, news)
         replaces: list[str] = [k for k in ("region_id", "host", "policy_file") if k in changed]
         return pulumi.dynamic.DiffResult(
             changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces)
@@ -154,7 +155,7 @@ class HeadscalePeerRelayGrantProvider(pulumi.dynamic.ResourceProvider):
         outs = self._apply(props, False)
         return pulumi.dynamic.CreateResult(f"{outs['policy_file']}#grant/{outs['region_id']}", outs)
 
-    def update(
+    def change(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(self._apply(news, bool(olds.get("created_grants"))))

@@ -13,10 +13,9 @@ user's ``headscaleReload`` command, or headscale's own re-read every ``derp.upda
 and ``/debug/derp`` must show the region as written (or gone) before the resource reports
 success (docs/upstream/headscale.md#derp-refresh, #debug-derp).
 
-The provider class is pickled **by module path** into the stack state
-(``components.headscale_region.HeadscaleDerpRegionProvider``): do not move or rename it. It holds
-no credentials: the headscale host is reached through ssh's own configuration, like the relay
-host.
+The provider is stored in the stack state under its stable name ``HeadscaleDerpRegion``
+(components/dynamic_provider.py: moving the class is one line there). It holds no credentials:
+the headscale host is reached through ssh's own configuration, like the relay host.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import pulumi
 import pulumi.dynamic
 
 from components import headscale_derpmap as yamlmap
+from components.dynamic_provider import HomeDerpProvider
 from components.errors import HomeDerpError
 from components.headscale import (
     MAX_REFRESH_SECONDS,
@@ -140,10 +140,12 @@ def _was(props: Mapping[str, Any]) -> FileRegionState:
     )
 
 
-class HeadscaleDerpRegionProvider(pulumi.dynamic.ResourceProvider):
-    """CRUD for our region in headscale's DERP map file; see the module docstring."""
+class HeadscaleDerpRegionProvider(HomeDerpProvider):
+    """CRUD for our region in headscale's DERP map file; see the module docstring (the base:
+    components/dynamic_provider.py)."""
 
-    serialize_as_secret_always = False  # it captures nothing, let alone a secret
+    NAME = "HeadscaleDerpRegion"
+    INPUT_KEYS = (*REGION_INPUTS, *TARGET_INPUTS, "reload", "debug_address")
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         failures = []
@@ -155,13 +157,10 @@ class HeadscaleDerpRegionProvider(pulumi.dynamic.ResourceProvider):
                 failures.append(pulumi.dynamic.CheckFailure("region", str(exc)))
         return pulumi.dynamic.CheckResult(news, failures)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        keys = (*REGION_INPUTS, *TARGET_INPUTS, "reload", "debug_address")
-        if any(is_unknown(news.get(k)) for k in keys):
+    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        if self.unknown_inputs(news):
             return pulumi.dynamic.DiffResult(changes=True)
-        changed = [k for k in keys if plain(olds.get(k)) != plain(news.get(k))]
+        changed = self.changed_inputs(olds, news)
         if news.get("healthy") is False and olds.get("published"):
             changed.append("healthy")  # re-read every unhealthy run (tailnet.py does the same)
         replaces: list[str] = [k for k in TARGET_INPUTS if k in changed]
@@ -292,7 +291,7 @@ class HeadscaleDerpRegionProvider(pulumi.dynamic.ResourceProvider):
             f"{outs['host']}{outs['derp_file']}#{_region_id(outs['region'])}", outs
         )
 
-    def update(
+    def change(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(

@@ -14,8 +14,9 @@ mesh whenever the certificate key changes and tie two unrelated secrets together
 output is marked secret by the resource (``additional_secret_outputs``), so the state holds it
 encrypted and no log shows it.
 
-The provider is pickled by reference as ``components.mesh.MeshKeyProvider``: that module path is
-part of the stack state, do not move it. It captures nothing, so its blob need not be secret.
+The provider is stored in the stack state under its stable name ``MeshKey``
+(components/dynamic_provider.py: moving the class is one line there). It captures nothing, so
+its blob need not be secret.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any, Final
 import pulumi
 import pulumi.dynamic
 
+from components.dynamic_provider import HomeDerpProvider, stored_reference_differs
+
 TYPE_TOKEN: Final = "pulumi-python:dynamic/homederp:MeshKey"
 #: What derper accepts (key.ParseDERPMesh: 32 bytes as 64 hex characters).
 MESH_KEY: Final = re.compile(r"^[0-9a-f]{64}$")
@@ -38,10 +41,12 @@ def new_mesh_key() -> str:
     return secrets.token_hex(32)
 
 
-class MeshKeyProvider(pulumi.dynamic.ResourceProvider):
-    """Create draws the key; nothing else ever changes it (see the module docstring)."""
+class MeshKeyProvider(HomeDerpProvider):
+    """Create draws the key; nothing else ever changes it (see the module docstring; the base:
+    components/dynamic_provider.py)."""
 
-    serialize_as_secret_always = False
+    NAME = "MeshKey"
+    INPUT_KEYS = ()
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         return pulumi.dynamic.CreateResult(uuid.uuid4().hex, {"key": new_mesh_key()})
@@ -51,7 +56,10 @@ class MeshKeyProvider(pulumi.dynamic.ResourceProvider):
     ) -> pulumi.dynamic.DiffResult:
         # A key lost from the state (or never valid) is drawn again; otherwise it stays.
         valid = isinstance(olds.get("key"), str) and bool(MESH_KEY.match(olds["key"]))
-        return pulumi.dynamic.DiffResult(changes=not valid, replaces=[] if valid else ["key"])
+        if not valid:
+            return pulumi.dynamic.DiffResult(changes=True, replaces=["key"])
+        # An older stored provider reference is refreshed; the key stays (base ``update``).
+        return pulumi.dynamic.DiffResult(changes=stored_reference_differs(olds, news), replaces=[])
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
         return pulumi.dynamic.ReadResult(id_, {"key": props.get("key")})

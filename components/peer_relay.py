@@ -16,8 +16,9 @@ tailscaled 1.92 on); no extra key is needed.
 
 ``PeerRelayServer`` is a dynamic resource so that ``preview`` shows the change and ``destroy``
 clears the pref; it runs the CLI in ``create``/``update``/``delete`` only, then waits until the UDP
-port is bound on the host. The provider class is pickled by module path
-(``components.peer_relay.PeerRelayServerProvider``): do not move it.
+port is bound on the host. The provider is stored in the stack state under its stable name
+``PeerRelayServer`` (components/dynamic_provider.py); older stacks stored
+``components.peer_relay.PeerRelayServerProvider``, which must stay importable.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from typing import Any, Final
 import pulumi
 import pulumi.dynamic
 
+from components.dynamic_provider import HomeDerpProvider
 from components.errors import HomeDerpError
 from components.host import CommandResult, HostChannel, HostReadError
 from components.tailscaled import TailscaledFacts, cli_command
-from components.wire import is_unknown, plain
+from components.wire import plain
 
 TYPE_TOKEN: Final = "pulumi-python:dynamic/homederp:PeerRelayServer"
 #: Seconds to wait for tailscaled to bind the port after the pref is set.
@@ -300,17 +302,17 @@ def disable(channel: HostChannel, socket: str, with_endpoints: bool) -> None:
         raise PeerRelayError(set_failure(result, command, channel.where()))
 
 
-class PeerRelayServerProvider(pulumi.dynamic.ResourceProvider):
-    """Sets the pref on create/update, clears it on delete; holds nothing (pickled by reference)."""
+class PeerRelayServerProvider(HomeDerpProvider):
+    """Sets the pref on create/update, clears it on delete; holds nothing (the base:
+    components/dynamic_provider.py)."""
 
-    serialize_as_secret_always = False
+    NAME = "PeerRelayServer"
+    INPUT_KEYS = INPUT_KEYS
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        if any(is_unknown(news.get(k)) for k in INPUT_KEYS):
+    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        if self.unknown_inputs(news):
             return pulumi.dynamic.DiffResult(changes=True)
-        changed = [k for k in INPUT_KEYS if plain(olds.get(k)) != plain(news.get(k))]
+        changed = self.changed_inputs(olds, news)
         return pulumi.dynamic.DiffResult(
             changes=bool(changed), replaces=["docker_host"] if "docker_host" in changed else []
         )
@@ -333,7 +335,7 @@ class PeerRelayServerProvider(pulumi.dynamic.ResourceProvider):
         outs = self._apply(props, None)
         return pulumi.dynamic.CreateResult(f"{outs['docker_host']}#{outs['port']}", outs)
 
-    def update(
+    def change(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(self._apply(news, olds))

@@ -406,7 +406,13 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
-        resources: list[pulumi.Resource] = [records.aaaa, cert.certificate, relay.container]
+        # Validation probes after the restart that puts a renewed certificate into service.
+        resources: list[pulumi.Resource] = [
+            records.aaaa,
+            cert.certificate,
+            relay.container,
+            relay.restart,
+        ]
         if records.a is not None:
             resources.append(records.a)
         return _Deployment(

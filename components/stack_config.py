@@ -106,14 +106,16 @@ def _is_secure(value: Any) -> bool:
 
 
 def config_string(value: Any) -> str:
-    """A config value as the program's ``Config.get`` sees it."""
+    """A config value as the program's ``Config.get`` sees it: booleans ``true``/``false``,
+    structured values as compact JSON (what ``pulumi config --json`` shows as their ``value``;
+    tests/engine/test_stack_facts.py holds both against the real CLI)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return value
     if isinstance(value, int | float):
         return str(value)
-    return json.dumps(value)
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _project_defaults(project: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,6 +130,36 @@ def _project_defaults(project: str, config: Mapping[str, Any]) -> dict[str, Any]
         else:
             defaults[_full_key(project, str(key))] = spec
     return defaults
+
+
+def merge_config(
+    project_doc: Mapping[str, Any], stack_doc: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    """Full key → value as the CLI merges them (pulumi/pulumi pkg/workspace/config.go
+    ``mergeConfig``, docs/upstream/pulumi.md#config-type-check): the stack file's keys (a bare key is
+    the project's), then the project's declared defaults, values and bare literals for the keys the
+    stack does not set. ESC ``environment:`` imports are refused: their values live in Pulumi
+    Cloud, which nothing here can read (``where`` names the file in the message)."""
+    if stack_doc.get("environment"):
+        raise StackFileError(
+            f"{where} imports Pulumi ESC environments (environment: "
+            f"{stack_doc['environment']!r}): their values live in Pulumi Cloud, which cannot be "
+            "read here, and may set any key (dockerHost, regionId, tailnetPolicy, validate, "
+            "ipv6). Write those keys in the stack file itself and keep ESC for secrets the "
+            "program reads, or remove the import"
+        )
+    stack_config = stack_doc.get("config") or {}
+    if not isinstance(stack_config, dict):
+        raise StackFileError(f"{where}: `config:` is not a mapping")
+    project = str(project_doc.get("name") or NAMESPACE)
+    values = _project_defaults(project, project_doc.get("config") or {})
+    values.update({_full_key(project, str(k)): v for k, v in stack_config.items()})
+    return values
+
+
+def readable_strings(values: Mapping[str, Any]) -> dict[str, str]:
+    """Every merged value but the encrypted ones, as the program reads it."""
+    return {k: config_string(v) for k, v in values.items() if not _is_secure(v) and v is not None}
 
 
 def stack_file_path(project_dir: Path, project_doc: Mapping[str, Any], stack: str) -> Path:
@@ -156,13 +188,9 @@ def load_stack(project_dir: Path, stack: str) -> StackConfig:
     path = stack_file_path(project_dir, project_doc, stack)
     if not path.is_file():
         raise _missing_stack(path, stack)
-    stack_config = _load_yaml(path).get("config") or {}
-    if not isinstance(stack_config, dict):
-        raise StackFileError(f"{path}: `config:` is not a mapping")
-    values = _project_defaults(project, project_doc.get("config") or {})
-    values.update({_full_key(project, str(k)): v for k, v in stack_config.items()})
+    values = merge_config(project_doc, _load_yaml(path), str(path))
     secure = tuple(sorted(k for k, v in values.items() if _is_secure(v)))
-    readable = {k: config_string(v) for k, v in values.items() if k not in secure and v is not None}
+    readable = readable_strings(values)
     prefix = f"{NAMESPACE}:"
     raw: dict[str, str | None] = {
         key: readable.get(prefix + key) for key in KNOWN_KEYS if key not in SECRET_KEYS

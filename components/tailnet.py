@@ -18,9 +18,10 @@ bounded number of times (docs/upstream/tailscale-api.md#policy-file-post). A wri
 clear answer (a 5xx, a timeout, a cut-short answer) is never sent again blindly: the policy is read
 again, and if it already holds the edit, the write landed (docs/architecture.md, "Faults").
 
-The provider classes are pickled **by module path** into the stack state
-(``components.tailnet.TailnetDerpRegionProvider``, ``…TailnetPeerRelayGrantProvider``): do not
-move or rename them. Credentials never enter inputs, outputs or the pickled provider:
+The providers are stored in the stack state under their stable names (``TailnetDerpRegion``,
+``TailnetPeerRelayGrant``: components/dynamic_provider.py); older stacks stored
+``components.tailnet.TailnetDerpRegionProvider`` and ``…TailnetPeerRelayGrantProvider``, which must
+stay importable. Credentials never enter inputs, outputs or the pickled provider:
 ``configure()`` reads them from the Tailscale provider's stack config (dynamic providers receive
 the whole stack config, pulumi/pulumi#17229, #17673) or the environment variables that provider
 reads (``components/tailscale_api.py``).
@@ -39,9 +40,9 @@ import pulumi
 import pulumi.dynamic
 
 from components import derpmap
+from components.dynamic_provider import TailscaleCredentials
 from components.errors import HomeDerpError
 from components.tailscale_api import (
-    CONFIG_KEYS,
     AmbiguousWrite,
     Client,
     PreconditionFailed,
@@ -313,27 +314,9 @@ def _unconfirmed(ambiguous: AmbiguousWrite, after: str) -> str:
 # Shared provider plumbing
 
 
-class _PolicyProvider(pulumi.dynamic.ResourceProvider):
-    """Credentials from configure(), never pickled; one API client per operation."""
-
-    # Nothing secret is captured when the program pickles this object (credentials are read in
-    # configure() inside the provider process and dropped by __getstate__), so the blob need not
-    # be a secret (docs/upstream/pulumi.md#dynamic-provider-preview: serialize_as_secret_always).
-    serialize_as_secret_always = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._config: dict[str, Any] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}  # never pickle configuration (it may hold credentials)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._config = {}
-
-    def configure(self, req: pulumi.dynamic.ConfigureRequest) -> None:
-        keys = [f"tailscale:{key}" for key in CONFIG_KEYS]
-        self._config = {k: req.config.get(k) for k in keys if req.config.get(k) is not None}
+class _PolicyProvider(TailscaleCredentials):
+    """Credentials from configure(), never pickled (components/dynamic_provider.py); one API
+    client per operation."""
 
     def _client(self) -> Client:
         try:
@@ -403,6 +386,9 @@ def _was(props: Mapping[str, Any]) -> RegionState:
 class TailnetDerpRegionProvider(_PolicyProvider):
     """CRUD for one derpMap region; see the module docstring for the protocol."""
 
+    NAME = "TailnetDerpRegion"
+    INPUT_KEYS = REGION_INPUTS
+
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         failures: list[pulumi.dynamic.CheckFailure] = []
         region = news.get("region")
@@ -410,12 +396,10 @@ class TailnetDerpRegionProvider(_PolicyProvider):
             failures = [pulumi.dynamic.CheckFailure("region", p) for p in _check_region(region)]
         return pulumi.dynamic.CheckResult(news, failures)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        if any(is_unknown(news.get(k)) for k in REGION_INPUTS):
+    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        if self.unknown_inputs(news):
             return pulumi.dynamic.DiffResult(changes=True)
-        changed = [k for k in REGION_INPUTS if plain(olds.get(k)) != plain(news.get(k))]
+        changed = self.changed_inputs(olds, news)
         if news.get("healthy") is False and olds.get("published"):
             # Every unhealthy run re-reads the policy: a drain flag removed by hand while the
             # relay is still broken is set again (an unchanged policy is not written).
@@ -470,7 +454,7 @@ class TailnetDerpRegionProvider(_PolicyProvider):
         outs = self._apply(props, RegionState(False, False, False))
         return pulumi.dynamic.CreateResult(f"{outs['tailnet']}/{_region_id(outs['region'])}", outs)
 
-    def update(
+    def change(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(self._apply(news, _was(olds)))
@@ -593,6 +577,9 @@ def _confirm_from_this_machine(relay_ips: list[str], sources: list[str]) -> dict
 class TailnetPeerRelayGrantProvider(_PolicyProvider):
     """CRUD for our marked grant in ``grants``."""
 
+    NAME = "TailnetPeerRelayGrant"
+    INPUT_KEYS = GRANT_INPUTS
+
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         failures = []
         grant = news.get("grant")
@@ -602,12 +589,10 @@ class TailnetPeerRelayGrantProvider(_PolicyProvider):
             failures.append(pulumi.dynamic.CheckFailure("grant", "needs src and dst"))
         return pulumi.dynamic.CheckResult(news, failures)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        if any(is_unknown(news.get(k)) for k in GRANT_INPUTS):
+    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        if self.unknown_inputs(news):
             return pulumi.dynamic.DiffResult(changes=True)
-        changed = any(plain(olds.get(k)) != plain(news.get(k)) for k in GRANT_INPUTS)
+        changed = bool(self.changed_inputs(olds, news))
         replaces = (
             ["region_id"] if plain(olds.get("region_id")) != plain(news.get("region_id")) else []
         )
@@ -639,7 +624,7 @@ class TailnetPeerRelayGrantProvider(_PolicyProvider):
         outs = self._apply(props)
         return pulumi.dynamic.CreateResult(f"{outs['tailnet']}/grant/{outs['region_id']}", outs)
 
-    def update(
+    def change(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(

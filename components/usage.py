@@ -19,8 +19,9 @@ It never fails `up`: what could not be read is said in the outputs (``read_error
 ``compare_error``), because usage is a report beside the verdict, not a verdict. The gate runs
 after it, so a red run is recorded too.
 
-The provider is pickled by module path (``components.usage.RelayUsageProvider``): that path is
-part of the stack state; do not move it. It holds nothing; every read happens inside ``update``.
+The provider is stored in the stack state under its stable name ``RelayUsage``
+(components/dynamic_provider.py: moving the class is one line there). It holds nothing; every
+read happens inside ``create``/``update``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Final
 import pulumi
 import pulumi.dynamic
 
+from components.dynamic_provider import HomeDerpProvider
 from components.settings import keys
-from components.wire import is_unknown, plain
+from components.wire import plain
 
 if TYPE_CHECKING:
     from components.netcheck.usage import UsageReading
@@ -387,10 +389,12 @@ def run_usage(
 # The dynamic provider and resource
 
 
-class RelayUsageProvider(pulumi.dynamic.ResourceProvider):
-    """Reads on create/update; holds nothing (pickled by reference)."""
+class RelayUsageProvider(HomeDerpProvider):
+    """Reads on create/update; holds nothing (the base: components/dynamic_provider.py)."""
 
-    serialize_as_secret_always = False
+    NAME = "RelayUsage"
+    # The host's own home never triggers a run by itself (no spurious preview diffs).
+    INPUT_KEYS = tuple(k for k in INPUT_KEYS if k not in DIFF_IGNORED)
 
     def _run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {k: props.get(k) for k in INPUT_KEYS}
@@ -399,19 +403,10 @@ class RelayUsageProvider(pulumi.dynamic.ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         return pulumi.dynamic.CheckResult(news, [])
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        keys = [k for k in INPUT_KEYS if k not in DIFF_IGNORED]
-        if any(is_unknown(news.get(k)) for k in keys):
-            return pulumi.dynamic.DiffResult(changes=True, replaces=[])
-        changed = any(plain(olds.get(k)) != plain(news.get(k)) for k in keys)
-        return pulumi.dynamic.DiffResult(changes=changed, replaces=[])
-
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         return pulumi.dynamic.CreateResult(uuid.uuid4().hex, self._run(props, {}))
 
-    def update(
+    def change(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(self._run(news, olds))

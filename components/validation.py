@@ -29,10 +29,11 @@ it avoids (docs/upstream/pulumi.md#dynamic-provider-preview):
   would be allowed to write it, without writing (``tailscale_api.Client.check_policy_access``).
   A revoked or demoted credential is then reported while the relay is healthy, and the gate
   fails the run with the fix, instead of being found by the drain of a failing relay.
-* The provider is pickled by reference as ``components.validation.RelayValidationProvider``:
-  that module path is part of the stack state, do not move it. It holds no sockets, clients or
-  credentials when pickled; ``configure()`` reads the Tailscale provider's config in the provider
-  process, and everything else is built inside each method.
+* The provider is stored in the stack state under its stable name ``RelayValidation``
+  (components/dynamic_provider.py: moving the class is one line there); older stacks stored
+  ``components.validation.RelayValidationProvider``, which must stay importable. It holds no
+  sockets, clients or credentials when pickled; ``configure()`` reads the Tailscale provider's
+  config in the provider process, and everything else is built inside each method.
 * Outputs are ``{**inputs, **computed}`` because the engine keeps exactly what ``create``/
   ``update`` return. Nothing here is secret.
 * The provider process has no engine connection, so ``pulumi.log`` there is only a print
@@ -60,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pulumi
 import pulumi.dynamic
 
+from components.dynamic_provider import TailscaleCredentials
 from components.reach import devices_not_checked, devices_without_ipv6, runner_without_path
 from components.settings import keys
 from components.settings.keys import MAX_VALIDATE_TIMEOUT_SECONDS, VALIDATE_MODES
@@ -753,26 +755,14 @@ def _reach(
 # The dynamic provider and resource
 
 
-class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
-    """CRUD of RelayValidation: pickled by reference, holds nothing when pickled."""
+class RelayValidationProvider(TailscaleCredentials):
+    """CRUD of RelayValidation (the base: components/dynamic_provider.py)."""
 
-    serialize_as_secret_always = False
+    NAME = "RelayValidation"
+    INPUT_KEYS = INPUT_KEYS
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._config: dict[str, Any] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}  # never pickle configuration (it may hold credentials)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._config = {}
-
-    def configure(self, req: pulumi.dynamic.ConfigureRequest) -> None:
-        from components.tailscale_api import CONFIG_KEYS
-
-        keys = [f"tailscale:{key}" for key in CONFIG_KEYS]
-        self._config = {k: req.config.get(k) for k in keys if req.config.get(k) is not None}
+    def comparable(self, key: str, value: Any) -> Any:
+        return _comparable(key, value)
 
     def _client(self) -> Any:
         """A Tailscale API client (one token exchange for every call of this run), or None."""
@@ -801,17 +791,10 @@ class RelayValidationProvider(pulumi.dynamic.ResourceProvider):
         failures = [pulumi.dynamic.CheckFailure(p, r) for p, r in input_failures(news)]
         return pulumi.dynamic.CheckResult(news, failures)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        if any(is_unknown(news.get(k)) for k in INPUT_KEYS):
-            return pulumi.dynamic.DiffResult(changes=True, replaces=[])
-        return pulumi.dynamic.DiffResult(changes=bool(changed_inputs(olds, news)), replaces=[])
-
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         return pulumi.dynamic.CreateResult(uuid.uuid4().hex, self._run(props, {}))
 
-    def update(
+    def change(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(self._run(news, olds))

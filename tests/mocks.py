@@ -87,6 +87,11 @@ class RelayMocks(pulumi.runtime.Mocks):
     certificate_serial: str = "03a1b2c3d4e5f60718293a4b5c6d7e8f9001"
     validation_healthy: bool | None = True
     """What the (not executed) RelayValidation reports as its verdict."""
+    stack_resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """This stack's state as the engine's builtin provider reports it (URN → {type, outputs});
+    empty: a stack's first deployment (components/stack_state.py)."""
+    stack_outputs: dict[str, Any] = field(default_factory=dict)
+    """The stack outputs of the last deployment."""
 
     def reset(self) -> None:
         self.resources.clear()
@@ -94,6 +99,8 @@ class RelayMocks(pulumi.runtime.Mocks):
         self.options.clear()
         self.certificate_serial = "03a1b2c3d4e5f60718293a4b5c6d7e8f9001"
         self.validation_healthy = True
+        self.stack_resources = {}
+        self.stack_outputs = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         self.resources.append(
@@ -159,6 +166,12 @@ class RelayMocks(pulumi.runtime.Mocks):
         if args.token == "cloudflare:index/getZone:getZone":
             name = args.args.get("filter", {}).get("name", "example.com")
             return {"id": FAKE_ZONE_ID, "zoneId": FAKE_ZONE_ID, "name": name}
+        # The engine's builtin provider (github.com/pulumi/pulumi/pkg/v3@v3.274.1
+        # resource/deploy/builtins.go:393-462): the stack's outputs and its resources' outputs.
+        if args.token == "pulumi:pulumi:readStackResourceOutputs":
+            return {"name": args.args.get("stackName"), "outputs": self.stack_resources}
+        if args.token == "pulumi:pulumi:readStackOutputs":
+            return {"name": args.args.get("name"), "outputs": self.stack_outputs}
         return {}
 
     # ---- queries used by the tests ----

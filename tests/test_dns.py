@@ -110,14 +110,38 @@ def test_no_record_is_created(
     assert peer.requests, "the lookup went to the peer"
 
 
-# Our own record (it carries our comment) is left to the state: importing what the engine created
-# would be an import-replacement that deletes it.
-def test_own_record_is_not_imported(
-    peer: CloudflarePeer, mocks: RelayMocks, import_ids: dict[str, str | None]
+def in_state(mocks: RelayMocks, record_id: str) -> None:
+    """This stack's state holds relay-900-aaaa as that record (what the engine reports)."""
+    urn = f"urn:pulumi:home::home-derp::homederp:index:HomeDerpRelay${RECORD}::relay-900-aaaa"
+    mocks.stack_resources = {urn: {"type": RECORD, "outputs": {"id": record_id}}}
+
+
+# A record this stack's state holds is left to the state, whatever its comment says (edited by
+# hand here): importing what the engine manages would be an import-replacement that deletes it.
+@pytest.mark.parametrize("comment", [record_comment("home", 900), "edited by hand", None])
+def test_record_in_state_is_not_imported(
+    peer: CloudflarePeer,
+    mocks: RelayMocks,
+    import_ids: dict[str, str | None],
+    comment: str | None,
 ) -> None:
-    peer.add_record(FAKE_ZONE_ID, "AAAA", HOST, IPV6, ttl=60, comment=record_comment("home", 900))
+    record = peer.add_record(FAKE_ZONE_ID, "AAAA", HOST, IPV6, ttl=60, comment=comment)
+    in_state(mocks, record.id)
     evaluate(config(peer))
     assert import_ids[mocks.one(RECORD).name] is None
+
+
+# A record carrying this stack's comment that the state does not hold (the state was lost:
+# `pulumi stack rm --force`) is adopted instead of colliding with it (Cloudflare refuses an
+# identical record).
+def test_own_record_not_in_state_is_adopted(
+    peer: CloudflarePeer, mocks: RelayMocks, import_ids: dict[str, str | None]
+) -> None:
+    record = peer.add_record(
+        FAKE_ZONE_ID, "AAAA", HOST, IPV6, ttl=60, comment=record_comment("home", 900)
+    )
+    evaluate(config(peer))
+    assert import_ids[mocks.one(RECORD).name] == f"{FAKE_ZONE_ID}/{record.id}"
 
 
 # Both types adopted at once with an explicit zone id: no zone lookup, ids from that zone.

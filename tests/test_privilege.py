@@ -65,7 +65,6 @@ def derper_args(settings: RelaySettings) -> dict[str, Any]:
         image="sha256:" + "c" * 64,
         state_volume="derper-900-home-state",
         certs_volume="derper-900-home-certs",
-        certificate_serial="01",
     )
 
 

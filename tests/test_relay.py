@@ -322,12 +322,13 @@ def test_ssh_docker_host(mocks: RelayMocks) -> None:
     assert mocks.one("pulumi:providers:docker").inputs["host"] == "ssh://pi@home.lan:2222"
 
 
-# A renewed certificate changes the init container's uploads and derper's certificate label, so
-# `up` re-runs the init and replaces derper (derper reads manual certificates only at start).
-def test_new_certificate_replaces_init_and_derper(mocks: RelayMocks) -> None:
+# A renewed certificate changes the init container's uploads (it is re-run) and the serial of
+# derper's restart, and nothing of derper's container: derper is restarted, not re-created
+# (components/derper_restart.py; derper reads manual certificates only at start).
+def test_new_certificate_reruns_init_and_restarts_derper(mocks: RelayMocks) -> None:
     evaluate(home_config())
     first = unwrap(init(mocks).inputs["uploads"])
-    first_labels = derper(mocks).inputs["labels"]
+    first_derper = derper(mocks).inputs
     mocks.reset()
     mocks.certificate_serial = "04ffeeddccbbaa99887766554433221100"
     evaluate(home_config())
@@ -335,9 +336,15 @@ def test_new_certificate_replaces_init_and_derper(mocks: RelayMocks) -> None:
     assert first[0]["file"] == second[0]["file"]
     assert first[0]["content"] != second[0]["content"]
     assert "04ffeeddccbbaa" in second[0]["content"]
-    labels = {lab["label"]: lab["value"] for lab in derper(mocks).inputs["labels"]}
-    assert labels["home-derp.certificate-serial"] == "04ffeeddccbbaa99887766554433221100"
-    assert derper(mocks).inputs["labels"] != first_labels
+    assert derper(mocks).inputs == first_derper
+    restart = mocks.one("pulumi-python:dynamic/homederp:DerperRestart")
+    assert restart.inputs["certificate_serial"] == "04ffeeddccbbaa99887766554433221100"
+    assert restart.inputs["container"] == derper(mocks).inputs["name"]
+    options = mocks.options[restart.name]
+    assert {d.rsplit("::", 1)[1] for d in options.dependencies} >= {
+        "relay-900-init",
+        "relay-900-derper",
+    }
 
 
 # Keys and tokens are secrets everywhere: the Cloudflare provider token, the DNS-01 token.
@@ -497,17 +504,18 @@ def test_validation_inputs(mocks: RelayMocks) -> None:
         assert not is_secret_input(value)
 
 
-# The provider is pickled by module path (components.validation / components.tailnet): those
-# paths are part of the stack state (docs/upstream/pulumi.md#dynamic-provider-pickling), so a
-# move would break existing stacks.
+# The providers are pickled by their stable names (components/dynamic_provider.py), not by class
+# path: the stored reference is stack state (docs/upstream/pulumi.md#dynamic-provider-pickling),
+# and a moved class must not break existing stacks.
 def test_dynamic_providers_pickled_by_reference(mocks: RelayMocks) -> None:
     import base64
 
     evaluate(home_config())
-    for typ, module in ((VALIDATION, b"components.validation"), (REGION, b"components.tailnet")):
+    for typ, name in ((VALIDATION, b"RelayValidation"), (REGION, b"TailnetDerpRegion")):
         blob = base64.b64decode(mocks.one(typ).inputs["__provider"])
-        assert module in blob
-        assert len(blob) < 2000  # a reference, not pickled bytecode
+        assert b"components.dynamic_provider" in blob and b"restore" in blob and name in blob
+        assert b"components.validation" not in blob and b"components.tailnet" not in blob
+        assert len(blob) < 200  # a reference, not pickled bytecode
 
 
 # When publication writes the policy (patch, file), validation proves the Tailscale credential on

@@ -92,7 +92,8 @@ def create(host: ProviderHost, inputs: dict[str, Any]) -> dict[str, Any]:
 # --- what the program registers ------------------------------------------------------------
 
 
-# The program registers the typed token and a plain (non-secret) provider pickled by reference.
+# The program registers the typed token and a plain (non-secret) provider pickled by its stable
+# name (components/dynamic_provider.py), not by its class path.
 def test_registration_carries_provider_by_reference(relay: LocalRelay) -> None:
     args = RelayValidationArgs(
         hostname=relay.hostname,
@@ -104,7 +105,8 @@ def test_registration_carries_provider_by_reference(relay: LocalRelay) -> None:
     [reg] = register(lambda: RelayValidation("v", args))
     assert reg.typ == TYPE_TOKEN
     pickled = base64.b64decode(reg.inputs["__provider"])
-    assert b"components.validation" in pickled and b"RelayValidationProvider" in pickled
+    assert b"components.dynamic_provider" in pickled and b"RelayValidation" in pickled
+    assert b"components.validation" not in pickled and b"RelayValidationProvider" not in pickled
     assert b"co_code" not in pickled and len(pickled) < 500  # a reference, not bytecode
     assert set(reg.inputs) - {"__provider"} <= set(INPUT_KEYS)
     assert reg.inputs["mode"] == "enforce" and reg.inputs["timeout_seconds"] == 120
@@ -617,7 +619,9 @@ def test_gate_follows_the_mode(host: ProviderHost) -> None:
     with pytest.raises(ProviderError) as err:
         host.create(GATE_URN, gate_inputs(healthy=False, diagnosis="✗ stun: silent", drained=True))
     assert "✗ stun: silent" in err.value.details and "drained" in err.value.details
-    assert "RelayUnhealthyError" in err.value.details
+    # The user reads the diagnosis first: no traceback, no internal frame, no class path.
+    assert err.value.details.startswith("✗ stun: silent")
+    assert "Traceback" not in err.value.details and "RelayUnhealthyError" not in err.value.details
     warn = host.create(GATE_URN, gate_inputs(mode="warn", healthy=False, diagnosis="✗ tls"))
     assert warn.outputs["passed"] is False and "NOT healthy" in host.stderr_text()
     off = host.create(GATE_URN, gate_inputs(mode="off", healthy=None))

@@ -230,7 +230,8 @@ workflow calls it, answers `version`, and writes the event log it is given."""
 import json, os, shutil, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_PULUMI_LOG"], "a") as log:
-    log.write(json.dumps({"args": args, "health": os.environ.get("HOME_DERP_HEALTH_RUN")}) + "\\n")
+    log.write(json.dumps({"args": args, "health": os.environ.get("HOME_DERP_HEALTH_RUN"),
+                          "debug_commands": os.environ.get("PULUMI_DEBUG_COMMANDS")}) + "\\n")
 if args == ["version"]:
     print(os.environ["FAKE_PULUMI_VERSION"])
     sys.exit(0)
@@ -354,15 +355,69 @@ def test_scheduled_workflows_reenable_themselves() -> None:
     for name in scheduled:
         keepers = [job for job in jobs(name).values() if job.get("uses") == KEEPALIVE]
         assert len(keepers) == 1, name
-        assert keepers[0]["with"] == {"workflow": name}
+        # Each one keeps *every* scheduled workflow enabled: renewal and its alarm do not stop
+        # together (GitHub documents no reset of the 60-day clock by re-enabling).
+        assert sorted(keepers[0]["with"]["workflows"].split()) == sorted(scheduled), name
         assert keepers[0]["permissions"] == {"actions": "write"}
     (enable,) = jobs("_keepalive.yml").values()
     assert enable["permissions"] == {"actions": "write"}
     assert "github.event_name == 'schedule'" in conjuncts(enable["if"])
     (only,) = enable["steps"]
     assert "uses" not in only  # nothing checked out, nothing from the repository runs here
-    assert re.search(r"--method PUT \S*/actions/workflows/\$WORKFLOW/enable", only["run"])
-    assert only["env"] == {"GH_TOKEN": "${{ github.token }}", "WORKFLOW": "${{ inputs.workflow }}"}
+    assert only["env"] == {
+        "GH_TOKEN": "${{ github.token }}",
+        "WORKFLOWS": "${{ inputs.workflows }}",
+    }
+
+
+FAKE_GH_WORKFLOWS = '''#!/usr/bin/env python3
+"""Stands in for `gh api` against GitHub's REST API: workflow states from FAKE_GH_STATES (JSON
+file name → state), every call recorded in FAKE_GH_LOG."""
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_GH_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+states = json.loads(os.environ["FAKE_GH_STATES"])
+path = next(a for a in args[1:] if a.startswith("repos/"))
+workflow = path.split("/actions/workflows/")[1].split("/")[0]
+if "--method" not in args:
+    print(states[workflow])
+'''
+
+
+# The keepalive asks each scheduled workflow's state: one GitHub disabled for inactivity is
+# enabled again (also from the *other* workflow's run), an active one gets the enable call too,
+# and one a human disabled is left alone with a warning.
+def test_keepalive_reenables_the_other_workflow(runner: dict[str, str], tmp_path: Path) -> None:
+    (enable,) = jobs("_keepalive.yml").values()
+    (step_,) = enable["steps"]
+    install_fake(runner, "gh", FAKE_GH_WORKFLOWS)
+    log = tmp_path / "gh.log"
+    states = {"deploy.yml": "disabled_inactivity", "health.yml": "active"}
+    done = run_step(
+        step_,
+        {"github.token": "ghs-not-real", "inputs.workflows": "health.yml deploy.yml"},
+        runner,
+        extra={"FAKE_GH_LOG": str(log), "FAKE_GH_STATES": json.dumps(states)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    puts = [c[-1] for c in calls if "--method" in c]
+    base = "repos/owner/home-derp/actions/workflows"
+    assert puts == [f"{base}/health.yml/enable", f"{base}/deploy.yml/enable"]
+    assert "::notice title=deploy.yml re-enabled::" in done.stdout
+    log.write_text("")
+    states["deploy.yml"] = "disabled_manually"
+    done = run_step(
+        step_,
+        {"github.token": "ghs-not-real", "inputs.workflows": "health.yml deploy.yml"},
+        runner,
+        extra={"FAKE_GH_LOG": str(log), "FAKE_GH_STATES": json.dumps(states)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c[-1] for c in calls if "--method" in c] == [f"{base}/health.yml/enable"]
+    assert "::warning title=deploy.yml is disabled::" in done.stdout
 
 
 # ---- least privilege -------------------------------------------------------------------------

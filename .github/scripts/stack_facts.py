@@ -9,10 +9,14 @@ and the SDK are released together), where the Docker host is and how to reach it
 tailscale/github-action, the ``known_hosts`` name OpenSSH looks up), the validation and tailnet
 policy modes, and the exact URNs a health run targets.
 
-Config values are resolved the way the Pulumi CLI hands them to the program: the project's
-declared defaults (``Pulumi.yaml`` ``config:``), then the stack file's values. tests/
-test_workflows.py proves, for every committed stack, that this agrees with the program's own
-settings and with what the program registers in a health run.
+Config values are resolved the way the Pulumi CLI merges them, by the one reader the doctor
+uses too (``components/stack_config.py`` ``merge_config``: pulumi/pulumi pkg/workspace/config.go
+``mergeConfig``); defaults come from the key table (``components/settings/keys.py``). A stack
+that imports Pulumi ESC environments (``environment:``) is refused: their values live in Pulumi
+Cloud, which a workflow step without the CLI cannot read, and they may set any key.
+tests/test_workflows.py proves, for every committed stack, that this agrees with the program's
+own settings and with what the program registers in a health run; tests/engine/test_stack_facts.py
+that it agrees with the real CLI's ``pulumi config --json``.
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the project's own readers: one config merge, one key table
 
 from components.settings import keys  # noqa: E402
-from components.stack_config import StackFileError, load_stack  # noqa: E402
+from components.stack_config import (  # noqa: E402
+    StackFileError,
+    load_stack,
+    merge_config,
+    readable_strings,
+)
 
 # The resources of one relay, as the program registers them (components/relay.py and the health
 # run contract in docs/architecture.md, "Health runs"): the component ``relay-<regionId>`` is the
@@ -81,6 +91,19 @@ def pulumi_version(requirements: str) -> str:
             f"{pins or 'none'}): the workflows install the CLI of the same release"
         )
     return pins[0]
+
+
+def resolved_config(
+    project: dict[str, Any], stack_file: dict[str, Any], stack: str = ""
+) -> dict[str, str]:
+    """``<namespace>:<key>`` → value as the CLI merges them (``stack_config.merge_config``, the
+    doctor's reader too); secrets ({secure: …}) are never CI facts and are left out; ESC
+    environment imports are refused."""
+    where = f"Pulumi.{stack}.yaml" if stack else "the stack file"
+    try:
+        return readable_strings(merge_config(project, stack_file, where))
+    except StackFileError as exc:
+        raise FactsError(str(exc)) from None
 
 
 def stack_values(root: Path, stack: str) -> tuple[str, dict[str, str]]:

@@ -43,6 +43,10 @@ reference and the sources of the clients that talk to it (anchors: docs/upstream
   github.com/favonia/cloudflare-ddns/issues/990). Another content for the same name is *accepted*:
   a second record, a round-robin (github.com/cloudflare/node-cloudflare/issues/46).
   ``DELETE /zones/{id}/dns_records/{record_id}`` → ``{"id"}``.
+* **Overwrite** (#overwrite-record): ``PUT /zones/{id}/dns_records/{record_id}`` replaces the whole
+  record with the body (what the provider's update sends: cloudflare/cloudflare-go@16ae7fd
+  dns/record.go:79-91, ``RecordService.Update`` is ``http.MethodPut``; ``Edit`` is the PATCH);
+  fields left out take their defaults; the result is the record.
 
 * **Faults** (#rate-limits-and-errors), queued with :meth:`CloudflarePeer.fail` and fired in
   order, each once, on the first request matching the head of the queue: ``429`` with
@@ -385,6 +389,8 @@ class CloudflarePeer:
                 comment=body.get("comment") or None,
             )
             return 200, {**ok, "result": record.as_json(zone.name)}
+        if method == "PUT" and len(rest) == 1:
+            return 200, {**ok, "result": self._overwrite(zone, rest[0], body).as_json(zone.name)}
         if method == "DELETE" and len(rest) == 1:
             record = self.records.get(rest[0])
             if record is None or record.zone_id != zone.id:
@@ -393,11 +399,33 @@ class CloudflarePeer:
             return 200, {**ok, "result": {"id": record.id}}
         raise _no_route(f"/client/v4/zones/{zone.id}/dns_records/" + "/".join(rest))
 
+    def _overwrite(self, zone: PeerZone, record_id: str, body: Any) -> PeerRecord:
+        """``PUT …/dns_records/{id}``: the whole record is replaced by the body; what the body
+        leaves out (``comment``, ``proxied``, ``ttl``) takes its default (#overwrite-record)."""
+        record = self.records.get(record_id)
+        if record is None or record.zone_id != zone.id:
+            raise ApiError(404, 81044, "Record does not exist.", None)
+        if not isinstance(body, dict):
+            raise _invalid("the request body is a JSON object")
+        kind = str(body.get("type", "")).upper()
+        name = str(body.get("name", "")).lower().rstrip(".")
+        if name != zone.name and not name.endswith("." + zone.name):
+            name = f"{name}.{zone.name}"
+        content = str(body.get("content", ""))
+        others = [r for r in self.records.values() if r.zone_id == zone.id and r.id != record.id]
+        if any(r.type == kind and r.name == name and r.content == content for r in others):
+            raise ApiError(400, 81058, "An identical record already exists.", None)
+        record.type, record.name, record.content = kind, name, content
+        record.ttl = int(body.get("ttl", 1))
+        record.proxied = bool(body.get("proxied", False))
+        record.comment = body.get("comment") or None
+        return record
+
     # -- HTTP
 
     @contextmanager
-    def serve(self) -> Iterator[CloudflarePeer]:
-        """Listen on 127.0.0.1 (a free port); :attr:`base_url` is ``http://…/client/v4``."""
+    def serve(self, host: str = "127.0.0.1") -> Iterator[CloudflarePeer]:
+        """Listen on ``host`` (a free port); :attr:`base_url` is ``http://…/client/v4``."""
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -467,11 +495,11 @@ class CloudflarePeer:
 
             do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _serve
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer((host, 0), Handler)
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
-        self.base_url = f"http://127.0.0.1:{server.server_address[1]}/client/v4"
+        self.base_url = f"http://{host}:{server.server_address[1]}/client/v4"
         try:
             yield self
         finally:

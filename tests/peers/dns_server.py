@@ -2,13 +2,16 @@
 
 Answers A/AAAA from a table the test sets, NXDOMAIN for unknown names, or nothing at all
 (``silent``) to exercise the resolver timeout. Use as ``RelayTarget.resolvers=(server.spec,)``.
+``lookup`` answers from elsewhere instead (any type: ``(name, type) → rdata texts``, None for a
+name that does not exist), e.g. from the Cloudflare API peer's records; ``port`` binds a fixed
+port (53 on an address inside a test's namespace).
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dns.flags
@@ -17,16 +20,21 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+Lookup = Callable[[str, str], "list[str] | None"]
+
 
 class DnsServer:
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, lookup: Lookup | None = None
+    ) -> None:
         self.records: dict[tuple[str, str], list[str]] = {}
+        self.lookup = lookup
         self.silent = False
         self.queries: list[tuple[str, str]] = []
         self._sock = socket.socket(
             socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
         )
-        self._sock.bind((host, 0))
+        self._sock.bind((host, port))
         self._sock.settimeout(0.2)
         self.host = host
         self.port = int(self._sock.getsockname()[1])
@@ -54,6 +62,13 @@ class DnsServer:
         name = q.name.to_text().rstrip(".").lower()
         rdtype = dns.rdatatype.to_text(q.rdtype)
         self.queries.append((name, rdtype))
+        if self.lookup is not None:
+            found = self.lookup(name, rdtype)
+            if found is None:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            elif found:
+                response.answer.append(dns.rrset.from_text_list(q.name, 60, "IN", rdtype, found))
+            return response.to_wire()
         known = {n for n, _ in self.records}
         if name not in known:
             response.set_rcode(dns.rcode.NXDOMAIN)
@@ -82,8 +97,10 @@ class DnsServer:
 
 
 @contextmanager
-def dns_server(host: str = "127.0.0.1") -> Iterator[DnsServer]:
-    server = DnsServer(host)
+def dns_server(
+    host: str = "127.0.0.1", port: int = 0, lookup: Lookup | None = None
+) -> Iterator[DnsServer]:
+    server = DnsServer(host, port, lookup)
     try:
         yield server
     finally:

@@ -7,6 +7,12 @@ the ACME endpoint itself, starts ``pebble -strict=false`` with ``PEBBLE_VA_ALWAY
 yields where to find it. Pebble makes a new root (and intermediate) every start:
 :func:`pebble_root_pem` fetches the root from the management API (``/roots/0``).
 
+``dns_server="IP:PORT"`` makes pebble really validate dns-01: no ``PEBBLE_VA_ALWAYS_VALID``, and
+``-dnsserver`` points its validation authority at a DNS server the test runs (pebble asks it for
+``_acme-challenge.<name>`` TXT, RFC 8555 §8.4). ``netns`` runs pebble inside that network
+namespace (its loopback is the namespace's); ``validity_seconds`` sets
+``certificateValidityPeriod`` (pebble 2.4 config; its default is five years).
+
 A missing binary is a failure, never a skip (docs/testing.md).
 """
 
@@ -28,6 +34,7 @@ from typing import NamedTuple
 
 import trustme
 
+from tests.peers.netns import run_in_netns
 from tests.peers.ports import free_port
 
 HOST = "127.0.0.1"
@@ -61,8 +68,15 @@ def pebble_root_pem(management_url: str, server_ca_file: str) -> bytes:
 
 
 @contextmanager
-def pebble_ca(tmpdir: str | Path, *, startup_timeout: float = 10.0) -> Iterator[PebbleCa]:
-    """Start pebble on free 127.0.0.1 ports; stop (kill) it on exit."""
+def pebble_ca(
+    tmpdir: str | Path,
+    *,
+    startup_timeout: float = 10.0,
+    dns_server: str | None = None,
+    netns: str | None = None,
+    validity_seconds: int | None = None,
+) -> Iterator[PebbleCa]:
+    """Start pebble on free 127.0.0.1 ports; stop (kill) it on exit (see the module docstring)."""
     binary = shutil.which("pebble")
     if binary is None:
         raise RuntimeError("pebble is not installed (pebble not on PATH): apt-get install pebble")
@@ -75,6 +89,8 @@ def pebble_ca(tmpdir: str | Path, *, startup_timeout: float = 10.0) -> Iterator[
     server_cert.private_key_pem.write_to_path(str(d / "pebble-server.key"))
 
     def port() -> int:
+        if netns is not None:
+            return run_in_netns(netns, lambda: free_port((HOST,), socket.SOCK_STREAM))
         return free_port((HOST,), socket.SOCK_STREAM)
 
     acme_port, mgmt_port = port(), port()
@@ -93,21 +109,35 @@ def pebble_ca(tmpdir: str | Path, *, startup_timeout: float = 10.0) -> Iterator[
             "externalAccountBindingRequired": False,
         }
     }
+    if validity_seconds is not None:
+        config["pebble"]["certificateValidityPeriod"] = validity_seconds
     (d / "pebble-config.json").write_text(json.dumps(config, indent=2))
     env = {
         **os.environ,
-        "PEBBLE_VA_ALWAYS_VALID": "1",
         "PEBBLE_VA_NOSLEEP": "1",
         # pebble rejects 5% of good nonces by default; acme retries a badNonce only once.
         "PEBBLE_WFE_NONCEREJECT": "0",
     }
+    argv = [binary, "-config", str(d / "pebble-config.json"), "-strict=false"]
+    if dns_server is None:
+        env["PEBBLE_VA_ALWAYS_VALID"] = "1"
+    else:
+        argv += ["-dnsserver", dns_server]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+
+    def get(url: str) -> bytes:
+        if netns is not None:
+            return run_in_netns(netns, lambda: _get(url, ca_file, timeout=0.5))
+        return _get(url, ca_file, timeout=0.5)
+
     log_path = d / "pebble.log"
     directory_url = f"https://{HOST}:{acme_port}/dir"
     management_url = f"https://{HOST}:{mgmt_port}"
     ca_file = str(d / "pebble-server-ca.pem")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [binary, "-config", str(d / "pebble-config.json"), "-strict=false"],
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -117,8 +147,8 @@ def pebble_ca(tmpdir: str | Path, *, startup_timeout: float = 10.0) -> Iterator[
             deadline = time.monotonic() + startup_timeout
             while True:
                 try:
-                    _get(directory_url, ca_file, timeout=0.5)
-                    _get(f"{management_url}/roots/0", ca_file, timeout=0.5)
+                    get(directory_url)
+                    get(f"{management_url}/roots/0")
                     break
                 except (OSError, urllib.error.URLError):
                     if proc.poll() is not None or time.monotonic() > deadline:

@@ -92,7 +92,6 @@ def deploy(
             image=image,
             state_volume=state,
             certs_volume=certs,
-            certificate_serial=serial,
         )
     )
     derper = docker_container.create(api, derper_args)

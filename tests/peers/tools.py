@@ -8,6 +8,7 @@ the test FAILS with the command that installs it; it never skips).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -85,3 +86,28 @@ def derper_build_cache() -> Path:
             "(it builds derper with that cache)"
         )
     return cache
+
+
+#: The wrapper module that pins the Pulumi CLI (tests/tools/install builds it).
+PULUMI_MODULE = REPO / "tests" / "tools" / "pulumi" / "go.mod"
+_PULUMI_REQUIRE = re.compile(r"^(?:require)?\s*github\.com/pulumi/pulumi/pkg/v3 (v[0-9.]+)", re.M)
+
+
+def pulumi_version() -> str:
+    """The Pulumi CLI release the tests run (``v3.274.1``): the wrapper module's requirement."""
+    found = _PULUMI_REQUIRE.search(PULUMI_MODULE.read_text())
+    if found is None:
+        raise ToolMissing(f"{PULUMI_MODULE} does not require github.com/pulumi/pulumi/pkg/v3")
+    return found[1]
+
+
+def pulumi_cli() -> Path:
+    """``<tools>/<version>/pulumi``; ToolMissing (test failure) when it is not built."""
+    version = pulumi_version()
+    path = tools_root() / version / "pulumi"
+    if not os.access(path, os.X_OK):
+        raise ToolMissing(
+            f"the Pulumi CLI {version} is not built: {path} is missing. Run `bash {INSTALL}` "
+            f"(builds it from the Go module proxy through {PULUMI_MODULE.relative_to(REPO)})."
+        )
+    return path
