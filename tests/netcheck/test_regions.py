@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from components.netcheck import DEFAULT_DERP_MAP_URL, check_relay, load_derp_map
+from components.netcheck import DEFAULT_DERP_MAP_URL, check_relay, cli, load_derp_map
 from components.netcheck.cli import build_parser, main
 from components.netcheck.errors import DerpMapError
 from components.netcheck.regions import parse_regions, regions_verdict
@@ -126,7 +126,7 @@ def test_cli_derp_map_file(
     path.write_text(json.dumps({"derpMap": derp_map}))  # a policy fragment works too
     code = main([*relay.cli_args(), "--derp-map", str(path), "--json", "--stun-timeout", "1"])
     doc = json.loads(capsys.readouterr().out)
-    assert code == 0
+    assert code == cli.EXIT_UNCONFIRMED  # the relay's admission is not read from the CLI here
     assert [r["id"] for r in doc["regions"]] == [1, 2, 3, 900]
     assert {"id", "code", "latency_ms"} <= set(doc["regions"][0])
     assert doc["nearest"]["id"] == 1 and isinstance(doc["nearest"]["latency_ms"], float)
