@@ -17,8 +17,8 @@ name; ``#`` comments of ``Pulumi.<stack>.yaml``) and held against what ships:
   chooses the backend (``pulumi login``) and the passphrase (``PULUMI_CONFIG_PASSPHRASE``);
 * no hand-kept counts ("930 tests") anywhere in the docs: they go stale with the next test.
 
-The Pulumi commands' flags are also checked against the real CLI's ``--help`` (the binary that
-tests/engine runs; see :func:`pulumi_cli`).
+The Pulumi commands' flags are also checked against the real CLI's ``--help``
+(tests/peers/pulumi_cli.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import re
 import shlex
 import subprocess
@@ -41,7 +40,7 @@ import yaml
 from components import naming
 from components.doctor.cli import build_parser as doctor_parser
 from components.netcheck.cli import build_parser as netcheck_parser
-from tests.peers.tools import ToolMissing, tools_root
+from tests.peers.pulumi_cli import environment, pulumi_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
@@ -387,25 +386,7 @@ def test_no_hand_kept_test_counts() -> None:
 # --------------------------------------------------------------- the real Pulumi CLI's flags
 
 
-#: The CLI release tests/engine runs (tests/tools/pulumi/go.mod once the engine's build lands:
-#: then tests.peers.tools.pulumi_cli replaces this lookup).
-PULUMI_VERSION = "v3.274.1"
-PULUMI_CLI_ENV = "HOME_DERP_PULUMI_CLI"
-
-
-def pulumi_cli() -> Path:
-    """The real Pulumi CLI: ``$HOME_DERP_PULUMI_CLI`` or ``<tools>/v3.274.1/pulumi``; a missing
-    binary FAILS the test (ToolMissing), never skips."""
-    path = Path(os.environ.get(PULUMI_CLI_ENV) or tools_root() / PULUMI_VERSION / "pulumi")
-    if not os.access(path, os.X_OK):
-        raise ToolMissing(
-            f"the Pulumi CLI {PULUMI_VERSION} is not built: {path} is missing. Build it with "
-            f"`bash tests/tools/install` (or point {PULUMI_CLI_ENV} at a pulumi binary)."
-        )
-    return path
-
-
-def cli_flags(cli: Path, verb: tuple[str, ...], home: Path) -> set[str]:
+def cli_flags(cli: Path, verb: tuple[str, ...], workdir: Path) -> set[str]:
     """The flags ``pulumi <verb> --help`` lists (its own and the global ones)."""
     done = subprocess.run(
         [str(cli), *verb, "--help"],
@@ -413,9 +394,8 @@ def cli_flags(cli: Path, verb: tuple[str, ...], home: Path) -> set[str]:
         text=True,
         timeout=60,
         check=False,
-        env={"PATH": os.environ["PATH"], "PULUMI_HOME": str(home), "HOME": str(home),
-             "PULUMI_SKIP_UPDATE_CHECK": "true"},
-    )  # fmt: skip
+        env=environment(workdir),
+    )
     assert done.returncode == 0, done.stderr
     return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b", done.stdout))
 
