@@ -335,9 +335,8 @@ def verify_verdict(
 UNREAD_HINT = (
     "derper closes the connection the same way when it cannot ask tailscaled at all (then it "
     "rejects everyone): read derper's own verdict with --docker-host and --container — on the "
-    "relay host --docker-host unix:///var/run/docker.sock, from elsewhere "
-    "--docker-host ssh://you@relay-host; home-derp names the container derper-<regionId>-"
-    "<regionCode>"
+    "relay host its Docker socket (unix://…), from elsewhere ssh://you@relay-host; home-derp "
+    "names the container derper-<regionId>-<regionCode>"
 )
 
 
