@@ -150,19 +150,27 @@ def _is_name(span: str) -> bool:
     """``pulumi up``, ``python -m components.doctor``: a tool named in a sentence."""
     words = span.split()
     return words in (["pulumi", "up"], ["pulumi", "preview"]) or (
-        len(words) == 3 and words[0] in PYTHONS and words[1] == "-m"
+        len(words) == 3 and _is_python(words[0]) and words[1] == "-m"
     )
+
+
+def _is_python(word: str) -> bool:
+    return word in PYTHONS or word.endswith("/venv/bin/python")
+
+
+def _module(argv: tuple[str, ...] | list[str]) -> tuple[str, int] | None:
+    """(``components.<tool>``, index of its first argument) for ``python -m components.<tool>``
+    and for ``python <checkout>/components/<tool>`` (the form for another directory)."""
+    if len(argv) < 2 or not _is_python(argv[0]):
+        return None
+    if argv[1] == "-m" and len(argv) > 2 and argv[2].startswith("components."):
+        return argv[2], 3
+    match = re.search(r"(?:^|/)components/(\w+)/?$", argv[1])
+    return (f"components.{match[1]}", 2) if match else None
 
 
 def _is_tool(argv: list[str]) -> bool:
-    if argv[0] == "pulumi":
-        return True
-    return (
-        argv[0] in PYTHONS
-        and argv[1:2] == ["-m"]
-        and argv[2:3] != []
-        and argv[2].startswith("components.")
-    )
+    return argv[0] == "pulumi" or _module(argv) is not None
 
 
 def doc_commands(path: Path) -> list[Command]:
@@ -217,7 +225,14 @@ def all_commands() -> tuple[Command, ...]:
 
 
 def tool_commands(module: str) -> list[Command]:
-    return [c for c in all_commands() if c.argv[0] in PYTHONS and c.argv[2] == module]
+    return [c for c in all_commands() if (_module(c.argv) or ("", 0))[0] == module]
+
+
+def tool_args(command: Command) -> tuple[str, ...]:
+    """The arguments after ``python -m components.<tool>`` (or the tool's folder)."""
+    found = _module(command.argv)
+    assert found is not None, command
+    return command.argv[found[1] :]
 
 
 def pulumi_commands(*verbs: str) -> list[Command]:
@@ -272,15 +287,15 @@ def test_tool_commands_parse_with_the_real_parser(module: str) -> None:
     make = doctor_parser if module == "components.doctor" else netcheck_parser
     problems = []
     for command in tool_commands(module):
-        args = tuple(a for a in command.argv[3:] if not placeholder(a) or a.startswith("-"))
-        values = [a for a in command.argv[3:] if placeholder(a)]
+        args = tuple(a for a in tool_args(command) if not placeholder(a) or a.startswith("-"))
+        values = [a for a in tool_args(command) if placeholder(a)]
         try:
             if not values:
                 parse(make(), args)
         except AssertionError as exc:
             problems.append(f"{command}: {exc}")
-        if command.argv[0] != "venv/bin/python":
-            problems.append(f"{command}: the first hour runs it as venv/bin/python")
+        if not command.argv[0].endswith("venv/bin/python"):
+            problems.append(f"{command}: the first hour runs it with the venv's Python")
     assert problems == []
 
 
@@ -311,7 +326,7 @@ def test_checker_examples_match_a_shipped_stack() -> None:
     by_host = {s.hostname: s for s in stacks().values()}
     problems = []
     for command in tool_commands("components.netcheck"):
-        args = parse(netcheck_parser(), command.argv[3:])
+        args = parse(netcheck_parser(), tool_args(command))
         stack = by_host.get(args.host)
         if stack is None:
             problems.append(f"{command}: {args.host} is no shipped stack's hostname")
