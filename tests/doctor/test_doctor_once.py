@@ -118,7 +118,7 @@ MISTAKES = [
         "hostname-outside-the-zone",
         {"hostname": "derp.example.org"},
         names="home-derp:hostname = 'derp.example.org': is not inside the zone 'example.com'",
-        fix="fix each line",
+        fix="set home-derp:hostname to a name in example.com (e.g. derp.example.com)",
         refused=["derp.example.org"],
     ),
     Mistake(
