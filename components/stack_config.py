@@ -339,6 +339,17 @@ class CliProblem:
     """The project keys as ``Pulumi.yaml`` writes them (``derpPort``)."""
     message: str
     """``Stack 'home' with configuration key 'derpPort' must be of type 'integer'``."""
+    accepts: str | None = None
+    """What the CLI takes for that type (:data:`ACCEPTED`), for the reader who must fix it."""
+
+
+#: What the CLI's check takes for each type (see :func:`type_accepts`), said to the user.
+ACCEPTED: Final[Mapping[str, str]] = {
+    "integer": "write digits only, e.g. 12345",
+    "boolean": "write true or false",
+    "string": "write one value, not a list or a map",
+    "array<string>": 'write a list of strings, e.g. ["tag:laptop"]',
+}
 
 
 def missing_message(stack: str, keys: list[str]) -> str:
@@ -448,9 +459,14 @@ def cli_config_problems(
                     (key,),
                     f"Stack '{stack}' with configuration key '{key}' must be of type "
                     f"'{type_name(declared)}'",
+                    ACCEPTED.get(type_name(declared)),
                 )
             )
-    found = [CliProblem(tuple(missing), missing_message(stack, missing))] if missing else []
+    found = (
+        [CliProblem(tuple(missing), missing_message(stack, missing), "set each of them")]
+        if missing
+        else []
+    )
     return (*found, *typed)
 
 

@@ -87,6 +87,7 @@ def settings_check(
         program = "; ".join(str(p) for p in verdict.problems if p.key in cli.keys)
         found.append(
             f"- {cli.message} (the Pulumi CLI's check, before the program"
+            + (f": {cli.accepts}" if cli.accepts and not program else "")
             + (f"; the program then: {program})" if program else ")")
         )
     found += [
