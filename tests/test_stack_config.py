@@ -128,7 +128,9 @@ def test_config_strings_equal_the_clis(project: Project) -> None:
         "home-derp:regionName": "0o17",
         "home-derp:derpPort": "12345.0",
         "home-derp:ddnsImage": "yes",
-        "home-derp:zone": "1e3",
+        "home-derp:zone": "2024-1-2",  # a timestamp: Go's time.Time.String()
+        "home-derp:goProxy": '[1.0, "a", {b: 2, a: 1e21}, 0.0000001]',  # JSON as Go writes it
+        "home-derp:buildImage": "1e3",
     }
     text = stack_file(written)
     (project.dir / f"Pulumi.{project.stack}.yaml").write_text(text)
