@@ -71,10 +71,20 @@ class CloudflareApiError(HomeDerpError):
     codes (``errors[].code`` and their ``error_chain``), in order.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, codes: Sequence[int] = ()):
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        codes: Sequence[int] = (),
+        fix: str | None = None,
+    ) -> None:
+        super().__init__(f"{message}: {fix}" if fix else message)
         self.status = status
         self.codes: tuple[int, ...] = tuple(codes)
+        self.what = message
+        """What went wrong, without the fix (the doctor shows the two apart)."""
+        self.fix = fix
 
     def __repr__(self) -> str:
         return f"CloudflareApiError({str(self)!r}, status={self.status!r}, codes={self.codes!r})"
@@ -313,7 +323,7 @@ class Client:
             fix = "the token is not valid or may not do this; " + TOKEN_HINT
         else:
             fix = "see the message above"
-        return CloudflareApiError(f"{head}: {fix}", status=status, codes=codes)
+        return CloudflareApiError(head, status=status, codes=codes, fix=fix)
 
     def _list(
         self, path: str, query: Sequence[tuple[str, str]], *, what: str

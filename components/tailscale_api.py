@@ -67,6 +67,28 @@ SCOPE_HINT: Final = (
     "identity with the `policy_file` scope (write) (tailscale:oauthClientId plus "
     "tailscale:oauthClientSecret, tailscale:identityToken or tailscale:audience)"
 )
+#: A 401: the API does not know the credential at all — the scope is not the question. API access
+#: tokens expire after 1-90 days (https://tailscale.com/kb/1101/api, docs/upstream/tailscale-api.md
+#: #base-and-auth); a revoked token or a deleted OAuth client is refused the same way.
+UNAUTHORIZED_HINT: Final[Mapping[str, str]] = {
+    "api-key": (
+        "the API access token is expired, revoked or wrong: generate a new one (admin console → "
+        "Settings → Keys; they expire after 1-90 days) and set it again with `pulumi config set "
+        "--secret tailscale:apiKey` (or export TAILSCALE_API_KEY)"
+    ),
+    "oauth": (
+        "the OAuth client is deleted, or its id or secret is wrong: check tailscale:oauthClientId "
+        "and tailscale:oauthClientSecret against admin console → Settings → OAuth clients"
+    ),
+    "federated": (
+        "the federated identity was refused (expired identity token, wrong client id or "
+        "audience): check tailscale:oauthClientId and tailscale:audience/identityToken"
+    ),
+}
+DEVICES_HINT: Final = (
+    "listing devices needs an API access token, or an OAuth client or federated identity with the "
+    "`devices:core:read` scope"
+)
 MISSING_HINT: Final = (
     "run `pulumi config set --secret tailscale:apiKey` (or set tailscale:oauthClientId + "
     "`--secret tailscale:oauthClientSecret`, scope policy_file; or tailscale:oauthClientId + "
@@ -97,7 +119,14 @@ class AmbiguousWrite(TailscaleApiError):
 
 
 class AccessDenied(TailscaleApiError):
-    """HTTP 401 (the credential is not valid) or 403 (it may not do this)."""
+    """HTTP 401 (the credential is not valid) or 403 (it may not do this). ``what`` is what the
+    API answered, ``fix`` what to do (a 401 is never a scope question)."""
+
+    def __init__(self, what: str, fix: str, *, status: int | None = None) -> None:
+        super().__init__(f"{what}; {fix}")
+        self.what = what
+        self.fix = fix
+        self.status = status
 
 
 class PreconditionFailed(TailscaleApiError):
@@ -429,6 +458,12 @@ class Client:
         trouble = server_trouble(resp, f"Tailscale {what}")
         if trouble:
             raise TailscaleApiError(trouble)  # not the credential's fault: no "check the id"
+        if resp.status == 401:  # the client or its proof is unknown (RFC 6749 §5.2 invalid_client)
+            raise AccessDenied(
+                f"Tailscale {what} failed (HTTP {resp.status}: {api_message(resp.body)})",
+                UNAUTHORIZED_HINT[self.credentials.kind],
+                status=resp.status,
+            )
         if resp.status != 200:
             raise TailscaleApiError(
                 f"Tailscale {what} failed (HTTP {resp.status}: {api_message(resp.body)}); check "
@@ -478,6 +513,7 @@ class Client:
         accept: str = HUJSON,
         also_ok: tuple[int, ...] = (),
         write: bool = False,
+        scope_hint: str = SCOPE_HINT,
     ) -> Response:
         """One call under ``/tailnet/{tailnet}``; 401/403/404/412, a 429 or 5xx that outlasted
         the retries, and no answer at all become clear errors.
@@ -512,7 +548,9 @@ class Client:
             raise AccessDenied(
                 f"Tailscale API {method} {url}: HTTP {resp.status} ({what}: "
                 f"{api_message(resp.body)}) with the {self.credentials.source} for tailnet "
-                f"{self.tailnet!r}; " + SCOPE_HINT
+                f"{self.tailnet!r}",
+                UNAUTHORIZED_HINT[self.credentials.kind] if resp.status == 401 else scope_hint,
+                status=resp.status,
             )
         if resp.status == 412:
             raise PreconditionFailed(api_message(resp.body))
@@ -584,7 +622,9 @@ class Client:
         except AccessDenied as exc:
             raise AccessDenied(
                 "the Tailscale credential may read the tailnet policy but not write it, so a "
-                f"drain of a failing relay would fail: {exc}"
+                f"drain of a failing relay would fail: {exc.what}",
+                exc.fix,
+                status=exc.status,
             ) from None
 
     # -- devices (GET /tailnet/{tailnet}/devices)
@@ -594,7 +634,7 @@ class Client:
         ``fields="all"`` adds ``clientConnectivity``
         (docs/upstream/tailscale-api.md#devices-list)."""
         path = "/devices" if fields is None else f"/devices?fields={urllib.parse.quote(fields)}"
-        resp = self.request("GET", path, accept="application/json")
+        resp = self.request("GET", path, accept="application/json", scope_hint=DEVICES_HINT)
         try:
             devices = json.loads(resp.body).get("devices")
         except (ValueError, AttributeError):

@@ -63,11 +63,15 @@ class TailscaledError(HomeDerpError):
     """The host's tailscaled could not be read, or what it printed is not what upstream prints.
 
     ``kind`` is a stable token: ``cli-missing``, ``daemon-down``, ``garbage``, ``failed``.
+    The message is ``what`` (what is wrong), then ``fix`` when there is one: the doctor shows
+    them apart, so its fix never repeats the problem.
     """
 
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, kind: str, what: str, fix: str | None = None) -> None:
+        super().__init__(f"{what}: {fix}" if fix else what)
         self.kind = kind
+        self.what = what
+        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -246,13 +250,22 @@ def parse_status_json(text: str, version: str, version_long: str) -> TailscaledF
 # Pure: what stops verification
 
 
+#: What to do when tailscaled's socket is not where home-derp:tailscaleSocket says.
+MISSING_SOCKET_FIX: Final = (
+    "point home-derp:tailscaleSocket at tailscaled's socket (`tailscaled --socket`; the tailscale "
+    "container uses /tmp/tailscaled.sock)"
+)
+
+
 def missing_socket_problem(socket: str) -> str:
     """Why derper cannot ask tailscaled when its socket is not at ``socket``, and the fix."""
-    return (
-        f"there is no socket at {socket} on the relay host: point home-derp:tailscaleSocket at "
-        "tailscaled's socket (`tailscaled --socket`; the tailscale container uses "
-        "/tmp/tailscaled.sock)"
-    )
+    return f"there is no socket at {socket} on the relay host: {MISSING_SOCKET_FIX}"
+
+
+def state_fix(facts: TailscaledFacts) -> str:
+    """What to do about a tailscaled that is not Running (see :func:`state_problem`)."""
+    fix = STATE_FIX.get(facts.backend_state, "check `tailscale status` on the relay host")
+    return f"{fix}; until then derper -verify-clients rejects every client"
 
 
 def state_problem(facts: TailscaledFacts) -> str | None:
@@ -287,16 +300,18 @@ def _run_cli(channel: HostChannel, socket: str, args: Sequence[str], what: str) 
         if exc.kind == "missing-command":
             raise TailscaledError(
                 "cli-missing",
-                f"the tailscale CLI is not installed on {channel.where()}: install Tailscale on "
-                "the relay host (https://tailscale.com/download/linux) and log it in",
+                f"the tailscale CLI is not installed on {channel.where()}",
+                "install Tailscale on the relay host (https://tailscale.com/download/linux) and "
+                "log it in (`sudo tailscale up`)",
             ) from None
         raise
     if result.returncode != 0:
         if _daemon_down(result):
             raise TailscaledError(
                 "daemon-down",
-                f"tailscaled is not running on {channel.where()} (or not at {socket}): start it "
-                "(`sudo systemctl enable --now tailscaled`) or set home-derp:tailscaleSocket",
+                f"tailscaled is not running on {channel.where()} (or not at {socket})",
+                "start it (`sudo systemctl enable --now tailscaled`) or set "
+                "home-derp:tailscaleSocket",
             )
         raise TailscaledError(
             "failed",

@@ -13,7 +13,10 @@ Rows, in order (``id``: what passes):
 
 * ``stack.secrets`` — every encrypted (``secure:``) value the doctor needs is carried by an
   environment variable (``CLOUDFLARE_API_TOKEN``, ``TAILSCALE_API_KEY`` …); else not checked;
-* ``settings`` — the program's rules, the same problem texts ``pulumi up`` would stop on;
+* ``settings`` — what ``pulumi up`` stops on before a resource: the Pulumi CLI's own check of
+  typed and required keys, in its words (every message; the CLI prints the first:
+  ``components.stack_config.cli_config_problems``), then the program's rules — less a problem a
+  row below shows with what it read (``run.ROW_OF_KEY``): each cause is said once;
 * ``host.channel`` — commands run on the relay host (``unix://`` here, ``ssh://`` there);
 * ``docker.engine`` — the Docker engine answers (version, API version);
 * ``tailscaled.daemon`` / ``tailscaled.socket`` — tailscaled is Running and logged in; its

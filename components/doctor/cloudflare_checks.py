@@ -19,9 +19,12 @@ from components.settings import ConfigError
 
 
 def _api_failure(check_id: str, summary: str, exc: CloudflareApiError) -> Check:
+    """What Cloudflare said as the detail, its fix once (never the fix twice)."""
     if exc.status is None:  # never reached the API: the network, not the configuration
         return not_checked(check_id, str(exc))
-    return failed(check_id, summary, cloudflare_api.TOKEN_HINT, str(exc))
+    if exc.fix is None:
+        return failed(check_id, summary, cloudflare_api.TOKEN_HINT, exc.what)
+    return failed(check_id, summary, exc.fix, exc.what)
 
 
 def client_for(

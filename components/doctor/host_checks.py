@@ -310,11 +310,15 @@ def engine_check(plan: Plan, host: LiveHost | None, gate: Check) -> tuple[Check,
 
 
 def _tailscaled_failure(exc: TailscaledError | HostReadError) -> Check:
-    summary = {
-        "cli-missing": "the tailscale CLI is not installed on the relay host",
-        "daemon-down": "tailscaled is not running on the relay host",
-    }.get(getattr(exc, "kind", ""), "tailscaled on the relay host could not be read")
-    return failed("tailscaled.daemon", summary, str(exc))
+    """The summary says what is wrong, the fix only what to do (the error carries both)."""
+    if isinstance(exc, TailscaledError) and exc.fix:
+        return failed("tailscaled.daemon", exc.what, exc.fix)
+    return failed(
+        "tailscaled.daemon",
+        "tailscaled on the relay host could not be read",
+        "check that `tailscale status` works for this user on the relay host",
+        str(exc),
+    )
 
 
 def tailscaled_checks(plan: Plan, host: HostProbe | None, gate: Check) -> list[Check]:
@@ -344,7 +348,7 @@ def tailscaled_checks(plan: Plan, host: HostProbe | None, gate: Check) -> list[C
             failed(
                 "tailscaled.daemon",
                 f"tailscaled {facts.version} is {facts.backend_state}, not Running",
-                problem,
+                tailscaled.state_fix(facts),
             )
             if problem
             else passed(
@@ -365,7 +369,7 @@ def _socket_check(socket: str, host: HostProbe) -> Check:
         return failed(
             "tailscaled.socket",
             f"no socket at {socket} on the relay host",
-            tailscaled.missing_socket_problem(socket),
+            tailscaled.MISSING_SOCKET_FIX,
         )
     return passed("tailscaled.socket", f"{socket} is a socket (derper gets its directory)")
 
@@ -534,13 +538,13 @@ def _state_volume(plan: Plan) -> tuple[str, ...]:
 
 
 def space_checks(
-    plan: Plan, host: LiveHost | None, gate: Check, engine: Engine | None
+    plan: Plan, host: LiveHost | None, gate: Check, engine: Engine | None, engine_row: Check
 ) -> list[Check]:
     """``docker.space`` (Docker's data root: images, builds, logs, local volumes) and
     ``derper.state`` (the filesystem of derper's state volume, where its key lives)."""
     ids = ("docker.space", "derper.state")
-    if engine is None:
-        return [blocked(i, gate) for i in ids]
+    if engine is None:  # the engine row says why (not the channel, which may well have passed)
+        return [blocked(i, engine_row) for i in ids]
     if host is None or gate.status != "pass":
         why = "the relay host's commands cannot be run (a tcp:// Docker host, or host.channel)"
         fix = "run the doctor on the relay host with dockerHost unix://, or use ssh://user@host"
@@ -579,8 +583,7 @@ def _state_row(plan: Plan, volume: Any, root: Space, spaces: Mapping[str, Space]
             return not_checked("derper.state", "regionId/regionCode are not valid (settings)")
         return passed(
             "derper.state",
-            f"{name[0]} does not exist yet: `up` creates it on Docker's data root "
-            f"({root.describe()})",
+            f"{name[0]} does not exist yet: `up` creates it on Docker's data root (docker.space)",
         )
     what = f"derper's state volume {volume.name}"
     if not volume.options:

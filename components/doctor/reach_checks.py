@@ -23,13 +23,18 @@ from components.doctor.model import Check, failed, lines, not_checked, passed
 from components.host import HostChannel, HostReadError
 from components.relay_host import LiveHost
 from components.settings import Verdict
-from components.tailscale_api import Client, TailscaleApiError
+from components.tailscale_api import AccessDenied, Client, TailscaleApiError
 
 
 def ipv4_check(
-    verdict: Verdict, secrets: Secrets, environ: Mapping[str, str], timeout: float
+    verdict: Verdict,
+    secrets: Secrets,
+    environ: Mapping[str, str],
+    timeout: float,
+    refused_shown: bool = False,
 ) -> Check:
-    """``reach.ipv4``: the stack's answer for devices without IPv6."""
+    """``reach.ipv4``: the stack's answer for devices without IPv6 (``refused_shown``: a failing
+    ``tailnet.policy`` row already says the credential is refused, with the fix)."""
     s = verdict.settings
     if "ipv4" in verdict.failed_keys:
         problem = next(p for p in verdict.problems if p.key == "ipv4")
@@ -52,15 +57,21 @@ def ipv4_check(
             f"UDP {s.ports.stun} to the relay host)",
         )
     summary = f"IPv6-only (ipv4: none): {reach.ipv6_only_cost(s.region.id)}"
-    return passed("reach.ipv4", summary, _left_out(secrets, environ, timeout))
+    return passed("reach.ipv4", summary, _left_out(secrets, environ, timeout, refused_shown))
 
 
-def _left_out(secrets: Secrets, environ: Mapping[str, str], timeout: float) -> str | None:
+def _left_out(
+    secrets: Secrets, environ: Mapping[str, str], timeout: float, refused_shown: bool
+) -> str | None:
     """The devices an IPv6-only region leaves out, as a detail line (or why they are unknown)."""
     if secrets.tailscale is None:
         return "devices not listed: no Tailscale credentials"
     try:
         devices = Client(secrets.tailscale, environ=environ, timeout=timeout).list_devices("all")
+    except AccessDenied as exc:
+        if exc.status == 401 and refused_shown:  # tailnet.policy says it, with the fix
+            return "devices not listed: the Tailscale credential is refused (tailnet.policy)"
+        return f"devices not listed ({exc.what}): {exc.fix}, which lets the doctor name them"
     except TailscaleApiError as exc:
         return f"devices not listed ({exc}); devices:core:read lets the doctor name them"
     found = reach.devices_without_ipv6(devices)

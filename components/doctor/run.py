@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Final, cast
 
 import pulumi
 
@@ -47,18 +47,72 @@ def _environment(
     )
 
 
-def settings_check(verdict: settings.Verdict, stack: StackConfig) -> Check:
-    """``settings``: the program's own verdict on the stack (``parse_settings``), rendered."""
-    problems = [str(p) for p in verdict.problems]
+#: The row that shows, with what it read, a problem or warning about a key's value as the relay
+#: host sees it (``Problem.on_host``, ``Verdict.warning_keys``): the settings row and the warnings
+#: leave such a cause to that row, so it is said once.
+ROW_OF_KEY: Final[Mapping[str, str]] = {
+    "dockerHost": "host.channel",
+    "verifyClients": "tailscaled.daemon",
+    "tailscaleSocket": "tailscaled.socket",
+    "ipv6": "host.ipv6",
+    "ipv4": "reach.ipv4",
+    "headscaleConfig": "headscale.config",
+    "headscaleDerpFile": "headscale.config",
+    "headscaleReload": "headscale.config",
+}
+#: The row that shows a missing provider credential (``Problem.credential``) with the API's word.
+ROW_OF_CREDENTIAL: Final[Mapping[str, str]] = {
+    "cloudflare": "cloudflare.token",
+    "tailscale": "tailnet.policy",
+}
+
+
+def shown_elsewhere(problem: settings.Problem, failed_rows: set[str]) -> bool:
+    """A failing row carries this problem's cause (see :data:`ROW_OF_KEY`)."""
+    if problem.credential is not None:
+        return ROW_OF_CREDENTIAL.get(problem.credential) in failed_rows
+    return problem.on_host and ROW_OF_KEY.get(problem.key or "") in failed_rows
+
+
+def settings_check(
+    verdict: settings.Verdict, stack: StackConfig, rows: Sequence[Check] = ()
+) -> Check:
+    """``settings``: what ``pulumi up`` stops on before a resource — the Pulumi CLI's own check of
+    typed and required keys (every message; the CLI prints the first), then the program's rules
+    (``parse_settings``) — less what a failing row of ``rows`` already shows."""
+    failed_rows = {c.id for c in rows if c.status == "fail"}
+    cli_keys = {key for p in stack.cli_problems for key in p.keys}
+    found = []
+    for cli in stack.cli_problems:
+        program = "; ".join(str(p) for p in verdict.problems if p.key in cli.keys)
+        found.append(
+            f"- {cli.message} (the Pulumi CLI's check, before the program"
+            + (f": {cli.accepts}" if cli.accepts and not program else "")
+            + (f"; the program then: {program})" if program else ")")
+        )
+    found += [
+        f"- {p}"
+        for p in verdict.problems
+        if p.key not in cli_keys and not shown_elsewhere(p, failed_rows)
+    ]
     notes = lines(list(verdict.notes))
-    if problems:
+    if found:
         return failed(
             "settings",
-            f"{len(problems)} problem(s) `pulumi up` would stop on (nothing would be deployed)",
+            f"{len(found)} problem(s) `pulumi up` would stop on (nothing would be deployed)",
             f"fix each line in {stack.stack_file.name} (`pulumi config set home-derp:<key> …`)",
-            lines([f"- {p}" for p in problems] + ([notes] if notes else [])),
+            lines(found + ([notes] if notes else [])),
         )
-    return passed("settings", "every rule of the program passed", notes)
+    if verdict.problems:  # every one is a ✗ row below: not repeated, not called fine either
+        return passed(
+            "settings",
+            "the values pass the Pulumi CLI's check and the program's rules; what `up` would stop "
+            "on is in the ✗ rows below",
+            notes,
+        )
+    return passed(
+        "settings", "the values pass the Pulumi CLI's check and every rule of the program", notes
+    )
 
 
 def run(
@@ -86,11 +140,15 @@ def run(
             headscale=lambda url: HeadscaleHost(url, timeout=timeout),
             companion_host=companion,
         )
-        checks, warnings = _checks(stack, verdict, secrets, host, environ, timeout)
-        checks.append(reach_checks.ipv4_check(verdict, secrets, environ, timeout))
+        checks, dns_warnings = _checks(stack, verdict, secrets, host, environ, timeout)
+        refused = any(c.id == "tailnet.policy" and c.status == "fail" for c in checks)
+        checks.append(reach_checks.ipv4_check(verdict, secrets, environ, timeout, refused))
         mesh = reach_checks.mesh_check(verdict, host, companion)
         if mesh is not None:
             checks.append(mesh)
+        # Computed last, shown second: it leaves to a failing row what that row shows.
+        checks.insert(1, settings_check(verdict, stack, checks))
+        warnings = (*own_warnings(verdict, checks), *dns_warnings)
     finally:
         for opened in (host, companion):
             if opened is not None:
@@ -119,8 +177,6 @@ def _checks(
     headscale = verdict.settings.control_plane.kind == "headscale"
     policy_off = plan.policy_mode == "off" or headscale
     checks = [credentials.secrets_check(stack, environ, policy_off=policy_off)]
-    checks.append(settings_check(verdict, stack))
-    warnings = verdict.warnings
     channel = host_checks.channel_check(plan, host)
     engine_row, engine = host_checks.engine_check(plan, host, channel)
     checks += [channel, engine_row]
@@ -129,15 +185,25 @@ def _checks(
     checks.append(ipv6)
     checks += host_checks.port_checks(plan, host, channel, engine)
     checks.append(host_checks.derper_check(plan, engine, engine_row))
-    checks += host_checks.space_checks(plan, host, channel, engine)
+    checks += host_checks.space_checks(plan, host, channel, engine, engine_row)
     cloudflare, dns_warnings = _cloudflare(stack, plan, secrets, environ, timeout, address)
     checks += cloudflare
     if headscale:
         checks += headscale_checks.checks(verdict.settings, plan.docker_host, timeout)
-        return checks, (*warnings, *dns_warnings)
+        return checks, dns_warnings
     policy, text = tailnet_checks.policy_check(plan, secrets, timeout, environ)
     checks += [policy, tailnet_checks.region_check(plan, text, policy, engine)]
-    return checks, (*warnings, *dns_warnings)
+    return checks, dns_warnings
+
+
+def own_warnings(verdict: settings.Verdict, rows: Sequence[Check]) -> tuple[str, ...]:
+    """The program's warnings less those a row already says (see :data:`ROW_OF_KEY`)."""
+    judged = {c.id for c in rows if c.status != "not_checked"}
+    return tuple(
+        w
+        for w in verdict.warnings
+        if (key := verdict.warning_key(w)) is None or ROW_OF_KEY.get(key) not in judged
+    )
 
 
 def _cloudflare(

@@ -22,7 +22,7 @@ from components.doctor.model import Check, blocked, failed, not_checked, passed
 from components.doctor.plan import Plan
 from components.tailscale_api import (
     MISSING_HINT,
-    SCOPE_HINT,
+    AccessDenied,
     Client,
     TailscaleApiError,
     TailscaleApiUnreachable,
@@ -43,13 +43,11 @@ def policy_check(
         if secrets.tailscale_unreadable:
             keys = ", ".join(secrets.tailscale_unreadable)
             return not_checked("tailnet.policy", f"{keys} encrypted (see stack.secrets)"), None
-        problem = secrets.tailscale_problem or ""
-        # resolve_credentials' own text already carries the fix when nothing is set at all.
+        # resolve_credentials' text ends with the fix: shown once, as the fix.
+        said = (secrets.tailscale_problem or "").removesuffix(MISSING_HINT).rstrip(" ;:")
+        detail = None if said in ("", "no Tailscale credentials") else said
         return failed(
-            "tailnet.policy",
-            "no usable Tailscale credentials",
-            problem if MISSING_HINT in problem else MISSING_HINT,
-            None if MISSING_HINT in problem else problem,
+            "tailnet.policy", "no usable Tailscale credentials", MISSING_HINT, detail
         ), None
     creds = secrets.tailscale
     try:
@@ -57,8 +55,15 @@ def policy_check(
     except TailscaleApiError as exc:
         if isinstance(exc, TailscaleApiUnreachable):
             return not_checked("tailnet.policy", str(exc)), None
+        if isinstance(exc, AccessDenied):  # 401: expired/revoked/wrong; 403: the scope
+            return failed(
+                "tailnet.policy", "the tailnet policy cannot be read", exc.fix, exc.what
+            ), None
         return failed(
-            "tailnet.policy", "the tailnet policy cannot be read", SCOPE_HINT, str(exc)
+            "tailnet.policy",
+            "the tailnet policy cannot be read",
+            "check tailscale:tailnet and tailscale:baseUrl (TAILSCALE_TAILNET, TAILSCALE_BASE_URL)",
+            str(exc),
         ), None
     return passed(
         "tailnet.policy",

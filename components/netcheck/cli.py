@@ -1,10 +1,13 @@
 """The command line: ``python -m components.netcheck HOST [options]``.
 
-Exit codes: 0 every check passed, 1 a check failed, 2 usage error, 3 could not run, 4 partial:
-every check of the relay passed but a part of the report asked for could not be made — the
-DERP map of ``--derp-map``/``--compare-default`` could not be fetched (the network, not the
+Exit codes (:data:`EXIT_CODES`, printed by ``--help`` and listed in docs/guide/netcheck.md; a test
+keeps the two equal): 0 every check passed, 1 a check failed, 2 usage error, 3 could not run,
+4 partial: every check of the relay passed but a part of the report asked for could not be made —
+the DERP map of ``--derp-map``/``--compare-default`` could not be fetched (the network, not the
 user's arguments: no usage banner, and the relay's own report is still printed), or derper's
-counters of ``--usage-from`` could not be read.
+counters of ``--usage-from`` could not be read; 5 unconfirmed: nothing failed, but a check could
+not be proven — admission, when derper's own verdict on the random key was not read (report.py,
+derp.py). When several apply the first of 1, 5, 4 wins: the relay before the extras.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import difflib
 import ipaddress
 import json
+import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -28,16 +32,31 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2  # argparse's own code for usage errors
 EXIT_NOT_RUN = 3
 EXIT_PARTIAL = 4
+EXIT_UNCONFIRMED = 5
 
-EPILOG = f"""\
-exit codes:
-  {EXIT_OK}  every check passed (warnings included)
-  {EXIT_FAILED}  at least one check failed
-  {EXIT_USAGE}  usage error (bad option or argument)
-  {EXIT_NOT_RUN}  could not run (the project's Python packages are missing)
-  {EXIT_PARTIAL}  partial: every check passed, but the DERP map could not be fetched (the
-     comparison was skipped) or --usage-from could not read derper's counters
-"""
+#: Every exit code and what it means: the one list --help prints and docs/guide/netcheck.md
+#: repeats (tests/netcheck/test_cli.py keeps them equal).
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "every check passed (warnings included)"),
+    (EXIT_FAILED, "at least one check failed (also: admission unconfirmed with "
+     "--expect-verify-clients)"),
+    (EXIT_USAGE, "usage error (bad option or argument)"),
+    (EXIT_NOT_RUN, "could not run (the project's Python packages are missing)"),
+    (EXIT_PARTIAL, "partial: every check passed, but the DERP map could not be fetched (the "
+     "comparison was skipped) or --usage-from could not read derper's counters"),
+    (EXIT_UNCONFIRMED, "unconfirmed: no check failed, but admission was not proven (derper's "
+     "own verdict on the random key was not read: --docker-host and --container); wins over 4"),
+)  # fmt: skip
+
+
+def _epilog() -> str:
+    lines = ["exit codes:"]
+    for code, meaning in EXIT_CODES:
+        lines += textwrap.wrap(meaning, 96, initial_indent=f"  {code}  ", subsequent_indent=" " * 5)
+    return "\n".join(lines) + "\n"
+
+
+EPILOG = _epilog()
 
 
 def _port(text: str) -> int:
@@ -266,7 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(report.format_text())
-    if not report.ok:
-        return EXIT_FAILED
     usage_missing = args.usage_from is not None and (report.usage is None or report.usage.error)
-    return EXIT_PARTIAL if skipped or usage_missing else EXIT_OK
+    return exit_status(report, partial=bool(skipped or usage_missing))
+
+
+def exit_status(report: Report, *, partial: bool) -> int:
+    """The exit code of a report (see :data:`EXIT_CODES`): the relay's verdict first."""
+    if report.verdict == "failed":
+        return EXIT_FAILED
+    if report.verdict == "unconfirmed":
+        return EXIT_UNCONFIRMED
+    return EXIT_PARTIAL if partial else EXIT_OK

@@ -18,7 +18,12 @@ probe's random client key is exposed (``Admission.client_key``, hex; the log wri
 ``data["client_key"]``. A caller that can read derper's log passes an :data:`EvidenceSource`
 to ``probes.probe_relay(evidence_source=...)``; it is called once per address after the
 admission, within the report deadline, and what it returns reaches :func:`verify_verdict`,
-which records ``data["cause"]``. Deciding a verdict from the cause is left to that change.
+which records ``data["cause"]`` and judges by it.
+
+**Unconfirmed is not OK.** A rejection whose cause derper's log does not give (no evidence
+source, or no line in time) is ``cause: unconfirmed``: a failure when ``--expect-verify-clients``
+asked for verification to be proven, otherwise a check marked ``unconfirmed`` — never passed,
+so the report's headline and exit status say so (report.py, cli.py).
 """
 
 from __future__ import annotations
@@ -313,23 +318,66 @@ def verify_verdict(
             data=data,
         )
     if evidence is None:
+        data["cause"] = "unconfirmed"
+        return _unconfirmed(
+            address,
+            expect,
+            "a random client key was rejected (connection closed), but derper's own verdict "
+            "was not read",
+            UNREAD_HINT,
+            ms,
+            data,
+        )
+    return _evidence_verdict(address, evidence, expect, ms, data)
+
+
+#: What proves admission when only the closed connection was seen (docs/guide/netcheck.md).
+UNREAD_HINT = (
+    "derper closes the connection the same way when it cannot ask tailscaled at all (then it "
+    "rejects everyone): read derper's own verdict with --docker-host and --container — on the "
+    "relay host its Docker socket (unix://…), from elsewhere ssh://you@relay-host; home-derp "
+    "names the container derper-<regionId>-<regionCode>"
+)
+
+
+def _unconfirmed(
+    address: str,
+    expect: bool | None,
+    detail: str,
+    hint: str,
+    ms: float,
+    data: dict[str, object],
+) -> Check:
+    """Admission that could not be proven: a failure when verification was expected, otherwise
+    a check marked unconfirmed (not passed, not failed)."""
+    if expect is True:
         return Check(
             "verify_clients",
             address,
-            True,
-            "ON: a random client key was rejected (connection closed)",
-            "a rejection alone cannot tell working verification from a derper that cannot reach "
-            "tailscaled (it rejects everyone): pass --docker-host and --container to read "
-            "derper's own verdict",
+            False,
+            f"admission could not be confirmed, and client verification is expected: {detail}",
+            hint,
             ms,
-            warning=True,
             data=data,
         )
-    return _evidence_verdict(address, evidence, ms, data)
+    return Check(
+        "verify_clients",
+        address,
+        False,
+        f"unconfirmed: {detail}",
+        hint,
+        ms,
+        data=data,
+        unconfirmed=True,
+    )
 
 
 def _evidence_verdict(
-    address: str, evidence: AdmissionEvidence, ms: float, data: dict[str, object]
+    address: str,
+    evidence: AdmissionEvidence,
+    expect: bool | None,
+    ms: float,
+    data: dict[str, object],
 ) -> Check:
     where = f" ({evidence.source})" if evidence.source else ""
     if evidence.cause == "not_authorized":
@@ -410,14 +458,14 @@ def _evidence_verdict(
             ms,
             data=data,
         )
-    return Check(
-        "verify_clients",
+    return _unconfirmed(
         address,
-        False,
-        "admission could not be confirmed: a random key was rejected but derper's log does not "
-        f"say why{where}" + (f": {evidence.detail}" if evidence.detail else ""),
+        expect,
+        "a random key was rejected but derper's log does not say why"
+        + where
+        + (f": {evidence.detail}" if evidence.detail else ""),
         "check that the container name and Docker host are derper's, and read its log "
         "(`docker logs <container>`) for 'rejected:' lines",
         ms,
-        data=data,
+        data,
     )

@@ -1,14 +1,15 @@
 """The checker's results: one named Check per fact, a Report that renders as text or JSON.
 
 The JSON shape is documented in docs/guide/netcheck.md; fields may be
-added, never renamed (``skipped`` on checks and ``measured`` on regions were added later).
+added, never renamed (``skipped`` and ``unconfirmed`` on checks, ``measured`` on regions and the
+report's ``verdict`` were added later).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from .usage import UsageReading
@@ -36,6 +37,10 @@ class Check:
     ``skipped`` marks a check that could not run because the one it builds on failed (https,
     derp and verify_clients need TLS; verify_clients needs the DERP handshake): not passed
     (``ok`` is False) but not a failure of its own either (see Report.failed).
+
+    ``unconfirmed`` marks a check whose outcome could not be proven and that nobody asked to be
+    proven (admission without derper's own log line and without ``--expect-verify-clients``):
+    not passed (``ok`` is False), not a failure either; the report's verdict says so.
     """
 
     name: str
@@ -47,6 +52,7 @@ class Check:
     warning: bool = False
     data: Mapping[str, Any] = field(default_factory=dict)
     skipped: bool = False
+    unconfirmed: bool = False
 
     @classmethod
     def skip(cls, name: str, address: str | None, because: str, reason: str) -> Check:
@@ -71,7 +77,11 @@ class Check:
             "warning": self.warning,
             "data": dict(self.data),
             "skipped": self.skipped,
+            "unconfirmed": self.unconfirmed,
         }
+
+
+Verdict = Literal["ok", "unconfirmed", "failed"]
 
 
 @dataclass(frozen=True)
@@ -118,14 +128,29 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """Every check passed: nothing failed, nothing skipped, nothing left unconfirmed."""
         return bool(self.checks) and all(c.ok for c in self.checks)
 
+    @property
+    def verdict(self) -> Verdict:
+        """``ok``; ``unconfirmed`` when nothing failed but a check could not be proven; else
+        ``failed`` (also for a report without checks)."""
+        if self.ok:
+            return "ok"
+        if self.checks and all(c.ok or c.unconfirmed for c in self.checks):
+            return "unconfirmed"
+        return "failed"
+
     def failed(self) -> list[Check]:
-        """Checks that failed on their own (skipped ones are the consequence of another)."""
-        return [c for c in self.checks if not c.ok and not c.skipped]
+        """Checks that failed on their own (skipped ones are the consequence of another;
+        unconfirmed ones did not fail)."""
+        return [c for c in self.checks if not c.ok and not c.skipped and not c.unconfirmed]
 
     def skipped(self) -> list[Check]:
         return [c for c in self.checks if c.skipped]
+
+    def unconfirmed(self) -> list[Check]:
+        return [c for c in self.checks if c.unconfirmed]
 
     def check(self, name: str, address: str | None = None) -> Check:
         """The first check with this name (and address, when given); KeyError otherwise."""
@@ -138,6 +163,7 @@ class Report:
         return {
             "hostname": self.hostname,
             "ok": self.ok,
+            "verdict": self.verdict,
             "checks": [c.to_json() for c in self.checks],
             "server_public_key": self.server_public_key,
             "regions": [r.to_json() for r in self.regions],
@@ -162,19 +188,40 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}ms"
 
 
-def format_text(report: Report) -> str:
-    """An aligned table in the spirit of ``tailscale netcheck``, hints under failures."""
+def status_line(report: Report) -> str:
+    """``Report for HOST: OK (5/5 checks passed)``, ``OK except 1 unconfirmed (…)`` or
+    ``FAILED (…)``: never OK for what was not proven."""
     passed = sum(c.ok for c in report.checks)
-    verdict = "OK" if report.ok else "FAILED"
-    skipped = len(report.skipped())
-    tail = f", {skipped} skipped" if skipped else ""
-    lines = [
+    unconfirmed, skipped = len(report.unconfirmed()), len(report.skipped())
+    verdict = {
+        "ok": "OK",
+        "unconfirmed": f"OK except {unconfirmed} unconfirmed",
+        "failed": "FAILED",
+    }[report.verdict]
+    tail = "".join(
+        f", {n} {what}" for n, what in ((unconfirmed, "unconfirmed"), (skipped, "skipped")) if n
+    )
+    return (
         f"Report for {report.hostname}: {verdict} "
         f"({passed}/{len(report.checks)} checks passed{tail})"
-    ]
+    )
+
+
+def result_word(check: Check) -> str:
+    """The RESULT column: ok, warn, unconfirmed, skip or FAIL."""
+    if check.ok:
+        return "warn" if check.warning else "ok"
+    if check.unconfirmed:
+        return "unconfirmed"
+    return "skip" if check.skipped else "FAIL"
+
+
+def format_text(report: Report) -> str:
+    """An aligned table in the spirit of ``tailscale netcheck``, hints under failures."""
+    lines = [status_line(report)]
     rows = [("CHECK", "ADDRESS", "RESULT", "LATENCY", "DETAIL")]
     for c in report.checks:
-        result = ("warn" if c.warning else "ok") if c.ok else ("skip" if c.skipped else "FAIL")
+        result = result_word(c)
         rows.append((c.name, c.address or "-", result, _fmt_ms(c.latency_ms), c.detail))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for i, row in enumerate(rows):

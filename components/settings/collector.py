@@ -24,6 +24,7 @@ class Collector:
         self.raw = raw
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
+        self.warning_keys: list[tuple[str, str]] = []
         self.notes: list[str] = []
 
     # -- what the rules conclude
@@ -36,12 +37,17 @@ class Collector:
         """``key``'s value is valid, but what the relay host says makes it unusable."""
         self.problems.append(Problem(key, value, why, fix, on_host=True))
 
-    def problem(self, text: str) -> None:
-        """A problem that is not about one ``home-derp:`` key (credentials, runner)."""
-        self.problems.append(Problem(None, None, text))
+    def problem(self, text: str, *, credential: str | None = None) -> None:
+        """A problem that is not about one ``home-derp:`` key (credentials, runner);
+        ``credential`` names the provider whose credential is missing."""
+        self.problems.append(Problem(None, None, text, credential=credential))
 
-    def warn(self, text: str) -> None:
+    def warn(self, text: str, *, key: str | None = None) -> None:
+        """A legal but risky choice; ``key`` when it is about that key's value as the relay host
+        sees it (Verdict.warning_keys)."""
         self.warnings.append(text)
+        if key is not None:
+            self.warning_keys.append((text, key))
 
     def note(self, text: str) -> None:
         """Something the rules chose for the user (logged as info by the program)."""

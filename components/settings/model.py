@@ -41,6 +41,9 @@ class Problem:
     on_host: bool = False
     """The value is fine, the relay host disagrees (no socket there, another release, …): the
     doctor's host rows show the same cause with what they read."""
+    credential: str | None = None
+    """``cloudflare`` or ``tailscale``: the problem is a missing provider credential (the
+    doctor's ``cloudflare.token`` / ``tailnet.policy`` rows show it with what the API says)."""
 
     def __str__(self) -> str:
         if self.key is None:
@@ -337,6 +340,13 @@ class Verdict:
     """Legal but risky choices (the program logs them as warnings)."""
     notes: tuple[str, ...] = ()
     """What the rules chose for the user (e.g. the address ``ipv6: auto`` picked)."""
+    warning_keys: tuple[tuple[str, str], ...] = ()
+    """(warning, key) for the warnings about one key's value as the relay host sees it (the
+    doctor's row for that key shows the same, and says it once)."""
+
+    def warning_key(self, warning: str) -> str | None:
+        """The key a warning is about (see :attr:`warning_keys`), or None."""
+        return next((key for text, key in self.warning_keys if text == warning), None)
 
     @property
     def ok(self) -> bool:

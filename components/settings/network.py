@@ -56,7 +56,13 @@ def zone(c: Collector, hostname: str) -> Zone:
         c.fail("zone", None, "set home-derp:zone (e.g. example.com) or home-derp:zoneId")
     in_zone = name is None or not hostname or hostname_in_zone(hostname, name)
     if name is not None and c.checked("zone", name, check_hostname(name)) and not in_zone:
-        c.fail("hostname", hostname, f"is not inside the zone {name!r}")
+        c.fail(
+            "hostname",
+            hostname,
+            f"is not inside the zone {name!r}",
+            f"set home-derp:hostname to a name in {name} (e.g. derp.{name}), or home-derp:zone "
+            f"to the Cloudflare zone that holds {hostname}",
+        )
     if zone_id is not None and not ZONE_ID.match(zone_id):
         c.fail("zoneId", zone_id, "a Cloudflare zone id is 32 lowercase hex characters")
     return Zone(name=name, id=zone_id)
@@ -107,7 +113,8 @@ def _static_ipv6_on_host(
     if not hold.held:
         c.warn(
             f"home-derp:ipv6 = {address!r} is not an address of the relay host (NAT66 or a "
-            "proxy in front? otherwise the record points elsewhere): check `ip -6 addr`"
+            "proxy in front? otherwise the record points elsewhere): check `ip -6 addr`",
+            key="ipv6",
         )
     elif hold.problem:
         c.fail_on_host(

@@ -112,7 +112,8 @@ def parse_settings(
     if env.cloudflare_api_token is None and not env.health_run:
         c.problem(
             "cloudflare:apiToken is not set: run `pulumi config set --secret cloudflare:apiToken` "
-            "(a token with Zone:Read and DNS:Edit on the zone) or export CLOUDFLARE_API_TOKEN"
+            "(a token with Zone:Read and DNS:Edit on the zone) or export CLOUDFLARE_API_TOKEN",
+            credential="cloudflare",
         )
     settings = RelaySettings(
         hostname=hostname,
@@ -136,4 +137,6 @@ def parse_settings(
         companion=companion,
         mesh_with=(topology.mesh_peer(companion.hostname, ports),) if companion else (),
     )
-    return Verdict(settings, tuple(c.problems), tuple(c.warnings), tuple(c.notes))
+    return Verdict(
+        settings, tuple(c.problems), tuple(c.warnings), tuple(c.notes), tuple(c.warning_keys)
+    )

@@ -77,7 +77,8 @@ def policy(c: Collector, env: Environment, control: ControlPlaneKind = "tailscal
         # Found now, not after DNS, certificate and container were already created.
         c.problem(
             f"tailscale credentials: {env.tailscale_credentials_problem}; home-derp:tailnetPolicy"
-            f"={mode} writes the tailnet policy (or set home-derp:tailnetPolicy off)"
+            f"={mode} writes the tailnet policy (or set home-derp:tailnetPolicy off)",
+            credential="tailscale",
         )
     return Policy(mode=mode, file=path)
 

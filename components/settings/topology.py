@@ -78,7 +78,9 @@ def ipv4_choice(
             c.fail("ipv4", None, why, fix)
         return
     if addresses.ipv4 is None:
-        c.warn(f"home-derp:ipv4 = none, an IPv6-only relay: {ipv6_only_cost(region.id)}")
+        c.warn(
+            f"home-derp:ipv4 = none, an IPv6-only relay: {ipv6_only_cost(region.id)}", key="ipv4"
+        )
 
 
 def single_region(c: Collector, region: Region, has_ipv4: bool) -> None:

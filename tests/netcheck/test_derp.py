@@ -10,6 +10,7 @@ from nacl.public import Box, PrivateKey, PublicKey
 
 from components.netcheck import check_relay, derp, derp_codec, http1
 from components.netcheck.http1 import KeepAlive
+from components.netcheck.report import Check, Report
 from components.netcheck.tls import tls_connect
 from tests.peers.aio import BackgroundLoop
 from tests.peers.certs import Pki
@@ -30,7 +31,7 @@ def test_box_encrypt_is_nonce_then_ciphertext() -> None:
 
 # The handshake reports the key from the header and the frame, equal, plus a handshake time.
 def test_handshake_reports_server_key(relay: LocalRelay) -> None:
-    report = check_relay(relay.target(), timeout=3)
+    report = check_relay(relay.target(), timeout=3, evidence_source=relay.evidence())
     assert report.ok, report.format_text()
     assert report.server_public_key == relay.server_public_key == bytes(SERVER_KEY.public_key).hex()
     for addr in relay.addresses:
@@ -38,12 +39,16 @@ def test_handshake_reports_server_key(relay: LocalRelay) -> None:
         assert check.data["derp_version"] == "2" and check.latency_ms is not None
 
 
-# With verification on, the random key is rejected; the server really decrypted our ClientInfo.
+# With verification on, the random key is rejected; the server really decrypted our ClientInfo,
+# and its log line for that key (derper's words) is what proves admission.
 def test_verification_on_closes_random_key(relay: LocalRelay) -> None:
-    report = check_relay(relay.target(expect_verify_clients=True), timeout=3)
+    report = check_relay(
+        relay.target(expect_verify_clients=True), timeout=3, evidence_source=relay.evidence()
+    )
     for addr in relay.addresses:
         check = report.check("verify_clients", addr)
-        assert check.ok and check.data["verify_clients"] is True
+        assert check.ok and check.data["verify_clients"] is True, report.format_text()
+        assert check.data["cause"] == "not_authorized"
     assert relay.derp.state.client_infos == [{"version": 2, "CanAckPings": True}] * 2
     assert len(relay.derp.state.rejected) == 2 and not relay.derp.state.admitted
 
@@ -79,23 +84,30 @@ def test_known_key_is_admitted(bg: BackgroundLoop, pki: Pki) -> None:
         assert json.loads(asyncio.run(run())) == {"version": 2}
 
 
-# Expectation mismatches fail in both directions with a hint; no expectation only reports.
+# Expectation mismatches fail in both directions with a hint; no expectation only reports — and a
+# rejection nobody explained is unconfirmed, with the hint that reads derper's verdict.
 @pytest.mark.parametrize(
-    ("verify", "expect", "ok", "hint"),
+    ("verify", "expect", "ok", "unconfirmed", "hint"),
     [
-        (False, True, False, "-verify-clients"),
-        (True, False, False, "--expect-verify-clients"),
-        (True, None, True, "tailscaled"),
-        (False, None, True, None),
+        (False, True, False, False, "-verify-clients"),
+        (True, False, False, False, "--expect-verify-clients"),
+        (True, None, False, True, "--docker-host"),
+        (False, None, True, False, None),
     ],
 )
 def test_verification_expectations(
-    bg: BackgroundLoop, pki: Pki, verify: bool, expect: bool | None, ok: bool, hint: str | None
+    bg: BackgroundLoop,
+    pki: Pki,
+    verify: bool,
+    expect: bool | None,
+    ok: bool,
+    unconfirmed: bool,
+    hint: str | None,
 ) -> None:
     with local_relay(bg=bg, pki=pki, verify_clients=verify) as r:
         report = check_relay(r.target(addresses=("::1",), expect_verify_clients=expect), timeout=3)
     check = report.check("verify_clients", "::1")
-    assert check.ok is ok
+    assert check.ok is ok and check.unconfirmed is unconfirmed
     assert (check.hint is None) if hint is None else (hint in (check.hint or ""))
 
 
@@ -139,10 +151,10 @@ def test_server_key_frame_validation() -> None:
 
 # check_relay also works when called from inside a running event loop (no nested asyncio.run).
 def test_check_relay_inside_event_loop(relay: LocalRelay) -> None:
-    async def caller() -> bool:
-        return check_relay(relay.target(addresses=("::1",)), timeout=3).ok
+    async def caller() -> str:
+        return check_relay(relay.target(addresses=("::1",)), timeout=3).verdict
 
-    assert asyncio.run(caller())
+    assert asyncio.run(caller()) == "unconfirmed"  # verification on, derper's log not read
 
 
 # The probe's random client key is in the verify_clients data: the very key derper saw (and
@@ -170,12 +182,33 @@ def test_evidence_source_reaches_the_verdict(relay: LocalRelay) -> None:
     assert admission.client_key == relay.derp.state.rejected[0].hex() == check.data["client_key"]
     assert check.data["cause"] == "not_authorized"
     assert check.data["log_line"] == f"client nodekey:{admission.client_key}"
-    assert check.ok  # the cause is recorded only; deciding on it is the next change
+    assert check.ok and report.verdict == "ok"  # derper asked tailscaled: admission is proven
 
 
-# Without evidence the verdict is what it always was, and has no cause.
-def test_verdict_without_evidence_has_no_cause() -> None:
+# A rejection whose cause derper's log does not give — no log read at all, or no line for the key
+# — is "unconfirmed", never passed: marked unconfirmed (not a failure) when nobody asked for proof,
+# a failure with --expect-verify-clients; data["cause"] says "unconfirmed" either way. (It used to
+# pass with only a warning: "OK (5/5 checks passed)" for a derper that rejected everyone.)
+@pytest.mark.parametrize(
+    "evidence",
+    [None, derp.AdmissionEvidence("unconfirmed", None, detail="no line within 4s")],
+    ids=["log-not-read", "no-line-in-log"],
+)
+@pytest.mark.parametrize("expect", [None, True])
+def test_unconfirmed_admission_is_never_passed(
+    evidence: derp.AdmissionEvidence | None, expect: bool | None
+) -> None:
     admission = derp.Admission(admitted=False, ms=1.0, client_key="ab" * 32)
-    check = derp.verify_verdict("::1", admission, True)
-    assert check.ok and "cause" not in check.data
-    assert check.data == {"verify_clients": True, "client_key": "ab" * 32}
+    check = derp.verify_verdict("::1", admission, expect, evidence)
+    assert not check.ok and check.data["cause"] == "unconfirmed"
+    assert check.unconfirmed is (expect is None), check
+    report = Report("derp.test", [Check("tls", "::1", True, "fine"), check])
+    assert report.verdict == ("unconfirmed" if expect is None else "failed")
+    assert report.failed() == ([] if expect is None else [check])
+    assert report.format_text().splitlines()[0] == (
+        "Report for derp.test: OK except 1 unconfirmed (1/2 checks passed, 1 unconfirmed)"
+        if expect is None
+        else "Report for derp.test: FAILED (1/2 checks passed)"
+    )
+    if evidence is None:
+        assert "--docker-host" in (check.hint or "") and "--container" in (check.hint or "")

@@ -29,7 +29,8 @@ def test_parse_resolver() -> None:
 
 # DNS answers decide the probed addresses; both families are probed and pass.
 def test_dns_drives_the_probe(relay: LocalRelay) -> None:
-    report = check_relay(relay.target(addresses=(), resolvers=(relay.resolver,)), timeout=3)
+    target = relay.target(addresses=(), resolvers=(relay.resolver,))
+    report = check_relay(target, timeout=3, evidence_source=relay.evidence())
     assert report.ok, report.format_text()
     dns = report.check("dns")
     assert dns.data == {"AAAA": ["::1"], "A": ["127.0.0.1"]}

@@ -154,7 +154,7 @@ CATALOG = [
 def test_fault_is_diagnosed(bg: BackgroundLoop, pki: Pki, fault: Fault) -> None:
     with local_relay(bg=bg, pki=pki, **fault.relay) as r:
         target = fault.target(r)
-        report = check_relay(target, timeout=2.5, stun_timeout=0.5)
+        report = check_relay(target, timeout=2.5, stun_timeout=0.5, evidence_source=r.evidence())
     matching = [c for c in report.checks if c.name == fault.check]
     assert matching, report.format_text()
     check = next((c for c in matching if not c.ok or c.warning), matching[0])

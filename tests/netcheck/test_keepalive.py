@@ -28,7 +28,9 @@ from tests.peers.relay import local_relay
 @pytest.mark.parametrize("variant", ["close_after_response", "idle_close"])
 def test_server_closing_after_each_response(bg: BackgroundLoop, pki: Pki, variant: str) -> None:
     with local_relay(bg=bg, pki=pki, fault=variant) as r:
-        report = check_relay(r.target(addresses=("::1",)), timeout=3, stun_timeout=0.5)
+        report = check_relay(
+            r.target(addresses=("::1",)), timeout=3, stun_timeout=0.5, evidence_source=r.evidence()
+        )
         requests = list(r.derp.state.requests)
     assert report.ok, report.format_text()
     https = report.check("https", "::1")

@@ -46,7 +46,7 @@ def test_direct_probe_into_namespace(bg: BackgroundLoop, pki: Pki) -> None:
                 host.addresses,
                 ca_file=pki.ca_file,
             )
-            report = check_relay(target, timeout=3)
+            report = check_relay(target, timeout=3, evidence_source=server.evidence())
         bg.run(server.stop())
         name = host.name
     assert report.ok, report.format_text()
@@ -73,7 +73,7 @@ def test_latency_through_delay_relay(bg: BackgroundLoop, pki: Pki) -> None:
             delayed.add_udp(front[1], (host.v6, stun.port), uport)
             target = RelayTarget("derp.test", tport, uport, front, ca_file=pki.ca_file)
             for _ in range(3):
-                report = check_relay(target, timeout=4)
+                report = check_relay(target, timeout=4, evidence_source=server.evidence())
                 assert report.ok, report.format_text()
                 for addr in front:
                     stun_ms = report.check("stun", addr).latency_ms or 0.0

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
 import pytest
 
 from components.netcheck import RelayTarget, check_relay
-from components.netcheck.cli import EXIT_OK, EXIT_PARTIAL, main
+from components.netcheck.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_UNCONFIRMED, main
 from components.netcheck.derp import Admission, AdmissionCause, AdmissionEvidence, EvidenceSource
 from tests.peers.certs import Pki
 from tests.peers.daemons import wait_until
@@ -106,6 +108,58 @@ def test_evidence_source_from_real_derper_log(tmp_path: Path, pki: Pki) -> None:
     assert check.data["client_key"] != first_key  # a fresh key per probe
     assert check.data["cause"] == "tailscaled_unreachable"
     assert f"client nodekey:{check.data['client_key']} rejected" in str(check.data["log_line"])
+
+
+#: derper keeps retrying a missing tailscaled socket for up to 5 s after its start
+#: (tailscale.com@v1.102.5/safesocket/safesocket.go:43-59): probes then stall, not get rejected.
+SAFESOCKET_RETRY_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def blind_derper(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Derper]:
+    """The issue's relay: -verify-clients with a socket path that does not exist, so derper rejects
+    every client; yielded once it is past its retry window (it rejects at once)."""
+    tmp = tmp_path_factory.mktemp("blind")
+    started = time.monotonic()
+    d = _derper(tmp, pki, verify_socket=tmp / "no-tailscaled.sock")
+    try:
+        time.sleep(max(0.0, SAFESOCKET_RETRY_S + 0.5 - (time.monotonic() - started)))
+        yield d
+    finally:
+        d.stop()
+
+
+# The issue's case with the real derper: it rejects everyone (its log: "failed to query local
+# tailscaled status … no such file or directory"), which from outside looks like verification
+# working. The checker printed "Report for derp.test: OK (5/5 checks passed)" and exited 0. Now,
+# with derper's own verdict unread, it never says OK: "OK except 1 unconfirmed" and exit 5;
+# asked to expect verification, FAILED and exit 1; the JSON carries cause "unconfirmed". Reading
+# derper's log (what --docker-host does with a container's) names the real cause.
+def test_checker_never_reads_ok_for_a_derper_that_rejects_everyone(
+    blind_derper: Derper, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = blind_derper
+    args = ["derp.test", "--address", HOST, "--derp-port", str(d.derp_port), "--stun-port",
+            str(d.stun_port), "--ca-file", pki.ca_file]  # fmt: skip
+    assert main(args) == EXIT_UNCONFIRMED
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (
+        "Report for derp.test: OK except 1 unconfirmed (4/5 checks passed, 1 unconfirmed)"
+    ), out
+    assert main([*args, "--expect-verify-clients"]) == EXIT_FAILED
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "Report for derp.test: FAILED (4/5 checks passed)", out
+    assert "--docker-host and --container" in out
+    assert main([*args, "--expect-verify-clients", "--json"]) == EXIT_FAILED
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["verdict"] == "failed"
+    (admission,) = [c for c in doc["checks"] if c["name"] == "verify_clients"]
+    assert admission["data"]["cause"] == "unconfirmed" and admission["ok"] is False
+    report = check_relay(_target(d, pki, True), timeout=5, evidence_source=d.evidence())
+    check = report.check("verify_clients")
+    assert check.data["cause"] == "tailscaled_unreachable", report.format_text()
+    assert not check.ok and "derper cannot reach tailscaled" in check.detail
+    assert "no-tailscaled.sock: connect: no such file or directory" in str(check.data["log_line"])
 
 
 # The checker on the relay host: the relay's address is this machine's, so it reads derper's own

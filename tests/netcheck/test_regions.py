@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from components.netcheck import DEFAULT_DERP_MAP_URL, check_relay, load_derp_map
+from components.netcheck import DEFAULT_DERP_MAP_URL, check_relay, cli, load_derp_map
 from components.netcheck.cli import build_parser, main
 from components.netcheck.errors import DerpMapError
 from components.netcheck.regions import parse_regions, regions_verdict
@@ -72,8 +72,9 @@ def derp_map(bg: BackgroundLoop, relay: LocalRelay) -> Iterator[dict[str, object
 
 # Every region is measured concurrently, the nearest found and the relay ranked first. A loaded
 # 2-core machine (the tailnet tests run beside this one) once added 24 ms to a single 30 ms
-# measurement, so the upper bounds apply to the best of up to RUNS measurements: load only ever
-# adds delay. The lower bounds, the ranking and the silent region hold on every run.
+# measurement, so the upper bounds — and which of the 10 ms and 30 ms regions is nearer — apply to
+# the best of up to RUNS measurements: load only ever adds delay. The lower bounds, a nearest
+# region that answered, the relay's rank and the silent region hold on every run.
 RUNS = 3
 
 
@@ -90,15 +91,16 @@ def test_regions_table_nearest_and_rank(relay: LocalRelay, derp_map: dict[str, o
             ms = by_id[rid].latency_ms
             assert ms is not None and ms >= floor, by_id[rid]
             best[rid] = min(best.get(rid, ms), ms)
-        assert report.nearest is not None and report.nearest.id == 1
+        nearest = report.nearest
+        assert nearest is not None and nearest.id in (1, 2)
         assert report.relay_rank == 1  # loopback beats 10 ms; region 900 (itself) is not counted
         check = report.check("regions")
         assert check.ok and "2/3 regions answered" in check.detail and "ranks 1" in check.detail
         text = report.format_text()
-        assert "Nearest DERP: r1 (1)" in text and "rank 1 of 3" in text
+        assert f"Nearest DERP: r{nearest.id} ({nearest.id})" in text and "rank 1 of 3" in text
         if best[1] < 20 and best[2] < 40 and fastest < 1.5:
             break
-    assert best[1] < 20 and best[2] < 40, best
+    assert best[1] < 20 and best[2] < 40 and best[1] < best[2], best
     assert fastest < 1.5  # the silent region costs one STUN timeout, not one per region
 
 
@@ -115,7 +117,9 @@ def test_no_region_answers(relay: LocalRelay) -> None:
     assert not check.ok and "UDP" in (check.hint or "") and report.nearest is None
 
 
-# The CLI loads a map file and prints regions in the promised JSON shape.
+# The CLI loads a map file and prints regions in the promised JSON shape. (Which of the 10 ms and
+# 30 ms regions is nearest is test_regions_table_nearest_and_rank's, on the best of runs: under
+# load one run once measured region 2 first here, 1 run in 6 of tests/netcheck + tests/tailnet.)
 def test_cli_derp_map_file(
     relay: LocalRelay,
     derp_map: dict[str, object],
@@ -126,10 +130,10 @@ def test_cli_derp_map_file(
     path.write_text(json.dumps({"derpMap": derp_map}))  # a policy fragment works too
     code = main([*relay.cli_args(), "--derp-map", str(path), "--json", "--stun-timeout", "1"])
     doc = json.loads(capsys.readouterr().out)
-    assert code == 0
+    assert code == cli.EXIT_UNCONFIRMED  # the relay's admission is not read from the CLI here
     assert [r["id"] for r in doc["regions"]] == [1, 2, 3, 900]
     assert {"id", "code", "latency_ms"} <= set(doc["regions"][0])
-    assert doc["nearest"]["id"] == 1 and isinstance(doc["nearest"]["latency_ms"], float)
+    assert doc["nearest"]["id"] in (1, 2) and isinstance(doc["nearest"]["latency_ms"], float)
 
 
 # tailcfg rules: STUNPort 0 = 3478, -1 = no STUN, IPv4 "none" skipped, IPv6 kept.

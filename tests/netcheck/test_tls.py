@@ -16,7 +16,9 @@ from tests.peers.silent_tcp import silent_tcp
 
 def _tls(bg: BackgroundLoop, pki: Pki, cert: CertVariant, **kw: object):  # type: ignore[no-untyped-def]
     with local_relay(bg=bg, pki=pki, cert=cert, **kw) as r:  # type: ignore[arg-type]
-        report = check_relay(r.target(addresses=("127.0.0.1",)), timeout=3)
+        report = check_relay(
+            r.target(addresses=("127.0.0.1",)), timeout=3, evidence_source=r.evidence()
+        )
     return report.check("tls", "127.0.0.1"), report
 
 

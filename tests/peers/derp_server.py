@@ -15,7 +15,11 @@ written from tailscale.com@v1.102.5:
 * the upgrade: 101 + ``Derp-Version: 2`` + ``Derp-Public-Key`` (handler.go:55-63), FrameServerKey
   in the same flush, then FrameClientInfo decrypted with PyNaCl; with ``verify_clients`` a key
   outside ``allowed_keys`` gets the connection closed (derpserver.go:1028-1030), otherwise
-  FrameServerInfo (nonce || box).
+  FrameServerInfo (nonce || box). Each rejection is written to ``log`` as derper logs it when
+  its tailscaled answers that it does not know the key: ``derp: <addr>: client nodekey:<hex>
+  rejected: peer nodekey:<hex> not authorized (not found in local tailscaled)`` (the error of
+  ``accept``, derpserver.go:1028-1029, logged by derpserver.go:676; the reason :1593), so the
+  checker can read derper's own verdict (``components.netcheck.admission``) here too.
 
 ``fault`` turns it into a broken relay: ``strip_upgrade`` (a proxy ate the Upgrade header → 426),
 ``web_server`` (some other web server: 404 everywhere), ``bad_magic``, ``key_mismatch`` (header
@@ -42,6 +46,8 @@ from typing import Any
 from nacl.public import Box, PrivateKey, PublicKey
 
 from components.netcheck import derp_codec
+from components.netcheck.admission import wait_for_evidence
+from components.netcheck.derp import Admission, AdmissionEvidence, EvidenceSource
 from components.netcheck.errors import DerpError
 
 FAULTS = (
@@ -71,6 +77,8 @@ class DerpServerState:
     admitted: list[bytes] = field(default_factory=list)
     rejected: list[bytes] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    """derper's log lines about clients (see the module docstring)."""
 
 
 def server_ssl_context(
@@ -103,6 +111,15 @@ class _HeadWriter:
 
     async def drain(self) -> None:
         await self._writer.drain()
+
+
+def _addr_port(writer: Any) -> str:
+    """The client's address as Go's netip.AddrPort prints it: ``1.2.3.4:5``, ``[::1]:5``."""
+    peer = writer.get_extra_info("peername") if hasattr(writer, "get_extra_info") else None
+    if not peer:
+        return "unknown"
+    host, port = str(peer[0]), int(peer[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _set_once(fut: asyncio.Future[None]) -> None:
@@ -148,6 +165,19 @@ class DerpServer:
         self._servers: list[asyncio.Server] = []
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def evidence(self, wait: float = 2.0) -> EvidenceSource:
+        """derper's own verdict on the probe's key, read from :attr:`DerpServerState.log` with the
+        product's reader (``admission.wait_for_evidence``), as ``--docker-host`` reads a
+        container's log: admission proven, not guessed."""
+
+        async def source(_address: str, admission: Admission) -> AdmissionEvidence | None:
+            if admission.admitted:
+                return None
+            log = self.state.log
+            return await wait_for_evidence(lambda: "\n".join(log), admission.client_key, wait=wait)
+
+        return source
 
     async def start(self, socks: list[socket.socket]) -> None:
         if self.ssl is None:
@@ -382,6 +412,11 @@ class DerpServer:
         if self.verify_clients and client_key not in self.allowed_keys:
             # derper asks tailscaled (WhoIsNodeKey); unknown keys are disconnected
             self.state.rejected.append(client_key)
+            node = f"nodekey:{client_key.hex()}"
+            self.state.log.append(
+                f"derp: {_addr_port(writer)}: client {node} rejected: peer {node} not authorized "
+                "(not found in local tailscaled)"
+            )
             return
         self.state.admitted.append(client_key)
         reply = box.encrypt(json.dumps({"version": derp_codec.PROTOCOL_VERSION}).encode())

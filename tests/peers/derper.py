@@ -32,6 +32,8 @@ from pathlib import Path
 
 from nacl.public import PrivateKey
 
+from components.netcheck.admission import wait_for_evidence
+from components.netcheck.derp import Admission, AdmissionEvidence, EvidenceSource
 from tests.peers.daemons import Daemon, start, wait_until
 from tests.peers.tools import tool
 
@@ -110,6 +112,18 @@ class Derper:
 
     def stop(self) -> None:
         self.daemon.stop()
+
+    def evidence(self, wait: float = 4.0) -> EvidenceSource:
+        """derper's own verdict on the probe's key, read from this derper's log with the
+        product's reader (``components.netcheck.admission.wait_for_evidence``), as the checker's
+        ``--docker-host`` reads a container's log."""
+
+        async def source(_address: str, admission: Admission) -> AdmissionEvidence | None:
+            if admission.admitted:
+                return None
+            return await wait_for_evidence(self.log, admission.client_key, wait=wait)
+
+        return source
 
 
 def install_cert(certdir: Path, hostname: str, cert_file: str, key_file: str) -> None:

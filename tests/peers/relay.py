@@ -20,6 +20,7 @@ from typing import Any, Literal
 from nacl.public import PrivateKey
 
 from components.netcheck import RelayTarget
+from components.netcheck.derp import EvidenceSource
 from tests.peers.aio import BackgroundLoop, background_loop
 from tests.peers.certs import Pki, make_pki
 from tests.peers.derp_server import DerpServer
@@ -55,6 +56,10 @@ class LocalRelay:
             ca_file=self.ca_file,
         )
         return replace(base, **overrides)
+
+    def evidence(self, wait: float = 2.0) -> EvidenceSource:
+        """derper's own verdict on the probe's key, from the server's log (DerpServer.evidence)."""
+        return self.derp.evidence(wait)
 
     def cli_args(self) -> list[str]:
         """The same target as CLI arguments for ``python -m components.netcheck``."""

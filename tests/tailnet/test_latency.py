@@ -41,16 +41,24 @@ def _tailscale_netcheck(net: Tailnet) -> dict[str, Any]:
 
 
 # The product's netcheck library with the DERP map file, RUNS times in one interpreter (start-up
-# costs ~2 s on a loaded machine), inside a's namespace; one JSON report per line.
+# costs ~2 s on a loaded machine), inside a's namespace; one JSON report per line. Admission is
+# proven from the home derper's own log file, read with the product's reader.
 PRODUCT_RUNS = """
-import json, sys
+import json, pathlib, sys
 from components.netcheck import RelayTarget, check_relay, load_derp_map
+from components.netcheck.admission import wait_for_evidence
 a = json.loads(sys.argv[1])
 derp_map = load_derp_map(a["map"])
 target = RelayTarget(a["host"], a["derp_port"], a["stun_port"], tuple(a["addresses"]),
                      ca_file=a["ca"], expect_verify_clients=True)
+log = pathlib.Path(a["derper_log"])
+async def evidence(_address, admission):
+    if admission.admitted:
+        return None
+    return await wait_for_evidence(lambda: log.read_text(errors="replace"), admission.client_key)
 for _ in range(a["runs"]):
-    print(json.dumps(check_relay(target, derp_map=derp_map).to_json()), flush=True)
+    report = check_relay(target, derp_map=derp_map, evidence_source=evidence)
+    print(json.dumps(report.to_json()), flush=True)
 """
 
 
@@ -64,6 +72,7 @@ def _product_netcheck(net: Tailnet, runs: int) -> list[dict[str, Any]]:
         "addresses": [home.front_v4, home.front_v6],
         "ca": net.pki.ca_file,
         "runs": runs,
+        "derper_log": str(net.derper.daemon.log_path),
     }
     argv = [*net.clients["a"].host.prefix, sys.executable, "-c", PRODUCT_RUNS, json.dumps(args)]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120, check=False)

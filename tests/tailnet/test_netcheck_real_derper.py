@@ -72,10 +72,10 @@ def _reason_for(derper: Derper, client_key: str) -> str:
 
 
 # Every check passes against the real derper over IPv4 and IPv6 (TLS with the test CA, both
-# HTTPS endpoints, DERP upgrade, STUN, verification on), and the server key netcheck reads in the
-# DERP handshake is the one derper keeps in its -c file.
+# HTTPS endpoints, DERP upgrade, STUN, verification on and proven by derper's own log line), and
+# the server key netcheck reads in the DERP handshake is the one derper keeps in its -c file.
 def test_netcheck_passes_against_real_derper(net: Tailnet) -> None:
-    report = check_relay(_relay_target(net), timeout=5)
+    report = check_relay(_relay_target(net), timeout=5, evidence_source=net.derper.evidence())
     assert report.ok, report.format_text()
     relay = net.relay.host
     for address in relay.addresses:
@@ -84,7 +84,8 @@ def test_netcheck_passes_against_real_derper(net: Tailnet) -> None:
         assert HOME.hostname in tls.data["names"], tls
         assert report.check("https", address).ok
         assert report.check("derp", address).data["server_public_key"] == net.derper.public_key
-        assert report.check("verify_clients", address).data["verify_clients"] is True
+        verify = report.check("verify_clients", address)
+        assert verify.data["verify_clients"] is True and verify.data["cause"] == "not_authorized"
     assert report.server_public_key == net.derper.public_key
     # STUN answers on both families and maps us to the root namespace's LAN address.
     v4, v6 = report.check("stun", relay.v4), report.check("stun", relay.v6)
@@ -96,7 +97,9 @@ def test_netcheck_passes_against_real_derper(net: Tailnet) -> None:
 # names exactly the key netcheck sent, from our LAN address, "not authorized".
 def test_random_key_not_authorized_in_derper_log(net: Tailnet) -> None:
     report = check_relay(_relay_target(net), timeout=5)
-    assert report.ok, report.format_text()
+    assert report.failed() == [
+        report.check("verify_clients", address) for address in net.relay.host.addresses
+    ], report.format_text()  # verification expected, derper's log not read: not proven
     sources = {net.relay.host.v4: net.lan.gateway_v4, net.relay.host.v6: f"[{net.lan.gateway_v6}]"}
     for address, source in sources.items():
         key = _client_key(report, address)
@@ -158,8 +161,9 @@ def blind_derpers(
 
 
 # derper cannot ask tailscaled (socket not mounted / tailscaled stopped or dead): from outside
-# this looks exactly like verification working (the connection closes); only derper's log tells
-# the difference — "failed to query local tailscaled status", not "not authorized".
+# this looks exactly like verification working (the connection closes), so without derper's log
+# the checker calls admission unconfirmed, never passed; only derper's log tells the difference —
+# "failed to query local tailscaled status", not "not authorized" — and with it the check fails.
 @pytest.mark.parametrize(
     ("case", "error"),
     [
@@ -183,10 +187,14 @@ def test_unreachable_tailscaled_in_derper_log(
     )
     report = check_relay(target, timeout=5)
     check = report.check("verify_clients", "127.0.0.1")
-    assert check.ok and check.data["verify_clients"] is True, report.format_text()
+    assert not check.ok and check.data["verify_clients"] is True, report.format_text()
+    assert check.data["cause"] == "unconfirmed" and report.verdict == "failed"
     key = _client_key(report, "127.0.0.1")
     reason = _reason_for(derper, key)
     assert reason.startswith(f"{QUERY_FAILED} nodekey:{key}: "), reason
     assert NOT_AUTHORIZED not in reason
     assert f"dial unix {derper.socket}: {error}" in reason, reason
     assert cause_of(reason) == "tailscaled_unreachable"
+    read = check_relay(target, timeout=5, evidence_source=derper.evidence())
+    proven = read.check("verify_clients", "127.0.0.1")
+    assert proven.data["cause"] == "tailscaled_unreachable" and not proven.ok, read.format_text()

@@ -56,6 +56,8 @@ import pytest
 
 from components import container, naming
 from components.netcheck.admission import docker_evidence
+from components.netcheck.cli import EXIT_FAILED
+from components.netcheck.cli import main as netcheck_main
 from components.peer_relay import TYPE_TOKEN as PEER_RELAY_TYPE
 from components.peer_relay import PeerRelayServer, PeerRelayServerArgs
 from components.relay import TYPE_TOKEN as RELAY_TYPE
@@ -373,6 +375,27 @@ def test_hardened_derper_verifies_through_the_mounted_socket(
         ), check
 
 
+# The first hour's step 6 (README), typed on the relay host: `--expect-verify-clients
+# --docker-host unix://… --container derper-<id>-<code>` makes the checker read derper's own
+# verdict through the engine, so its OK is proven ("not authorized"), not guessed; the same
+# command without the two flags cannot prove it and fails (it used to pass with a warning).
+def test_first_hour_checker_command_confirms_admission(
+    env: Env, relay: Deployed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = relay.settings
+    assert relay.name == naming.container_name(settings.region.id, settings.region.code)
+    addresses = [a for address in env.net.relay.host.addresses for a in ("--address", address)]
+    args = [settings.hostname, "--derp-port", str(settings.ports.derp), "--stun-port",
+            str(settings.ports.stun), "--ca-file", env.net.pki.ca_file, "--expect-verify-clients",
+            *addresses]  # fmt: skip
+    assert netcheck_main([*args, "--docker-host", env.engine.host, "--container", relay.name]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Report for {settings.hostname}: OK (10/10 checks passed)"), out
+    assert out.count("ON: derper asked tailscaled, which does not know the random key") == 2, out
+    assert netcheck_main(args) == EXIT_FAILED
+    assert capsys.readouterr().out.startswith(f"Report for {settings.hostname}: FAILED (8/10 ")
+
+
 # Below 1024 in host networking (derpPort 443, stunPort 3478) derper still runs as 65532: it
 # binds through its binary's file capability, which the kernel honours because NET_BIND_SERVICE
 # is in the bounding set and no-new-privileges is off — its only such case. The kernel shows uid
@@ -612,7 +635,7 @@ def test_upgrade_keeps_the_server_key(env: Env, api: docker.APIClient, built: Bu
             20.0,
             [env.engine.daemon],
         )
-        old = probe(env.net, settings)
+        old = probe(env.net, settings, evidence_source=docker_evidence(env.engine.host, name))
         assert old.ok, old.format_text() + "\n" + logs_of(api, name)
         stat = "stat -c '%u:%g %a' /v /v/derper.key"
         assert in_volume(env.engine, state, stat).split() == ["0:0", "755", "0:0", "600"]
@@ -620,7 +643,8 @@ def test_upgrade_keeps_the_server_key(env: Env, api: docker.APIClient, built: Bu
         remove(api, name)
 
         deployed = deploy(env.engine, api, settings, built.image_id, env.net.pki)
-        new = probe(env.net, settings)
+        evidence = docker_evidence(env.engine.host, deployed.name)
+        new = probe(env.net, settings, evidence_source=evidence)
         assert new.ok, new.format_text() + "\n" + logs_of(api, deployed.name)
         assert in_volume(env.engine, state, stat).split() == [
             "65532:65532",
