@@ -5,7 +5,7 @@ over the address families the derpMap allows (docs/upstream/magicsock.md#peer-ho
 docs/upstream/derpmap.md#ip-fields). The relay host, and the devices near it, make our region
 their home. When no node of the region has IPv4, a device with no IPv6 cannot start a
 conversation with any of them: its `tailscale ping` gets no reply (reproduced with the real
-programs: tests/tailnet/test_reach.py).
+programs: tests/real_tailnet/test_reach.py).
 
 Pure rules, one home each, read by the settings (what preview and up announce), validation (the
 devices an IPv6-only region leaves out, a health run whose runner has no path) and the doctor.

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +34,10 @@ from tests.mocks import (
 from tests.peers.cloudflare_api import CloudflarePeer
 from tests.peers.sshd import Sshd
 from tests.peers.sshd import sshd_factory as _sshd_factory
+from tests.peers.tailscale_cli import CliScenario, install_cli
+from tests.peers.tailscaled import RealTailscaled
+from tests.peers.tailscaled import real_tailscaled as _real_tailscaled
+from tests.peers.tools import tool
 
 __all__ = [
     "FAKE_TOKEN",
@@ -39,12 +46,16 @@ __all__ = [
     "HostFacts",
     "Registered",
     "RelayMocks",
+    "cli_on_path",
     "evaluate",
     "home_config",
+    "real_tailscaled",
     "resolve",
     "run_program",
     "set_config",
+    "sock",
     "stack_config",
+    "stand_in",
 ]
 
 
@@ -107,3 +118,46 @@ def sshd_factory() -> Iterator[Callable[..., Sshd]]:
     """Starts real sshd processes on 127.0.0.1 (optionally in a netns); stops them afterwards."""
     with _sshd_factory() as start:
         yield start
+
+
+# --- the relay host's tailscaled: the real daemon, or the CLI stand-in ---------------------------
+
+
+@pytest.fixture
+def real_tailscaled() -> Iterator[RealTailscaled]:
+    """A real, logged-out tailscaled with its own socket (tests/peers/tailscaled.py)."""
+    with _real_tailscaled() as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def cli_on_path(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real tailscale CLI first on this process's PATH (the unix:// channel runs it here)."""
+    directory = tool("tailscale").parent
+    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+    return directory
+
+
+@pytest.fixture
+def sock(tmp_path: Path) -> str:
+    """A socket file where the stand-in is pointed (the real CLI dials it; the stand-in only
+    checks that it exists, as a missing one reads as a daemon that is down)."""
+    path = tmp_path / "run" / "tailscaled.sock"
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[CliScenario], Path]:
+    """Installs the ``tailscale`` CLI stand-in (tests/peers/tailscale_cli.py) for a scenario,
+    first on PATH."""
+
+    def install(scenario: CliScenario) -> Path:
+        directory = tmp_path / "bin"
+        install_cli(directory, scenario)
+        monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+        return directory
+
+    return install

@@ -3,7 +3,7 @@ reads it, the file written on a host through a real ``unix://`` channel, the set
 derper flags, the verifier's log lines and the program's choice of publisher.
 
 The edits are cross-checked with PyYAML (an independent parser of the same YAML); the full path
-with the real headscale and clients is tests/tailnet/test_headscale.py.
+with the real headscale and clients is tests/real_tailnet/test_headscale.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Who can reach devices homed on the region: the pure rules of components/reach.py.
 
-The behaviour these rules stand for is proven with the real programs in tests/tailnet/
+The behaviour these rules stand for is proven with the real programs in tests/real_tailnet/
 test_reach.py; here each rule is pinned on its own, with the endpoint shapes tailscaled prints.
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 from components import reach
 
-# Self.Addrs as the real tailscaled printed them in tests/tailnet/test_reach.py's tailnets.
+# Self.Addrs as the real tailscaled printed them in tests/real_tailnet/test_reach.py's tailnets.
 E_IPV4_ONLY = ["10.214.151.1:42354", "10.214.151.4:41641"]
 A_DUAL_STACK = ["10.214.151.1:56503", "[fd42:214:97::1]:50514", "10.214.151.3:41641"]
 

@@ -1,87 +1,31 @@
-"""The relay host's tailscaled as the program reads it, and the peer relay it sets on it.
+"""``components/tailscaled.py``: the relay host's tailscaled as the program reads it.
 
 Against the real programs where they can show the state: a real ``tailscaled`` (v1.102.5,
-userspace networking, its own state and socket; logged out = NeedsLogin) with the real
-``tailscale`` CLI, here and through a real OpenSSH ``sshd``; a peer relay really set, bound and
-cleared on that daemon, and the real "Access denied" of a non-operator user. A Running node with
-peers is tests/tailnet/ (headscale). The states a real daemon cannot be made to show here (Stopped
-after a login, a CLI without the relay flags, garbage, a slow host) use the stand-in of
-tests/peers/tailscale_cli.py, written from upstream source.
+userspace networking, its own state and socket; logged out = NeedsLogin; tests/peers/tailscaled.py)
+with the real ``tailscale`` CLI, here and through a real OpenSSH ``sshd``. A Running node with
+peers is tests/real_tailnet/ (headscale). The states a real daemon cannot be made to show here
+(Stopped after a login, garbage, a slow host) use the stand-in of tests/peers/tailscale_cli.py,
+written from upstream source. The peer relay set on the daemon is tests/test_peer_relay.py.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from components import peer_relay, tailscaled
+from components import tailscaled
 from components.host import SSH_OPTS_ENV, HostChannel, HostReadError
 from components.tailscaled import TailscaledError, read_tailscaled, socket_exists
 from tests.peers.sshd import Sshd
-from tests.peers.tailscale_cli import CliScenario, calls, install_cli
-from tests.peers.tools import tool
+from tests.peers.tailscale_cli import CliScenario, calls
+from tests.peers.tailscaled import RealTailscaled
 
 LOCAL = "unix:///var/run/docker.sock"
-
-
-class RealTailscaled:
-    """A real tailscaled on this machine: userspace networking, its own socket and state."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.socket = str(workdir / "run" / "tailscaled.sock")
-        (workdir / "run").mkdir(parents=True, mode=0o755)
-        self.log = workdir / "tailscaled.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    str(tool("tailscaled")),
-                    "--tun=userspace-networking",
-                    f"--statedir={workdir / 'state'}",
-                    f"--socket={self.socket}",
-                    "--port=0",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.socket):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise AssertionError(f"tailscaled did not start:\n{self.log.read_text()[-2000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
-@pytest.fixture
-def real_tailscaled() -> Iterator[RealTailscaled]:
-    # Not under pytest's 0700 tmp dirs: the socket's directory must be reachable by other users,
-    # as /var/run/tailscale is (the access-denied test connects as nobody).
-    workdir = Path(tempfile.mkdtemp(prefix="hd-tsd-"))
-    workdir.chmod(0o755)
-    daemon = RealTailscaled(workdir)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture
-def cli_on_path(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The real tailscale CLI first on this process's PATH (the unix:// channel runs it here)."""
-    directory = tool("tailscale").parent
-    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
-    return directory
 
 
 # --- the real daemon, here and over ssh ----------------------------------------------------------
@@ -132,30 +76,6 @@ def test_cli_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 # --- states the stand-in shows -------------------------------------------------------------------
-
-
-@pytest.fixture
-def sock(tmp_path: Path) -> str:
-    """A socket file where the stand-in is pointed (the real CLI dials it; the stand-in only
-    checks that it exists, as a missing one reads as a daemon that is down)."""
-    path = tmp_path / "run" / "tailscaled.sock"
-    path.parent.mkdir()
-    with socket.socket(socket.AF_UNIX) as s:
-        s.bind(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[CliScenario], Path]:
-    def install(scenario: CliScenario) -> Path:
-        directory = tmp_path / "bin"
-        install_cli(directory, scenario)
-        monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
-        return directory
-
-    return install
-
-
 # A Running daemon: its release, node key, name, Tailscale IPs, tailnet and peers; the CLI is
 # pointed at the configured socket.
 def test_running_daemon_facts(stand_in: Callable[[CliScenario], Path], sock: str) -> None:
@@ -204,131 +124,6 @@ def test_old_daemon_version(stand_in: Callable[[CliScenario], Path], sock: str) 
     stand_in(CliScenario(version="1.62.1"))
     facts = read_tailscaled(HostChannel(LOCAL), sock)
     assert facts.version == "1.62.1"
-
-
-# --- the peer relay on a real daemon ------------------------------------------------------------
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-def udp_bound(port: int) -> bool:
-    out = subprocess.run(["ss", "-Hlun", f"sport = :{port}"], capture_output=True, text=True)
-    return peer_relay.is_bound(out.stdout, port)
-
-
-# Set, confirmed bound (tailscaled really listens), then cleared: the host is as it was.
-def test_real_peer_relay_set_and_cleared(
-    real_tailscaled: RealTailscaled, cli_on_path: Path
-) -> None:
-    port = free_udp_port()
-    channel = HostChannel(LOCAL)
-    peer_relay.enable(channel, real_tailscaled.socket, port, [])
-    assert udp_bound(port)
-    shown = subprocess.run(
-        [str(tool("tailscale")), f"--socket={real_tailscaled.socket}", "get", "relay-server-port"],
-        capture_output=True,
-        text=True,
-    )
-    assert shown.stdout.strip() == str(port)
-    peer_relay.disable(channel, real_tailscaled.socket, with_endpoints=False)
-    deadline = time.monotonic() + 5
-    while udp_bound(port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not udp_bound(port)
-
-
-def _pref(daemon: RealTailscaled, name: str) -> str:
-    shown = subprocess.run(
-        [str(tool("tailscale")), f"--socket={daemon.socket}", "get", name],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return shown.stdout.strip()
-
-
-# Static endpoints (a port-forwarded public IPv4) reach the daemon's prefs through the provider;
-# an update without them clears them (an `ipv4` removed from the stack), and delete leaves the
-# daemon as it was.
-def test_real_peer_relay_static_endpoint_set_updated_cleared(
-    real_tailscaled: RealTailscaled, cli_on_path: Path
-) -> None:
-    port = free_udp_port()
-    provider = peer_relay.PeerRelayServerProvider()
-    props = {"docker_host": LOCAL, "socket": real_tailscaled.socket, "port": port}
-    with_v4 = {**props, "static_endpoints": [f"203.0.114.7:{port}"]}
-    created = provider.create(with_v4)
-    assert _pref(real_tailscaled, "relay-server-static-endpoints") == f"203.0.114.7:{port}"
-    updated = provider.update(created.id, created.outs, {**props, "static_endpoints": []})
-    assert _pref(real_tailscaled, "relay-server-static-endpoints") == ""
-    assert _pref(real_tailscaled, "relay-server-port") == str(port) and udp_bound(port)
-    provider.delete(created.id, updated.outs)
-    assert _pref(real_tailscaled, "relay-server-port") == ""
-
-
-# A port another program holds is refused before the pref is set: "bound" afterwards would be
-# that program's socket, and the grant would be published for a relay that does not listen.
-def test_real_port_held_by_another_program(
-    real_tailscaled: RealTailscaled, cli_on_path: Path
-) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
-        other.bind(("0.0.0.0", 0))
-        port = other.getsockname()[1]
-        with pytest.raises(peer_relay.PeerRelayError, match=f"UDP port {port} is already in use"):
-            peer_relay.enable(HostChannel(LOCAL), real_tailscaled.socket, port, [])
-    assert _pref(real_tailscaled, "relay-server-port") == ""
-
-
-# A user who may not change prefs gets the real "Access denied", turned into the fix.
-def test_real_access_denied(real_tailscaled: RealTailscaled, cli_on_path: Path) -> None:
-    nobody = HostChannel(
-        LOCAL, command_prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
-    )
-    with pytest.raises(peer_relay.PeerRelayError) as err:
-        peer_relay.enable(nobody, real_tailscaled.socket, free_udp_port(), [])
-    assert "may not change tailscaled's prefs" in str(err.value)
-    assert "tailscale set --operator=$USER" in str(err.value)
-
-
-# A CLI without the relay flags (older than the feature): "needs tailscaled >= 1.86".
-def test_cli_without_relay_flags(stand_in: Callable[[CliScenario], Path], sock: str) -> None:
-    stand_in(CliScenario(no_relay_flags=True))
-    with pytest.raises(peer_relay.PeerRelayError, match=r"needs tailscaled\s+>= 1.86"):
-        peer_relay.enable(HostChannel(LOCAL), sock, 40000, [])
-
-
-# The pref accepted but nothing listens (a port taken by another program): a clear error.
-def test_port_never_bound(stand_in: Callable[[CliScenario], Path], sock: str) -> None:
-    stand_in(CliScenario())
-    port = free_udp_port()
-    with pytest.raises(peer_relay.PeerRelayError, match=f"nothing listens on UDP {port}"):
-        peer_relay.enable(HostChannel(LOCAL), sock, port, [], timeout=1)
-
-
-# Pure: who the grant's dst names — the host's own Tailscale IPv4 even when it is tagged (a tag
-# names every device that carries it), a tag only when the user chose one — and whether a node
-# is among the sources.
-def test_grant_destination_and_membership() -> None:
-    from tests.mocks import HostFacts
-
-    facts = HostFacts(tags=("tag:derp",)).tailscaled_facts("/x")
-    assert peer_relay.grant_destination(facts) == "100.101.102.103"
-    assert peer_relay.grant_destination(facts, "tag:derp") == "tag:derp"
-    status = {
-        "Self": {"Tags": ["tag:laptop"], "TailscaleIPs": ["100.64.0.7"], "UserID": 5},
-        "User": {"5": {"LoginName": "alice@example.com"}},
-    }
-    assert peer_relay.member_of(["*"], status) is True
-    assert peer_relay.member_of(["tag:laptop"], status) is True
-    assert peer_relay.member_of(["100.64.0.0/24"], status) is True
-    assert peer_relay.member_of(["autogroup:member"], status) is False  # tagged devices are not
-    assert peer_relay.member_of(["group:family"], status) is None  # cannot tell from here
-    untagged = {"Self": {"TailscaleIPs": ["100.64.0.8"], "UserID": 5}, "User": status["User"]}
-    assert peer_relay.member_of(["alice@example.com"], untagged) is True
 
 
 # The upstream unit with systemd's default: the socket's directory is recreated at every restart,

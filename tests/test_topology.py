@@ -1,6 +1,6 @@
 """Who can reach devices homed on the region, as the stack says it: ``ipv4`` chosen explicitly, a
 meshed companion node deployed like the home one, the one-region warning (components/settings/
-topology.py, components/relay.py). The real-program proof is tests/tailnet/test_reach.py."""
+topology.py, components/relay.py). The real-program proof is tests/real_tailnet/test_reach.py."""
 
 from __future__ import annotations
 

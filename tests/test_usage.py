@@ -4,7 +4,7 @@ The rules are pure (rolling the history, who counts as a client, when a relay is
 weight); the provider runs in the real ``python -m pulumi.dynamic`` process against a real derper
 (tests/tools/install) on loopback, read over ``unix://`` (this machine's loopback), and a DERP map
 of local STUN regions behind the delay relay (tests/peers/delay.py). The tailnet's real clients
-moving the counters, and ``ssh -W`` to a relay host, are in tests/tailnet/test_usage_real.py.
+moving the counters, and ``ssh -W`` to a relay host, are in tests/real_tailnet/test_usage_real.py.
 """
 
 from __future__ import annotations

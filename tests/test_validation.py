@@ -4,7 +4,7 @@ Every provider call is a real protobuf request to a real provider process, carry
 ``__provider`` blob the resources' own constructors register under the suite's mocks. Probes go
 to the local peers of ``tests/peers`` (a DERP server over TLS, strict STUN, a DNS server) on
 loopback; admission from derper's own log against the real derper in a real Docker engine is in
-``tests/tailnet/``. The coverage check runs against the faithful Tailscale API peer.
+``tests/real_tailnet/``. The coverage check runs against the faithful Tailscale API peer.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from components.validation import (
     run_validation,
     validation_trigger,
 )
-from tests.fake_tailscale_api import FakeTailscaleApi
 from tests.mocks import dynamic_inputs, register
 from tests.peers.relay import LocalRelay, local_relay
+from tests.peers.tailscale_api import TailscaleApiPeer
 from tests.provider_host import UNKNOWN, ProviderError, ProviderHost, secret, urn_for
 
 URN = urn_for(TYPE_TOKEN, "relay-900-validation", parent_type="homederp:index:HomeDerpRelay")
@@ -54,7 +54,7 @@ def open_relay(**kw: Any) -> contextlib.AbstractContextManager[LocalRelay]:
     False in :func:`program_inputs`): the provider process proves admission only from derper's
     own log on its Docker host, which these relays have not, and an unproven admission is never
     healthy. Verification and its evidence are judged against the real derper in
-    tests/tailnet/test_product_derper.py."""
+    tests/real_tailnet/test_product_derper.py."""
     return local_relay(verify_clients=False, **kw)
 
 
@@ -305,7 +305,7 @@ def test_coverage_names_invisible_devices(verifying_relay: LocalRelay) -> None:
         {"name": "laptop.tail1234.ts.net", "nodeKey": visible},
         {"name": "phone.tail1234.ts.net", "nodeKey": "nodekey:" + "cd" * 32},
     ]
-    api = FakeTailscaleApi(api_keys={KEY: ("devices:core:read",)}, devices=devices)
+    api = TailscaleApiPeer(api_keys={KEY: ("devices:core:read",)}, devices=devices)
     with api, ProviderHost(timeout=60) as h:
         h.configure({"tailscale:apiKey": secret(KEY), "tailscale:baseUrl": api.base_url})
         outs = create(h, program_inputs(relay, host_peers=[visible], expect_verify_clients=True))
@@ -322,7 +322,7 @@ def test_coverage_names_invisible_devices(verifying_relay: LocalRelay) -> None:
 # A credential that may not list devices: said plainly, not treated as "all visible".
 def test_coverage_without_device_permission_says_not_checked(verifying_relay: LocalRelay) -> None:
     relay = verifying_relay
-    api = FakeTailscaleApi(api_keys={KEY: ("policy_file",)})
+    api = TailscaleApiPeer(api_keys={KEY: ("policy_file",)})
     with api, ProviderHost(timeout=60) as h:
         h.configure({"tailscale:apiKey": secret(KEY), "tailscale:baseUrl": api.base_url})
         peers = ["nodekey:" + "ab" * 32]
@@ -364,10 +364,10 @@ POLICY = (
 )
 
 
-def health_run(relay: LocalRelay, key: str) -> tuple[dict[str, Any], FakeTailscaleApi, str]:
+def health_run(relay: LocalRelay, key: str) -> tuple[dict[str, Any], TailscaleApiPeer, str]:
     """RelayValidation as a health run registers it, with ``key`` configured; (outputs, api,
     provider stderr)."""
-    api = FakeTailscaleApi(
+    api = TailscaleApiPeer(
         policy=POLICY, api_keys={WRITER: ("policy_file",), READER: ("policy_file:read",)}
     )
     trigger = validation_trigger("health-run", "", list(relay.addresses), "health-7-1")
@@ -488,7 +488,7 @@ def test_region_without_ipv4_names_devices_without_ipv6(relay: LocalRelay) -> No
         {"name": "office-pc.tail.ts.net", "clientConnectivity": {"endpoints": E_ENDPOINTS}},
         {"name": "laptop.tail.ts.net", "clientConnectivity": {"endpoints": A_ENDPOINTS}},
     ]
-    api = FakeTailscaleApi(api_keys={KEY: ("devices:core:read",)}, devices=devices)
+    api = TailscaleApiPeer(api_keys={KEY: ("devices:core:read",)}, devices=devices)
     with api, ProviderHost(timeout=60) as h:
         h.configure({"tailscale:apiKey": secret(KEY), "tailscale:baseUrl": api.base_url})
         outs = create(h, program_inputs(relay, region_ipv4=False))

@@ -19,7 +19,8 @@ from components.stack_config import StackConfig
 CLOUDFLARE_TOKEN_KEY: Final = "cloudflare:apiToken"
 CLOUDFLARE_TOKEN_ENV: Final = "CLOUDFLARE_API_TOKEN"
 #: Environment variables that stand in for each encrypted stack value, in the order the program
-#: reads them (tailscale_api.resolve_credentials; tests/test_doctor.py keeps the two in step).
+#: reads them (tailscale_api.resolve_credentials; tests/doctor/test_doctor_cli.py keeps the two in
+#: step).
 STAND_INS: Final[Mapping[str, tuple[str, ...]]] = {
     CLOUDFLARE_TOKEN_KEY: (CLOUDFLARE_TOKEN_ENV,),
     "tailscale:apiKey": ("TAILSCALE_API_KEY",),

@@ -12,7 +12,7 @@
   stand-in (tests/peers/tailscale_cli.py) and a ``docker`` that talks to that dockerd — the remote
   end of ``ssh://``;
 * a unix socket where the stack says tailscaled's is (``test -S`` must find a socket);
-* the faithful Tailscale API (tests/fake_tailscale_api.py) and Cloudflare API
+* the faithful Tailscale API (tests/peers/tailscale_api.py) and Cloudflare API
   (tests/peers/cloudflare_api.py) peers, listening on the namespace's loopback.
 
 The doctor runs in the namespace too (:meth:`World.doctor`: a thread that ``setns``-es into it, so
@@ -40,13 +40,13 @@ import yaml
 from components.doctor.model import Report
 from components.doctor.run import run as run_doctor
 from components.relay_host import LiveHost
-from tests.fake_tailscale_api import FakeTailscaleApi, OAuthClient
 from tests.mocks import ROOT
 from tests.peers.cloudflare_api import CloudflarePeer
 from tests.peers.daemons import wait_until
 from tests.peers.dockerd import DOCKER, Dockerd, dockerd
 from tests.peers.netns import run_in_netns
 from tests.peers.sshd import Sshd
+from tests.peers.tailscale_api import OAuthClient, TailscaleApiPeer
 from tests.peers.tailscale_cli import CliScenario, install_cli
 
 T = TypeVar("T")
@@ -86,7 +86,7 @@ class World:
     socket_path: Path
     docker: Dockerd
     sshd: Sshd
-    tailscale: FakeTailscaleApi
+    tailscale: TailscaleApiPeer
     cloudflare: CloudflarePeer
     temporary: str
     project: Path
@@ -290,7 +290,7 @@ def world(start_sshd: Callable[..., Sshd]) -> Iterator[World]:
             docker.docker("tag", DERPER_IMAGE, HANDMADE_IMAGE)
             _docker_wrapper(bin_dir, docker.host)
             sshd = start_sshd(prefix=["ip", "netns", "exec", ns], path_dirs=[str(bin_dir)])
-            tailscale = FakeTailscaleApi(
+            tailscale = TailscaleApiPeer(
                 tailnet="example.com",
                 api_keys={TS_KEY: ("policy_file",)},
                 oauth_clients={TS_OAUTH_ID: OAuthClient(TS_OAUTH_SECRET, ("policy_file",))},

@@ -10,8 +10,8 @@ everything the program reaches:
   private real dockerd whose ``--network host`` containers share the namespace
   (tests/peers/dockerd.py). The product's image is built there from ``components/derper``; its
   build image carries the Go build cache of tests/tools/install's derper build and fetches modules
-  from a loopback module proxy (tests/peers/goproxy.py), as tests/tailnet/test_product_derper.py
-  does: the build takes seconds, not minutes;
+  from a loopback module proxy (tests/peers/goproxy.py), as
+  tests/real_tailnet/test_product_derper.py does: the build takes seconds, not minutes;
 * **DNS**: the product asks the public resolvers it is written for (``relay.VALIDATION_RESOLVERS``,
   ``certificate.RECURSIVE_NAMESERVERS``: 1.1.1.1 and 1.0.0.1). In this namespace those two
   addresses are on its loopback, where a DNS server answers from the Cloudflare API peer's records
@@ -21,7 +21,7 @@ everything the program reaches:
   ``CLOUDFLARE_BASE_URL`` (the provider's own variable);
 * **ACME**: pebble, validating dns-01 for real against that DNS server (no "always valid");
   its root goes into the trust bundle (``SSL_CERT_FILE``), as a user of a private CA would do;
-* **Tailscale API**: the faithful peer (tests/fake_tailscale_api.py), reached through
+* **Tailscale API**: the faithful peer (tests/peers/tailscale_api.py), reached through
   ``tailscale:baseUrl`` in the stack config, holding a user's policy with comments.
 
 The engine's own state lives in a ``file://`` backend in the world's directory, with a passphrase
@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.fake_tailscale_api import FakeTailscaleApi
 from tests.peers.cloudflare_api import CloudflarePeer
 from tests.peers.daemons import Daemon, run, wait_until
 from tests.peers.dns_server import DnsServer
@@ -55,6 +54,7 @@ from tests.peers.netns import run_in_netns
 from tests.peers.pebble import PebbleCa, pebble_ca, pebble_root_pem
 from tests.peers.ports import free_port
 from tests.peers.tailnet import LanHost, Node, lan, start_tailscaled, wait_backend
+from tests.peers.tailscale_api import TailscaleApiPeer
 from tests.peers.tools import REPO, derper_build_cache, pulumi_cli, tool
 
 BIN = REPO / "tests" / "engine" / "bin"
@@ -162,7 +162,7 @@ class World:
     proxy: GoProxy
     cloudflare: CloudflarePeer
     zone_id: str
-    tailscale: FakeTailscaleApi
+    tailscale: TailscaleApiPeer
     pebble: PebbleCa
     ca_bundle: Path
     dns: list[DnsServer]
@@ -372,7 +372,7 @@ def world(root: Path) -> Iterator[World]:
             stack.callback(server.close)
             servers.append(server)
 
-        api = FakeTailscaleApi(
+        api = TailscaleApiPeer(
             policy=USER_POLICY, api_keys={TS_KEY: ("policy_file", "devices:core:read")}
         )
         run_in_netns(relay.name, api.start)

@@ -59,7 +59,7 @@ def test_direct_probe_into_namespace(bg: BackgroundLoop, pki: Pki) -> None:
 
 # 40 ms away: STUN median, TLS handshake and DERP upgrade all show the distance, on v4 and v6.
 # Load only adds delay: the lower bounds hold on every run, the STUN upper bound on the best of
-# three (tests/netcheck/test_regions.py and tests/tailnet/test_latency.py use the same rule).
+# three (tests/netcheck/test_regions.py and tests/real_tailnet/test_latency.py use the same rule).
 def test_latency_through_delay_relay(bg: BackgroundLoop, pki: Pki) -> None:
     best: dict[str, float] = {}
     with netns_host() as host, delay_relay(RTT_MS) as delayed:  # own loop, apart from TLS

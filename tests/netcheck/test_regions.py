@@ -119,7 +119,8 @@ def test_no_region_answers(relay: LocalRelay) -> None:
 
 # The CLI loads a map file and prints regions in the promised JSON shape. (Which of the 10 ms and
 # 30 ms regions is nearest is test_regions_table_nearest_and_rank's, on the best of runs: under
-# load one run once measured region 2 first here, 1 run in 6 of tests/netcheck + tests/tailnet.)
+# load one run once measured region 2 first here, 1 run in 6 of tests/netcheck and
+# tests/real_tailnet.)
 def test_cli_derp_map_file(
     relay: LocalRelay,
     derp_map: dict[str, object],

@@ -74,7 +74,7 @@ POLICY = """// headscale policy v2 (HuJSON), kept by hand: every node may reach 
     "tag:relay": ["tester@"],
     "tag:relay-client": ["tester@"],
   },
-  // no peer-relay grant yet: home-derp adds it (tests/tailnet/test_headscale.py)
+  // no peer-relay grant yet: home-derp adds it (tests/real_tailnet/test_headscale.py)
   "grants": [
     {"src": ["*"], "dst": ["*"], "ip": ["*"]},
   ],

@@ -1,6 +1,6 @@
 """A stand-in for the ``tailscale`` CLI, for the host states the real programs cannot easily show.
 
-The real CLI and tailscaled run in tests/test_tailscaled.py and tests/tailnet/ (NeedsLogin and
+The real CLI and tailscaled run in tests/test_tailscaled.py and tests/real_tailnet/ (NeedsLogin and
 Running for real). This stand-in covers the rest: Stopped, an old daemon, a CLI without the
 peer-relay flags, access denied, garbage output and a slow host. What it prints follows upstream
 (tailscale.com@v1.102.5), not what the product expects:

@@ -1,6 +1,6 @@
 """``pulumi-resource-tailscale``: a faithful test double of pulumi-tailscale (the bridged
 tailscale/terraform-provider-tailscale), backed by the Tailscale API peer
-(tests/fake_tailscale_api.py) over HTTP (docs/upstream/bridged-providers.md#tailscale-acl).
+(tests/peers/tailscale_api.py) over HTTP (docs/upstream/bridged-providers.md#tailscale-acl).
 
 ``tailscale.Acl`` (``tailnetPolicy: file``): create writes the policy with ``If-Match: ts-default``
 unless ``overwriteExistingContent`` (a 412 then is "Overwrite Protected"), update writes it

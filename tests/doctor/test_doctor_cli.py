@@ -1,7 +1,8 @@
 """``python -m components.doctor``: what needs no relay host — the stack files, the credentials'
 stand-ins, the parsers on recorded output, redaction, and the command line's usage errors.
 
-The checks against a real relay host (namespace, dockerd, sshd, API peers) are in tests/doctor/.
+The checks against a real relay host (namespace, dockerd, sshd, API peers) are the other modules
+here (tests/doctor/world.py).
 """
 
 from __future__ import annotations

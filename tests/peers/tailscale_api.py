@@ -32,7 +32,7 @@ The policy is parsed with ``json5`` (a HuJSON superset, independent of ``compone
 plus the derpMap rules the control plane enforces that matter here (``Regions`` keys equal
 ``RegionID``, every node's ``RegionID`` equals its region's, node names unique).
 
-Faults (:class:`Fault`, queued with :meth:`FakeTailscaleApi.fail`; they fire in queue order, each
+Faults (:class:`Fault`, queued with :meth:`TailscaleApiPeer.fail`; they fire in queue order, each
 once, on the first request that matches the head of the queue), as the API and the HTTP layer in
 front of it can answer (docs/upstream/tailscale-api.md#rate-limits-and-errors):
 
@@ -49,7 +49,7 @@ front of it can answer (docs/upstream/tailscale-api.md#rate-limits-and-errors):
   half of the body, then the connection closes (``http.client.IncompleteRead`` for the client);
 * ``stall``: seconds to wait before answering at all (a client timeout).
 
-Test hooks: :attr:`FakeTailscaleApi.before_write` runs inside a ``POST …/acl`` before the
+Test hooks: :attr:`TailscaleApiPeer.before_write` runs inside a ``POST …/acl`` before the
 ``If-Match`` check (to simulate someone saving between our read and our write); :attr:`requests`
 logs every request (method, path, headers).
 """
@@ -112,7 +112,7 @@ class OAuthClient:
 
 
 @dataclass
-class FakeTailscaleApi:
+class TailscaleApiPeer:
     """State of one fake tailnet; :meth:`start` serves it on 127.0.0.1 (use as a context)."""
 
     policy: str = "{}\n"
@@ -127,7 +127,7 @@ class FakeTailscaleApi:
     """Warnings /acl/validate reports for a valid policy, per ``user`` (e.g. a group not synced
     from SCIM): ``{"message": "warning(s) found", "data": [{"user", "warnings"}]}``
     (tailscale/tailscale@afec2d41b publicapi/tailnet.md:485-521). POST /acl saves regardless."""
-    before_write: Callable[[FakeTailscaleApi], None] | None = None
+    before_write: Callable[[TailscaleApiPeer], None] | None = None
     requests: list[Request] = field(default_factory=list)
     writes: int = 0
     faults: list[Fault] = field(default_factory=list)
@@ -144,7 +144,7 @@ class FakeTailscaleApi:
         assert isinstance(host, str)
         return f"http://{host}:{port}"
 
-    def start(self) -> FakeTailscaleApi:
+    def start(self) -> TailscaleApiPeer:
         api = self
 
         class Handler(_Handler):
@@ -161,7 +161,7 @@ class FakeTailscaleApi:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> FakeTailscaleApi:
+    def __enter__(self) -> TailscaleApiPeer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -240,7 +240,7 @@ def policy_problems(text: str) -> list[str]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    state: FakeTailscaleApi
+    state: TailscaleApiPeer
     protocol_version = "HTTP/1.1"
     _fault: Fault | None = None
 

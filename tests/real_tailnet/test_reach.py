@@ -45,13 +45,13 @@ from components import reach as reach_rules
 from components.gate import verdict_problems
 from components.tailnet import TailnetDerpRegion
 from components.validation import RelayValidation, RelayValidationArgs, validation_trigger
-from tests.fake_tailscale_api import FakeTailscaleApi
 from tests.mocks import dynamic_inputs
 from tests.peers.daemons import wait_until
 from tests.peers.derper import short_key
 from tests.peers.dns_server import DnsServer, dns_server
 from tests.peers.reach import TOPOLOGIES, ReachNet, reach_tailnet
 from tests.peers.tailnet import FAR, HOME, Node
+from tests.peers.tailscale_api import TailscaleApiPeer
 from tests.peers.tools import tool
 from tests.provider_host import ProviderHost, urn_for
 
@@ -171,7 +171,7 @@ def test_ipv4_only_device_reaches_the_region(reach: ReachNet) -> None:
 # (home dialled the companion). One way only: home still gets e's packets, the companion none.
 # Pings are sent until the derpers log what is expected: a packet sent while the sender's DERP
 # connection to region 900 is still being set up is lost (a single ping of each made this test
-# fail under load, 1 run in 3 of tests/netcheck + tests/tailnet with -n 2).
+# fail under load, 1 run in 3 of tests/netcheck + tests/real_tailnet with -n 2).
 def test_mesh_forwards_both_ways(reach: ReachNet) -> None:
     mesh = expect(reach).mesh
     if mesh is None:
@@ -231,7 +231,7 @@ def device_of(node: Node) -> dict[str, Any]:
 
 
 def health_run(
-    reach: ReachNet, runner: Node, tmp: Path, api: FakeTailscaleApi, resolver: DnsServer
+    reach: ReachNet, runner: Node, tmp: Path, api: TailscaleApiPeer, resolver: DnsServer
 ) -> dict[str, Any]:
     """RelayValidation in a real provider process on "a runner": its sockets have IPv6 (like a
     GitHub-hosted runner's through an exit node), its own tailscaled is ``runner``'s, and
@@ -268,7 +268,7 @@ def health_run(
         return dict(host.create(URN, checked.inputs).outputs)
 
 
-def region_after(verdict: bool | None, reach: ReachNet, api: FakeTailscaleApi) -> tuple[str, str]:
+def region_after(verdict: bool | None, reach: ReachNet, api: TailscaleApiPeer) -> tuple[str, str]:
     """(policy before, policy after) our published region follows ``verdict``."""
     api.policy = USER_POLICY
     inputs = dynamic_inputs(
@@ -294,7 +294,7 @@ def region_after(verdict: bool | None, reach: ReachNet, api: FakeTailscaleApi) -
 # the IPv6-only region leaves out.
 def test_health_run_from_an_ipv4_only_runner(reach: ReachNet, tmp_path: Path) -> None:
     want = expect(reach)
-    api = FakeTailscaleApi(
+    api = TailscaleApiPeer(
         policy=USER_POLICY,
         api_keys={API_KEY: ("policy_file", "devices:core:read")},
         devices=[device_of(n) for n in reach.nodes],
