@@ -334,12 +334,30 @@ def test_headscale_stack(tmp_path: Path) -> None:
         ({"tailnetPolicy": "file"}, "tailnetPolicy", "patch"),
         ({"peerRelayPort": "40000"}, "peerRelayPort", "tcp://"),
         ({"image": "fredliang/derper:v1@sha256:" + "a" * 64}, "image", "fail-open"),
+        # derper asks /verify from its own namespace in bridge mode: fail-closed, it would
+        # reject every client.
+        (
+            {"networkMode": "bridge", "headscaleUrl": "http://127.0.0.1:8080"},
+            "headscaleUrl",
+            "its loopback is not the host's",
+        ),
+        (
+            {"networkMode": "bridge", "headscaleUrl": "http://localhost:8080"},
+            "headscaleUrl",
+            "its loopback is not the host's",
+        ),
     ],
 )
 def test_headscale_problems(tmp_path: Path, overrides: dict[str, str], key: str, why: str) -> None:
     verdict = _verdict(_raw(tmp_path, **overrides))
     problems = [p for p in verdict.problems if p.key == key]
     assert problems and why in str(problems[0]), verdict.problems
+
+
+# A loopback headscaleUrl is fine in host mode (derper shares the host's loopback).
+def test_loopback_headscale_url_in_host_mode(tmp_path: Path) -> None:
+    verdict = _verdict(_raw(tmp_path, headscaleUrl="http://127.0.0.1:8080"))
+    assert verdict.ok, verdict.problems
 
 
 # headscale that re-reads only at start-up, with no reload command, is refused before any

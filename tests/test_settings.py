@@ -533,7 +533,8 @@ def test_full_config_accepted() -> None:
     assert settings.derper.build is None and settings.derper.image.endswith(digest)
     assert settings.peer_relay.port == 40000
     assert settings.peer_relay.sources == ("tag:laptop", "autogroup:member", "alice@example.net")
-    assert any("bridge" in w for w in settings.warnings)
+    bridge = [w for w in settings.warnings if "networkMode=bridge" in w]
+    assert len(bridge) == 1 and "usage output stays empty" in bridge[0]
     assert any("verifyClients=false" in w for w in settings.warnings)
 
 

@@ -355,7 +355,9 @@ async def fetch_varz(stream: Stream, hostname: str, port: int, *, timeout: float
             "forbidden",
             f"derper refused {PATH} (403 {response.body.decode(errors='replace').strip()}): "
             "derper serves /debug/ only to loopback and Tailscale addresses "
-            "(docs/upstream/derper.md#debug-endpoints), and this request came from neither",
+            "(docs/upstream/derper.md#debug-endpoints), and this request came from neither "
+            "(with networkMode bridge it comes from the bridge's gateway: "
+            "docs/guide/usage.md#bridge-mode)",
         )
     if response.status != 200:
         raise VarzError("status", f"{PATH} answered {response.status} {response.reason}")

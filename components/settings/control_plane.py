@@ -9,6 +9,7 @@ must be in ``derp.paths`` and headscale must load it within a bounded time
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import urllib.parse
@@ -62,6 +63,16 @@ def check_host_path(value: str) -> str | None:
     return None
 
 
+def _is_loopback_url(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_debug_address(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -92,11 +103,22 @@ def control_plane(
     url = (c.optional("headscaleUrl") or "").rstrip("/")
     if not url:
         c.fail("headscaleUrl", None, "required with controlPlane=headscale: its server_url")
-    elif c.checked("headscaleUrl", url, check_headscale_url(url)) and url.startswith("http:"):
-        c.warn(
-            f"home-derp:headscaleUrl = {url!r}: derper asks headscale's /verify over plain HTTP; "
-            "anyone on the path can answer it and admit every client. Use https"
-        )
+    elif c.checked("headscaleUrl", url, check_headscale_url(url)):
+        if url.startswith("http:"):
+            c.warn(
+                f"home-derp:headscaleUrl = {url!r}: derper asks headscale's /verify over plain "
+                "HTTP; anyone on the path can answer it and admit every client. Use https"
+            )
+        if docker.network_mode == "bridge" and _is_loopback_url(url):
+            # derper asks /verify from its own network namespace in bridge mode, where loopback
+            # is the container's: fail-closed, it would reject every client.
+            c.fail(
+                "headscaleUrl",
+                url,
+                "is a loopback address, but with networkMode bridge derper has its own network "
+                "namespace and its loopback is not the host's: every client would be rejected",
+                "use headscale's server_url as clients reach it, or networkMode host",
+            )
     host = _host(c, docker, docker_ok)
     config, derp_file = c.text("headscaleConfig"), c.text("headscaleDerpFile")
     c.checked("headscaleConfig", config, check_host_path(config))

@@ -93,7 +93,10 @@ def docker(c: Collector, env: Environment) -> tuple[Docker, bool]:
     if network_mode == "bridge":
         c.warn(
             "networkMode=bridge: IPv6 STUN answers go through docker-proxy and carry the wrong "
-            "address (tailscale/tailscale#17565); use host networking for an IPv6 relay"
+            "address (tailscale/tailscale#17565), and the host's own connections reach derper "
+            "from the bridge's gateway, which derper does not serve its counters to (the usage "
+            "output stays empty: docs/guide/usage.md#bridge-mode); use host networking for an "
+            "IPv6 relay"
         )
     return Docker(host=host, network_mode=network_mode), ok
 
