@@ -245,15 +245,25 @@ def _guard_entry(parsed: _Parsed, entry: _Entry) -> None:
 
 
 def set_region(text: str, region_id: int, region: Mapping[str, Any]) -> str:
-    """The file with our entry set to ``region`` (YAML spelling); every other byte kept."""
+    """The file with our entry set to ``region`` (YAML spelling); every other byte kept, and our
+    lines ending as the file's do."""
     parsed = parse(text)
     entry = parsed.entries.get(region_id)
     flow = bool(getattr(parsed.regions, "flow_style", False))
     if entry is not None:
         _guard_entry(parsed, entry)
         rendered = render_entry(region_id, region, flow=flow, column=entry.key.start_mark.column)
-        return text[: entry.start] + rendered + text[entry.end :]
-    return _insert(parsed, region_id, region)
+        return _file_line_endings(text, text[: entry.start] + rendered + text[entry.end :])
+    return _file_line_endings(text, _insert(parsed, region_id, region))
+
+
+def _file_line_endings(original: str, edited: str) -> str:
+    """``edited`` with CRLF line ends when every line of ``original`` ends so (a file written on
+    Windows): our lines are rendered with LF, and a file of mixed endings is left as it is."""
+    crlf = original.count("\r\n")
+    if not crlf or crlf != original.count("\n"):
+        return edited
+    return edited.replace("\r\n", "\n").replace("\n", "\r\n")
 
 
 def _insert(parsed: _Parsed, region_id: int, region: Mapping[str, Any]) -> str:

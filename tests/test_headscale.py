@@ -95,6 +95,18 @@ def test_publish_then_withdraw_is_the_identity(text: str) -> None:
     assert {k: v for k, v in yaml.safe_load(published)["regions"].items() if k != 900} == others
 
 
+# A file whose lines all end in CRLF gets our lines in CRLF too (no mixed endings), and a drain,
+# restore and withdrawal keep it so.
+def test_crlf_file_gets_crlf_lines() -> None:
+    text = "regions:\r\n  901:\r\n    regionid: 901\r\n"
+    published = hm.set_region(text, 900, REGION)
+    drained = hm.set_region(published, 900, hm.drained(REGION))
+    for edited in (published, drained):
+        assert edited.count("\r\n") == edited.count("\n") > text.count("\n")
+    assert hm.set_region(drained, 900, REGION) == published
+    assert hm.remove_region(published, 900) == text
+
+
 # The bytes outside our entry are the user's: a publish only adds lines, at the end of regions.
 def test_publish_keeps_every_other_byte() -> None:
     published = hm.set_region(USER_FILE, 900, REGION)
