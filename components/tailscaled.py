@@ -253,7 +253,8 @@ def parse_status_json(text: str, version: str, version_long: str) -> TailscaledF
 #: What to do when tailscaled's socket is not where home-derp:tailscaleSocket says.
 MISSING_SOCKET_FIX: Final = (
     "point home-derp:tailscaleSocket at tailscaled's socket (`tailscaled --socket`; the tailscale "
-    "container uses /tmp/tailscaled.sock)"
+    "container: TS_SOCKET=/run/tailscale/tailscaled.sock with /run/tailscale bind-mounted from "
+    "the host, as derper may not get /tmp)"
 )
 
 

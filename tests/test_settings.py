@@ -165,6 +165,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, str | None], str, str]] = [
         "`tailscaled --socket=/run/tailscale/tailscaled.sock`",
     ),
     (
+        "socket in //tmp (Docker cleans it to /tmp)",
+        {"tailscaleSocket": "//tmp/tailscaled.sock"},
+        "home-derp:tailscaleSocket",
+        "no '..', '//' or trailing '/'",
+    ),
+    (
         "socket in /run",
         {"tailscaleSocket": "/run/tailscaled.sock"},
         "home-derp:tailscaleSocket",

@@ -124,6 +124,7 @@ def test_companion_settings() -> None:
         ({**COMPANION, "companionHostname": "derp.example.com"}, "companionHostname", "own"),
         ({**COMPANION, "companionHostname": "derp.example.org"}, "companionHostname", "zone"),
         ({**COMPANION, "companionDockerHost": "ftp://vps"}, "companionDockerHost", ""),
+        ({**COMPANION, "networkMode": "bridge"}, "companionHostname", "networkMode host"),
         (
             {**COMPANION, "image": "fredliang/derper:1.102.5@sha256:" + "a" * 64},
             "image",
@@ -136,6 +137,14 @@ def test_companion_problems(raw: dict[str, str], key: str, words: str) -> None:
     problems = [p for p in verdict.problems if p.key == key]
     assert problems, verdict.problems
     assert words in str(problems[0])
+
+
+# A companion host whose tailscaled is down has no build: its own problem is named, not an
+# `image` the user never set.
+def test_companion_without_tailscaled_blames_no_image() -> None:
+    vps = HostFacts(addresses=[VPS_V6], socket_exists=False)
+    verdict = parse(COMPANION, vps=vps)
+    assert not any(p.key == "image" for p in verdict.problems), verdict.problems
 
 
 # What the companion host says is reported as the companion's, under its own key.

@@ -650,6 +650,8 @@ def test_preflight_never_deploys_to_the_runner(
         "inputs.stack": "home",
         "steps.facts.outputs.docker-scheme": "unix",
         "steps.facts.outputs.docker-host": "unix:///var/run/docker.sock",
+        "steps.facts.outputs.tailnet-host": "",
+        "steps.facts.outputs.region-ipv4": "false",
         "steps.facts.outputs.validate": "enforce",
     }
     runner["RUNNER_ENVIRONMENT"] = runner_kind
@@ -658,6 +660,40 @@ def test_preflight_never_deploys_to_the_runner(
     assert outputs(runner).get("go") == go
     if runner_kind == "github-hosted":
         assert "home-derp:dockerHost" in done.stdout and "ssh://user@" in done.stdout
+
+
+# A hosted runner (no IPv6) cannot reach a Docker host on the tailnet homed on a region with no
+# IPv4: `up` and health runs stop at once with the two ways out, a preview is skipped; a region
+# with IPv4, or a self-hosted runner, goes on.
+@pytest.mark.parametrize(
+    ("runner_kind", "command", "region_ipv4", "code", "go"),
+    [
+        ("github-hosted", "up", "false", 1, None),
+        ("github-hosted", "preview", "false", 0, "false"),
+        ("github-hosted", "up", "true", 0, "true"),
+        ("self-hosted", "up", "false", 0, "true"),
+    ],
+)
+def test_preflight_names_an_unreachable_ipv6_only_host(
+    runner: dict[str, str], runner_kind: str, command: str, region_ipv4: str, code: int,
+    go: str | None,
+) -> None:  # fmt: skip
+    values = {
+        "inputs.command": command,
+        "inputs.health": "false",
+        "inputs.stack": "home",
+        "steps.facts.outputs.docker-scheme": "ssh",
+        "steps.facts.outputs.docker-host": "ssh://deploy@homeserver",
+        "steps.facts.outputs.tailnet-host": "homeserver",
+        "steps.facts.outputs.region-ipv4": region_ipv4,
+        "steps.facts.outputs.validate": "enforce",
+    }
+    runner["RUNNER_ENVIRONMENT"] = runner_kind
+    done = run_step(step(pulumi_steps(), "preflight"), values, runner)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert outputs(runner).get("go") == go
+    if code or go == "false":
+        assert "vars.DEPLOY_RUNNER" in done.stdout and "home-derp:ipv4" in done.stdout
 
 
 # Without backend credentials a preview (fork PR) is skipped with a note, an `up` fails loudly;

@@ -123,7 +123,8 @@ def check_socket_path(value: str) -> str | None:
         return (
             f"must be an absolute path on the relay host (e.g. {default_text('tailscaleSocket')})"
         )
-    if os.path.normpath(value) != value or value.endswith("/"):
+    # POSIX normpath keeps a leading '//' (implementation-defined), Docker's mount does not.
+    if os.path.normpath(value) != value or value.endswith("/") or "//" in value:
         return "must be a normalized path to the socket file (no '..', '//' or trailing '/')"
     # Which directory derper may get is settings/derper.py's rule (socket_directory_problem).
     return None

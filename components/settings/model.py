@@ -113,7 +113,8 @@ class Ports:
 
     @property
     def privileged(self) -> bool:
-        """A port below 1024 needs CAP_NET_BIND_SERVICE, so root (components/container.py)."""
+        """A port below 1024 needs CAP_NET_BIND_SERVICE: in host mode derper, uid 65532, gets it
+        from its binary's file capability (settings.derper_privileges)."""
         return min(self.derp, self.stun) < 1024
 
 

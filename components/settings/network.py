@@ -196,7 +196,11 @@ def addresses(
         ipv4 = None
     if ipv4 is not None:
         why = check_ipv4(ipv4)
-        c.checked("ipv4", ipv4, f"{why}; leave it unset for an IPv6-only relay" if why else None)
+        c.checked(
+            "ipv4",
+            ipv4,
+            f"{why}; or none for an IPv6-only relay (docs/guide/reach.md)" if why else None,
+        )
     pin = c.boolean("pinIpv6")
     on, why = found if found is not None else (None, None)
     return Addresses(ipv6, mode, interface, host_id, ipv4, pin, on, why)

@@ -135,6 +135,17 @@ def companion(
                 "is the home node's own hostname: the companion needs a name (and a "
                 "certificate) of its own, e.g. derp2." + (zone.name or "example.com"),
             )
+        if docker.network_mode == "bridge":
+            # The companion dials the home node over IPv6 (-mesh-with); a container on Docker's
+            # default bridge has no IPv6 route out, so the mesh would never connect, while the
+            # host's own route (all a check from the host can see) looks fine.
+            c.fail(
+                "companionHostname",
+                hostname,
+                "needs networkMode host: the two derpers mesh over IPv6, which a container on "
+                "Docker's bridge network has no route for",
+                "pulumi config set home-derp:networkMode host",
+            )
     host_url = c.optional("companionDockerHost")
     host_ok = False
     if host_url is None:
@@ -164,7 +175,7 @@ def companion(
     ipv6 = _companion_ipv6(c, host_url, readable, probe, env.health_run)
 
     derper, facts = _companion_derper(c, companion_docker, host_ok, probe, env, verify_url)
-    if derper.build is None:
+    if derper.build is None and c.optional("image") not in (None, ""):
         c.fail(
             "image",
             derper.image,
