@@ -55,6 +55,50 @@ def test_string_defaults_live_in_the_key_table(value: str) -> None:
     assert set(_files_containing(value)) <= allowed, value
 
 
+def _literal(value: object) -> str:
+    """How a default would be written again in Python: 443, "home", True."""
+    return repr(value) if not isinstance(value, str) else f"[\"']{re.escape(value)}[\"']"
+
+
+#: A key read with its default as a literal (``_port(c, "derpPort", 443)``,
+#: ``values.get("networkMode") or "host"``): a default that is short or a number cannot be found
+#: by its text alone, but it can by the key it stands beside. The settings package is left out: it
+#: reads every key through the key table, and its calls pass bounds (``c.integer("peerRelayPort",
+#: 0, 65535, …)``) and the values it names in problems.
+KEY_WITH_DEFAULT = {
+    k.name: re.compile(
+        rf"[\"'](?:home-derp:)?{re.escape(k.name)}[\"']\s*(?:,|\)\s*or)\s*"
+        rf"{_literal(k.default)}(?![\w.])"
+    )
+    for k in KEYS
+    if k.default not in (None, "")
+}
+
+
+# No product file reads a key with a default of its own (the doctor's `plan.py` once read
+# derpPort with its own 443): the key table is the only home of a default.
+@pytest.mark.parametrize("name", sorted(KEY_WITH_DEFAULT))
+def test_no_default_beside_its_key(name: str) -> None:
+    pattern = KEY_WITH_DEFAULT[name]
+    found = [
+        str(p.relative_to(ROOT))
+        for p in PRODUCT
+        if "settings" not in p.relative_to(ROOT).parts
+        and pattern.search(p.read_text(encoding="utf-8"))
+    ]
+    assert found == [], f"{name}'s default written again in {found}"
+
+
+# The pattern finds the copies it is for.
+def test_default_beside_its_key_is_found() -> None:
+    assert KEY_WITH_DEFAULT["derpPort"].search('derp_port=_port(c, "derpPort", 443),')
+    assert KEY_WITH_DEFAULT["networkMode"].search('network_mode=c.text("networkMode", "host"),')
+    assert KEY_WITH_DEFAULT["networkMode"].search(
+        'mode = raw.get("home-derp:networkMode") or "host"'
+    )
+    assert not KEY_WITH_DEFAULT["derpPort"].search('values.get("derpPort", 4430)')
+
+
 # The ACME directories are written once.
 @pytest.mark.parametrize("url", sorted(ACME_DIRECTORIES.values()))
 def test_acme_directories_are_written_once(url: str) -> None:
