@@ -5,6 +5,7 @@ import gc
 import pulumi
 
 from components import HomeDerpError, HomeDerpRelay, HomeDerpRelayArgs, load_settings, stack_state
+from components.relay import TYPE_TOKEN
 
 # The provider SDKs leave ~300k long-lived objects; each full collection walks them all and frees
 # nothing (about 0.25 s each: bench/program_eval.py, "in GC"). Collect nothing while the program
@@ -13,7 +14,17 @@ from components import HomeDerpError, HomeDerpRelay, HomeDerpRelayArgs, load_set
 gc.disable()
 try:
     settings = load_settings()
-    relay = HomeDerpRelay(f"relay-{settings.region.id}", HomeDerpRelayArgs(settings=settings))
+    name = f"relay-{settings.region.id}"
+    # A changed regionId renames the component: alias the old name so that every resource under
+    # it is moved and updated in place, not created beside the old one (two derpers on one port)
+    # and the old deleted (the DNS record by id): docs/architecture.md, "Changing regionId".
+    state = None if settings.health_run else stack_state.resources()
+    former = stack_state.former_names(state or {}, TYPE_TOKEN, name)
+    relay = HomeDerpRelay(
+        name,
+        HomeDerpRelayArgs(settings=settings),
+        opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=n) for n in former]),
+    )
 except HomeDerpError as exc:
     # RunError ends the program with the message alone: the user needs the list, not a traceback.
     raise pulumi.RunError(str(exc)) from None

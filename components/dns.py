@@ -41,9 +41,9 @@ __all__ = [
     "RelayDnsRecords",
     "comment_stack",
     "create_dns_records",
+    "held_records",
     "import_id",
     "lookup_adoption",
-    "managed_records",
     "plan_adoption",
     "record_comment",
     "record_resource_name",
@@ -68,14 +68,16 @@ def record_resource_name(component: str, kind: str) -> str:
     return f"{component}-{kind.lower()}"
 
 
-def managed_records(component: str) -> dict[str, str] | None:
-    """Record type → id of the records this stack's state holds; None when the engine cannot
-    say (then adoption falls back to the comment: dns_adoption.py)."""
+def held_records(component: str, hostname: str) -> dict[str, stack_state.Held] | None:
+    """Record type → the record of ``hostname`` this stack's state holds, under this
+    component's name or a former one (``stack_state.held``); None when the engine cannot say
+    (then adoption falls back to the comment: dns_adoption.py)."""
     state = stack_state.resources()
     if state is None:
         return None
     names = {kind: record_resource_name(component, kind) for kind in RECORD_TYPES}
-    return stack_state.managed_ids(state, RECORD_TYPE_TOKEN, names)
+    carried = {kind: {"name": hostname, "type": kind} for kind in RECORD_TYPES}
+    return stack_state.held(state, RECORD_TYPE_TOKEN, names, carried)
 
 
 def zone_id_for(settings: RelaySettings, opts: pulumi.InvokeOptions) -> pulumi.Input[str]:
@@ -100,6 +102,7 @@ def create_dns_records(
     # With the DDNS updater the record's content belongs to it; `up` must not fight it.
     ignore = ["content"] if settings.ddns.enabled else []
     stack = pulumi.get_stack()
+    held = None if settings.health_run else held_records(name, settings.hostname)
     adoption = (
         Adoption({})
         if settings.health_run  # health runs register no DNS (relay.py); belt and braces
@@ -109,7 +112,7 @@ def create_dns_records(
             client=cloudflare_api.client_from_runtime(os.environ),
             # a preview warns about a failed lookup; `up` stops before creating a record blind
             deploying=not pulumi.runtime.is_dry_run(),
-            managed=managed_records(name),
+            managed=None if held is None else {kind: h.id for kind, h in held.items()},
         )
     )
     for note in adoption.notes:

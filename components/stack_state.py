@@ -10,7 +10,8 @@ Two decisions need the stack's own state, and neither may be guessed from the ou
 * **Adoption never imports a record this stack already manages.** Whether a DNS record is ours
   is what the state holds, not a comment in Cloudflare: an ``import`` of a resource already in
   state is an import-replacement whose delete removes the live record
-  (docs/upstream/pulumi.md#import). ``components/dns.py`` asks :func:`managed_ids`.
+  (docs/upstream/pulumi.md#import). ``components/dns.py`` asks :func:`held`, which also finds
+  a record held under the name of a renamed component (a changed ``regionId``).
 
 Both are read through the engine's builtin provider (``pulumi:pulumi:readStackOutputs`` and
 ``pulumi:pulumi:readStackResourceOutputs``, the invokes behind stack references:
@@ -21,6 +22,7 @@ engine cannot answer, the caller gets None and keeps its cautious behaviour.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import pulumi
@@ -63,23 +65,53 @@ def resources() -> dict[str, Mapping[str, Any]] | None:
     return {str(urn): entry for urn, entry in outputs.items() if isinstance(entry, Mapping)}
 
 
+def former_names(state: Mapping[str, Mapping[str, Any]], type_token: str, name: str) -> list[str]:
+    """The name ``state`` holds the one ``type_token`` resource under, when it is not ``name``
+    (a changed ``regionId`` renames the relay's component); [] otherwise (none, or several: which
+    one was renamed is then not ours to guess)."""
+    names = {
+        urn.rsplit("::", 1)[-1] for urn, entry in state.items() if entry.get("type") == type_token
+    }
+    return sorted(names) if len(names) == 1 and name not in names else []
+
+
 def carry_over(computed: Mapping[str, Any], previous: Mapping[str, Any]) -> dict[str, Any]:
     """``computed`` with each value the run could not compute (None) taken from ``previous``."""
     return {k: previous.get(k) if v is None else v for k, v in computed.items()}
 
 
-def managed_ids(
-    state: Mapping[str, Mapping[str, Any]], type_token: str, names: Mapping[str, str]
-) -> dict[str, str]:
-    """``{key: id}`` for each ``names[key]`` (a resource name) that ``state`` holds as
-    ``type_token``; the id is ``""`` when the state does not say it."""
-    found: dict[str, str] = {}
+@dataclass(frozen=True)
+class Held:
+    """A resource the state holds: its URN, resource name and id (``""`` when not said)."""
+
+    urn: str
+    name: str
+    id: str
+
+
+def held(
+    state: Mapping[str, Mapping[str, Any]],
+    type_token: str,
+    names: Mapping[str, str],
+    outputs: Mapping[str, Mapping[str, str]],
+) -> dict[str, Held]:
+    """For each key: the ``type_token`` resource that ``state`` holds as ``names[key]`` or, when
+    none is, one whose outputs carry ``outputs[key]`` under another name: the same physical
+    thing registered by a parent that was renamed (a changed ``regionId`` renames the
+    component). The caller aliases the new name to it, so the engine moves it instead of
+    importing it again and deleting the old entry, which would delete the live object by id
+    (docs/upstream/pulumi.md#import)."""
+    found: dict[str, Held] = {}
     for urn, entry in state.items():
         if entry.get("type") != type_token:
             continue
         name = urn.rsplit("::", 1)[-1]
+        values = entry.get("outputs")
+        values = values if isinstance(values, Mapping) else {}
+        this = Held(urn, name, str(values.get("id") or ""))
         for key, wanted in names.items():
-            if name == wanted:
-                outputs = entry.get("outputs")
-                found[key] = str(outputs.get("id") or "") if isinstance(outputs, Mapping) else ""
+            carried = outputs.get(key) or {}
+            moved = bool(carried) and all(values.get(k) == v for k, v in carried.items())
+            if name == wanted or (moved and key not in found):
+                found[key] = this
     return found

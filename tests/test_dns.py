@@ -17,6 +17,7 @@ import pytest
 
 from components import cloudflare_api
 from components.cloudflare_api import DnsRecord
+from components.dns import RECORD_TYPE_TOKEN
 from components.dns_adoption import lookup_adoption, plan_adoption, record_comment
 from components.http_retry import RetryPolicy
 from components.settings import ConfigError
@@ -361,3 +362,26 @@ def test_foreign_next_to_ours_warns() -> None:
 def test_round_robin_config_error() -> None:
     with pytest.raises(ConfigError, match=r"r1 → 2001:db8::1.*r2 → 2001:db8::2"):
         plan([rec("AAAA", "2001:db8::1", None, "r1"), rec("AAAA", "2001:db8::2", None, "r2")])
+
+
+# What the state holds, by resource name first, else by the record it is (name and type) under a
+# former component name: a changed regionId renames the component, and the record must be moved
+# to its new name, never imported again (docs/upstream/pulumi.md#import).
+def test_held_records_by_name_or_by_what_they_are() -> None:
+    from components import stack_state
+
+    def entry(name: str, kind: str, id_: str) -> dict[str, object]:
+        outputs = {"id": id_, "name": name, "type": kind}
+        return {"type": RECORD_TYPE_TOKEN, "outputs": outputs}
+
+    root = "urn:pulumi:home::home-derp::homederp:index:HomeDerpRelay$cloudflare:index/dnsRecord:"
+    names = {"AAAA": "relay-901-aaaa", "A": "relay-901-a"}
+    carried = {k: {"name": "derp.example.com", "type": k} for k in names}
+    moved = {f"{root}DnsRecord::relay-900-aaaa": entry("derp.example.com", "AAAA", "r1")}
+    found = stack_state.held(moved, RECORD_TYPE_TOKEN, names, carried)
+    assert list(found) == ["AAAA"] and found["AAAA"].name == "relay-900-aaaa"
+    assert found["AAAA"].id == "r1"
+    both = {**moved, f"{root}DnsRecord::relay-901-aaaa": entry("derp.example.com", "AAAA", "r2")}
+    assert stack_state.held(both, RECORD_TYPE_TOKEN, names, carried)["AAAA"].id == "r2"
+    other = {f"{root}DnsRecord::relay-900-aaaa": entry("derp.other.com", "AAAA", "r3")}
+    assert stack_state.held(other, RECORD_TYPE_TOKEN, names, carried) == {}

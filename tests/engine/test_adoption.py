@@ -89,3 +89,25 @@ def test_lost_state_adopts_instead_of_colliding(stack: Stack, engine_world: Worl
     assert changes(reply).get("import") == 1, reply["stdout"]
     after = the_record(engine_world, stack)
     assert after.id == record.id
+
+
+# 5d. A changed regionId renames the component, and so every resource under it: the component's
+#     old name is its alias, so every resource is moved and updated in place. The record is not
+#     imported again (whose end-of-update delete removed it by id), and the derper container is
+#     replaced in place, old first (it keeps the same ports: two derpers side by side cannot
+#     both bind them).
+def test_region_change_moves_everything_in_place(stack: Stack, engine_world: World) -> None:
+    record = the_record(engine_world, stack)
+    stack.region = 929
+    stack.configure()
+    reply = stack.up()
+    done = changes(reply)
+    assert "import" not in done and "create" not in done, reply["stdout"]
+    after = the_record(engine_world, stack)
+    assert after.id == record.id
+    assert after.comment == record_comment(stack.name, 929)
+    assert str(record_urn_state(stack)["urn"]).endswith("::relay-929-aaaa")
+    running = engine_world.docker("ps", "--format", "{{.Names}}").stdout.split()
+    assert naming.container_name(929, stack.code) in running
+    assert naming.container_name(912, stack.code) not in running
+    assert changes(stack.up()) == {}
