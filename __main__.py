@@ -52,7 +52,14 @@ if settings.health_run:
     # A health run registers no certificate, container or peer relay, and the engine replaces
     # the stack's outputs wholesale: carry over what this run could not compute
     # (docs/architecture.md, "Health runs").
-    previous = stack_state.previous_outputs() or {}
+    read = stack_state.previous_outputs()
+    if read is None:
+        pulumi.log.warn(
+            "the last deployment's outputs could not be read from the backend: outputs this "
+            "health run does not compute (certificateNotAfter, containerId, image, peerRelay …) "
+            "are empty until the next deploy"
+        )
+    previous = read or {}
     outputs = {
         name: pulumi.Output.from_input(value).apply(
             lambda value, name=name: stack_state.carry_over({name: value}, previous)[name]

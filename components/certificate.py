@@ -4,7 +4,8 @@ DNS-01 needs no inbound port (home ISPs block 80/443), and derper serves a custo
 only in ``-certmode manual`` with a certificate it does not fetch itself
 (docs/upstream/derper.md#manual-certs).
 Renewal is decided at diff time by ``min_days_remaining``: any `pulumi up` within 30 days of expiry
-re-issues, and the new PEM replaces the container (derper never re-reads manual certificates).
+re-issues; the init container writes the new PEM into the certificate volume and derper is
+restarted (components/derper_restart.py: derper never re-reads manual certificates).
 """
 
 from __future__ import annotations

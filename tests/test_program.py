@@ -45,3 +45,24 @@ def test_bad_config_registers_nothing(mocks: RelayMocks) -> None:
     with pytest.raises(pulumi.RunError, match="home-derp:derpPort"):
         run()
     assert mocks.resources == []
+
+
+# A health run that cannot read the last deployment's outputs from the backend says so: the
+# outputs it does not compute are then empty until the next deploy, never silently.
+def test_health_run_without_previous_outputs_warns(
+    mocks: RelayMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components import stack_state
+
+    warned: list[str] = []
+    monkeypatch.setenv("HOME_DERP_HEALTH_RUN", "1")
+    monkeypatch.setattr(stack_state, "previous_outputs", lambda: None)
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *a, **k: warned.append(message))
+    set_config(home_config())
+
+    @pulumi.runtime.test
+    def run() -> None:
+        run_program()
+
+    run()
+    assert any("last deployment's outputs could not be read" in w for w in warned), warned

@@ -9,6 +9,7 @@ measured the way netcheck measures it (net/netcheck/netcheck.go), each rule cite
 from __future__ import annotations
 
 import asyncio
+import http.client
 import ipaddress
 import json
 import socket
@@ -54,8 +55,10 @@ def load_derp_map(source: str, *, timeout: float = 5.0) -> dict[str, Any]:
         try:
             with urllib.request.urlopen(source, timeout=timeout) as resp:
                 text = resp.read().decode("utf-8", "replace")
-        except (OSError, TimeoutError) as exc:  # URLError and HTTPError are OSErrors
-            raise DerpMapError(f"cannot load DERP map {source}: {exc}", "unreachable") from None
+        # URLError and HTTPError are OSErrors; a body cut short is http.client's IncompleteRead.
+        except (OSError, TimeoutError, http.client.HTTPException) as exc:
+            why = exc if str(exc) else type(exc).__name__
+            raise DerpMapError(f"cannot load DERP map {source}: {why}", "unreachable") from None
     else:
         try:
             text = Path(source).read_text()

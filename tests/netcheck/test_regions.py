@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -277,3 +278,32 @@ def test_ranked_table_when_the_relay_is_far() -> None:
     text = _ranked_report(40.0, many).format_text()
     assert "▶ 21. derp.test" in text and "… 8 farther regions" in text
     assert "derp.test 40.0 ms is 30.0 ms slower than R00 10.0 ms" in text
+
+
+# A map whose body is cut short (Content-Length promises more than arrives) is "unreachable", like
+# any other transport fault, so the checker's partial-result path applies (no traceback).
+def test_truncated_map_is_unreachable() -> None:
+    import threading
+
+    from components.netcheck.errors import DerpMapError
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"Regions": {')
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/derpmap/default"
+    try:
+        with pytest.raises(DerpMapError) as err:
+            load_derp_map(url, timeout=5)
+    finally:
+        thread.join(5)
+        server.close()
+    assert err.value.kind == "unreachable" and "IncompleteRead" in str(err.value), err.value
