@@ -331,6 +331,36 @@ def test_headscale_stack(tmp_path: Path) -> None:
     assert verify_clients_on({"command": command}) is None
 
 
+# With headscale derper admits through /verify and never gets tailscaled's socket: in every
+# combination of ports, network mode and runtime image it runs as 65532 with no host directory
+# mounted, and the policy pack accepts it (docs/guide/what-derper-can-touch.md).
+def test_headscale_derper_is_never_root_and_never_gets_the_socket(tmp_path: Path) -> None:
+    import itertools
+
+    from policy import rules
+    from tests.test_privilege import OTHER_RUNTIME, camel, derper_args
+
+    axes = {
+        "derpPort": ("443", "12345"),
+        "stunPort": ("3478", "999"),
+        "networkMode": ("host", "bridge"),
+        "runtimeImage": ("scratch", OTHER_RUNTIME),
+    }
+    accepted = 0
+    for values in itertools.product(*axes.values()):
+        raw = dict(zip(axes, values, strict=True))
+        verdict = _verdict(_raw(tmp_path, **raw))
+        if not verdict.ok:
+            assert {p.key for p in verdict.problems} == {"runtimeImage"}, verdict.problems
+            continue
+        args = derper_args(verdict.settings)
+        assert args["user"] == "65532:65532", raw
+        assert not any(v.get("host_path") for v in args["volumes"]), raw
+        assert rules.hardening_problems(camel(args)) == [], raw
+        accepted += 1
+    assert accepted == 13  # 16, less the 3 low-port host stacks on another runtime image
+
+
 # Each value that cannot work is named, with what would be valid.
 @pytest.mark.parametrize(
     "overrides, key, why",

@@ -143,3 +143,52 @@ def test_the_pack_refuses_root_with_the_socket(raw: dict[str, str]) -> None:
         )
     found = rules.hardening_problems(args)
     assert any("runs as root (0:0) with tailscaled's socket" in p for p in found), found
+
+
+# The companion node (docs/guide/reach.md#companion) runs derper the same way on its own host:
+# every combination of ports, verification, runtime image and socket path gives it uid 65532,
+# the socket only with verification, and containers the policy pack accepts.
+def test_the_companion_never_runs_root_with_the_socket() -> None:
+    from components.settings.topology import node_settings
+
+    home = HostProbeAdapter(HostFacts(addresses=["2409:8a00::10"]))
+    vps = HostProbeAdapter(HostFacts(addresses=["2a01:4f8:c0c:9a1e::1"]))
+    axes = {
+        "verifyClients": ("true", "false"),
+        "derpPort": ("443", "12345"),
+        "stunPort": ("3478", "999"),
+        "runtimeImage": ("scratch", OTHER_RUNTIME),
+        "tailscaleSocket": ("/var/run/tailscale/tailscaled.sock", "/run/tailscale/tailscaled.sock"),
+    }
+    walked = 0
+    for values in itertools.product(*axes.values()):
+        raw = dict(zip(axes, values, strict=True))
+        judged = parse_settings(
+            {
+                **BASE,
+                "ipv4": "none",
+                "companionHostname": "derp2.example.com",
+                "companionDockerHost": "ssh://root@vps.example.com",
+                "companionIpv4": "203.0.114.9",
+                **raw,
+            },
+            env=Environment(cloudflare_api_token=pulumi.Output.secret("token")),
+            host=home,
+            companion_host=vps,
+        )
+        low = min(int(raw["derpPort"]), int(raw["stunPort"])) < 1024
+        if not judged.ok:
+            # only a low port bound through the file capability from a runtime image other than
+            # scratch, on either node
+            assert low and raw["runtimeImage"] != "scratch", (raw, judged.problems)
+            continue
+        companion = judged.settings.companion
+        assert companion is not None
+        for node in (judged.settings, node_settings(judged.settings, companion)):
+            args = derper_args(node)
+            socket_mounted = any(v.get("host_path") for v in args["volumes"])
+            assert args["user"] == "65532:65532", raw
+            assert socket_mounted is (raw["verifyClients"] == "true"), raw
+            assert rules.hardening_problems(camel(args)) == [], raw
+            walked += 1
+    assert walked == 2 * 20  # 32 combinations, 12 refused (a low port from another runtime)
