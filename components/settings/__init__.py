@@ -42,6 +42,7 @@ from components.settings.derper import (
     derper_privileges,
     file_capability_needed,
 )
+from components.settings.environment import Environment, HostProbe, github_hosted_runner
 from components.settings.keys import (
     ACME_DIRECTORIES,
     HEALTH_RUN_ENV,
@@ -73,7 +74,7 @@ from components.settings.model import (
     Verdict,
     Zone,
 )
-from components.settings.parse import Environment, HostProbe, github_hosted_runner, parse_settings
+from components.settings.parse import parse_settings
 
 if TYPE_CHECKING:
     from components.settings.load import environment, load_settings, tailscale_config

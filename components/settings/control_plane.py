@@ -25,7 +25,7 @@ from components.settings.keys import CONTROL_PLANES
 from components.settings.model import ControlPlane, Docker, Headscale
 
 if TYPE_CHECKING:
-    from components.settings.parse import Environment
+    from components.settings.environment import Environment
 
 #: The keys that only mean something with ``controlPlane: headscale``.
 HEADSCALE_KEYS: Final = (

@@ -18,7 +18,7 @@ from components.settings.model import Derper, DerperBuild, Docker, Ports
 from components.tailscaled import TailscaledError, TailscaledFacts
 
 if TYPE_CHECKING:
-    from components.settings.parse import Environment, HostProbe
+    from components.settings.environment import Environment, HostProbe
 
 #: The user of the built image (components/derper/Dockerfile ``USER``, distroless's "nonroot").
 DERPER_USER: Final = "65532:65532"

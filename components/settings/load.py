@@ -18,8 +18,9 @@ from components import relay_host, tailscale_api
 from components.headscale import HeadscaleHost
 from components.settings import keys
 from components.settings.checks import parse_bool, readable_docker_host
+from components.settings.environment import Environment, HostProbe, github_hosted_runner
 from components.settings.model import RelaySettings
-from components.settings.parse import Environment, HostProbe, github_hosted_runner, parse_settings
+from components.settings.parse import parse_settings
 
 
 def configured_keys() -> list[str]:

@@ -37,7 +37,7 @@ from components.settings.keys import ACME_DIRECTORIES, NETWORK_MODES, Ipv6Mode
 from components.settings.model import Acme, Addresses, Docker, Ports, Region, Zone
 
 if TYPE_CHECKING:
-    from components.settings.parse import Environment, HostProbe
+    from components.settings.environment import Environment, HostProbe
 
 
 def hostname(c: Collector) -> str:

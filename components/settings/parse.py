@@ -10,57 +10,20 @@ a :class:`Verdict` that the program (``load_settings``) turns into resources or 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from components.ipv6 import Candidate
 from components.settings import control_plane as control_rules
 from components.settings import derper as derper_rules
 from components.settings import network, publication, topology
 from components.settings import usage as usage_rules
 from components.settings.checks import unknown_keys
 from components.settings.collector import Collector
+from components.settings.environment import Environment, HostProbe
 from components.settings.model import Ddns, RelaySettings, Verdict
-from components.tailscaled import TailscaledFacts
 
 if TYPE_CHECKING:
     import pulumi
-
-
-class HostProbe(Protocol):
-    """Read-only questions to the relay host (``components.relay_host.LiveHost``); each may raise
-    ``HostReadError`` when the host cannot be asked."""
-
-    def addresses(self, interface: str | None) -> Sequence[Candidate]: ...
-
-    def tailscaled(self, socket: str) -> TailscaledFacts: ...
-
-    def socket_exists(self, socket: str) -> bool: ...
-
-    def runtime_directory_problem(self, socket: str) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class Environment:
-    """Facts of the machine running the program that rules depend on."""
-
-    cloudflare_api_token: pulumi.Output[str] | None = None
-    tailscale_credentials_problem: str | None = None
-    """None when usable Tailscale credentials are configured; else what is missing."""
-    github_hosted_runner: bool = False
-    health_run: bool = False
-    file_exists: Callable[[str], bool] = os.path.isfile
-
-
-def github_hosted_runner(environ: Mapping[str, str]) -> bool:
-    """True on a GitHub-hosted Actions runner
-    (docs/upstream/github-actions.md#runner-environment)."""
-    return (
-        environ.get("GITHUB_ACTIONS") == "true"
-        and environ.get("RUNNER_ENVIRONMENT") == "github-hosted"
-    )
 
 
 def parse_settings(

@@ -34,7 +34,7 @@ from components.settings.model import (
 from components.tailscaled import TailscaledFacts
 
 if TYPE_CHECKING:
-    from components.settings.parse import Environment
+    from components.settings.environment import Environment
 
 #: A tailnet tag as the policy writes it (tag:name).
 _TAG: Final = re.compile(r"^tag:[A-Za-z][A-Za-z0-9-]*$")

@@ -42,7 +42,7 @@ from components.settings.network import hosted_runner_problem
 from components.tailscaled import TailscaledFacts
 
 if TYPE_CHECKING:
-    from components.settings.parse import Environment, HostProbe
+    from components.settings.environment import Environment, HostProbe
 
 COMPANION_KEYS = ("companionHostname", "companionDockerHost", "companionIpv4", "companionIpv6")
 #: Keys the home node's derper rules report that mean "the companion's" when run for it.
