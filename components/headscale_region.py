@@ -251,12 +251,7 @@ class HeadscaleDerpRegionProvider(RegionProvider):
                 host, inputs, region_id, expected, flag_only=flag_only, written_at=started
             )
         transition = policy_entries.drain_note(
-            region_id,
-            was_drained=was.drained,
-            drained=state.drained,
-            published=state.published,
-            flag="nomeasurenohome",
-            where=f" in {path}",
+            region_id, was, state, flag="nomeasurenohome", where=f" in {path}"
         )
         if transition:
             _note(transition)

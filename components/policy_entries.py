@@ -21,7 +21,7 @@ these bases hold no ``NAME``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pulumi.dynamic
 
@@ -40,14 +40,23 @@ def region_id(region: Any, error: type[HomeDerpError]) -> int:
     return value
 
 
+class Placement(Protocol):
+    """Where a region stands in its file (each control plane's state has these and more)."""
+
+    @property
+    def published(self) -> bool: ...
+    @property
+    def drained(self) -> bool: ...
+
+
 def drain_note(
-    region: int, *, was_drained: bool, drained: bool, published: bool, flag: str, where: str = ""
+    region: int, was: Placement, now: Placement, *, flag: str, where: str = ""
 ) -> str | None:
     """What the user is told when an edit drained or restored the region (``flag``: the drain
     flag's spelling in that file; ``where``: the file, for a control plane with several)."""
-    if drained and not was_drained:
+    if now.drained and not was.drained:
         return f"region {region} DRAINED ({flag}){where}: the relay failed"
-    if was_drained and not drained and published:
+    if was.drained and not now.drained and now.published:
         return f"region {region} restored{where}: the relay is healthy again"
     return None
 

@@ -421,11 +421,7 @@ class TailnetDerpRegionProvider(RegionProvider, _PolicyProvider):
 
         client, etag, state = self._write(mutate)
         transition = policy_entries.drain_note(
-            _region_id(region),
-            was_drained=was.drained,
-            drained=state.drained,
-            published=state.published,
-            flag="NoMeasureNoHome",
+            _region_id(region), was, state, flag="NoMeasureNoHome"
         )
         for note in (state.note, transition):
             if note:
