@@ -205,6 +205,20 @@ def ssh_docker_argv(
     )
 
 
+def _run_ssh(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """An ssh command line's exit status and text output; ssh's own ConnectTimeout (``timeout``)
+    fires before ours."""
+    return subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout + 2,
+        check=False,
+    )
+
+
 def ssh_log_reader(docker_host: str, container: str, *, timeout: float = 10.0) -> LogReader:
     """``docker logs`` on the relay host over ssh (see the module docstring)."""
     control = tempfile.TemporaryDirectory(prefix="home-derp-logs-")
@@ -215,15 +229,7 @@ def ssh_log_reader(docker_host: str, container: str, *, timeout: float = 10.0) -
         except ValueError as exc:  # a bad port in the URL
             raise LogReadError(f"bad Docker host {docker_host!r}: {exc}") from None
         try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout + 2,
-                check=False,
-            )
+            done = _run_ssh(argv, timeout)
         except FileNotFoundError:
             raise LogReadError("cannot read derper's log: ssh not found (openssh-client)") from None
         except subprocess.TimeoutExpired:
@@ -257,15 +263,7 @@ def docker_state_reader(docker_host: str, container: str, *, timeout: float = 10
             except ValueError as exc:
                 raise LogReadError(f"bad Docker host {docker_host!r}: {exc}") from None
             try:
-                done = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                    errors="replace",
-                    timeout=timeout + 2,
-                    check=False,
-                )
+                done = _run_ssh(argv, timeout)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise LogReadError(f"cannot inspect {container} on {docker_host}: {exc}") from None
             try:
