@@ -37,17 +37,21 @@ declared inputs, credentials configured one way, errors a person can read.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import uuid
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import pulumi
 import pulumi.dynamic
 
 from components.errors import HomeDerpError
 from components.wire import is_unknown, plain
+
+if TYPE_CHECKING:
+    from components.tailscale_api import Client
 
 #: The input that holds the pickled provider (pulumi/dynamic/__main__.py ``PROVIDER_KEY``).
 PROVIDER_KEY: Final = "__provider"
@@ -210,6 +214,14 @@ class TailscaleCredentials(HomeDerpProvider):
 
         keys = [f"tailscale:{key}" for key in CONFIG_KEYS]
         self._config = {k: req.config.get(k) for k in keys if req.config.get(k) is not None}
+
+    def api_client(self) -> Client:
+        """A Tailscale API client from the configured credentials, else the environment the
+        Tailscale provider reads (``tailscale_api.resolve_credentials``); raises
+        :class:`~components.tailscale_api.TailscaleApiError` when none are usable."""
+        from components.tailscale_api import Client, resolve_credentials
+
+        return Client(resolve_credentials(self._config, os.environ))
 
 
 # ---------------------------------------------------------------------------------------------

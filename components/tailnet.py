@@ -30,7 +30,6 @@ reads (``components/tailscale_api.py``).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ from components.tailscale_api import (
     Client,
     PreconditionFailed,
     TailscaleApiError,
-    resolve_credentials,
 )
 from components.wire import is_unknown, plain
 
@@ -321,7 +319,7 @@ class _PolicyProvider(TailscaleCredentials):
 
     def _client(self) -> Client:
         try:
-            return Client(resolve_credentials(self._config, os.environ))
+            return self.api_client()
         except TailscaleApiError as exc:
             raise TailnetPolicyError(str(exc)) from None
 

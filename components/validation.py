@@ -48,7 +48,6 @@ import datetime as dt
 import ipaddress
 import json
 import math
-import os
 import re
 import socket
 import sys
@@ -766,13 +765,12 @@ class RelayValidationProvider(TailscaleCredentials, ProbeProvider):
 
     def _client(self) -> Any:
         """A Tailscale API client (one token exchange for every call of this run), or None."""
-        from components.tailscale_api import Client, TailscaleApiError, resolve_credentials
+        from components.tailscale_api import TailscaleApiError
 
         try:
-            credentials = resolve_credentials(self._config, os.environ)
+            return self.api_client()
         except TailscaleApiError:
             return None
-        return Client(credentials)
 
     def run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {k: props[k] for k in INPUT_KEYS if k in props}
