@@ -16,7 +16,13 @@ declared inputs, credentials configured one way, errors a person can read.
   "Decisions").
 * **Diff over declared inputs.** Each provider names its inputs (``INPUT_KEYS``); a change is a
   difference between old outputs (inputs echoed) and new inputs, compared after
-  :func:`~components.wire.plain`; an unknown input is a change.
+  :func:`~components.wire.plain`; an unknown input is a change. A provider says which changes
+  replace the resource (``REPLACE_KEYS``, :meth:`~HomeDerpProvider.replaced_inputs`), whether the
+  old one goes first (``DELETE_BEFORE_REPLACE``) and when it must run again with unchanged inputs
+  (:meth:`~HomeDerpProvider.runs_again`).
+* **Probes.** A resource that only observes (:class:`ProbeProvider`) gets a new id and runs on
+  create, runs again with its last outputs on update, keeps its last result on refresh and
+  leaves nothing behind on delete.
 * **Credentials one way.** Tailscale credentials are read in ``configure()`` from the stack config
   the engine sends the provider process (:class:`TailscaleCredentials`); nothing of the instance is
   ever pickled, so no credential reaches the state.
@@ -31,16 +37,21 @@ declared inputs, credentials configured one way, errors a person can read.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import uuid
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import pulumi
 import pulumi.dynamic
 
 from components.errors import HomeDerpError
 from components.wire import is_unknown, plain
+
+if TYPE_CHECKING:
+    from components.tailscale_api import Client
 
 #: The input that holds the pickled provider (pulumi/dynamic/__main__.py ``PROVIDER_KEY``).
 PROVIDER_KEY: Final = "__provider"
@@ -76,6 +87,10 @@ class HomeDerpProvider(pulumi.dynamic.ResourceProvider):
     NAME: ClassVar[str]
     #: The inputs the diff compares.
     INPUT_KEYS: ClassVar[tuple[str, ...]]
+    #: Inputs whose change replaces the resource (what it owns is elsewhere then).
+    REPLACE_KEYS: ClassVar[tuple[str, ...]] = ()
+    #: A replacement deletes the old resource first (both would own the same thing).
+    DELETE_BEFORE_REPLACE: ClassVar[bool] = False
     # Nothing secret is ever pickled (only the name), so the blob need not be a secret
     # (docs/upstream/pulumi.md#dynamic-provider-preview: serialize_as_secret_always).
     serialize_as_secret_always = False
@@ -100,11 +115,28 @@ class HomeDerpProvider(pulumi.dynamic.ResourceProvider):
     def unknown_inputs(self, news: Mapping[str, Any]) -> bool:
         return any(is_unknown(news.get(k)) for k in self.INPUT_KEYS)
 
+    def replaced_inputs(
+        self, olds: Mapping[str, Any], news: Mapping[str, Any], changed: list[str]
+    ) -> list[str]:
+        """The changed inputs that replace the resource."""
+        return [k for k in self.REPLACE_KEYS if k in changed]
+
+    def runs_again(self, olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:
+        """Whether the resource must run again although no input changed."""
+        return False
+
     def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        """What the inputs say: a change when one differs or is unknown."""
+        """What the inputs say: a change when one differs or is unknown, or the provider must
+        run again; a replacement when :meth:`replaced_inputs` names one."""
         if self.unknown_inputs(news):
             return pulumi.dynamic.DiffResult(changes=True, replaces=[])
-        return pulumi.dynamic.DiffResult(changes=bool(self.changed_inputs(olds, news)), replaces=[])
+        changed = self.changed_inputs(olds, news)
+        replaces = self.replaced_inputs(olds, news, changed)
+        return pulumi.dynamic.DiffResult(
+            changes=bool(changed) or self.runs_again(olds, news),
+            replaces=replaces,
+            delete_before_replace=self.DELETE_BEFORE_REPLACE and bool(replaces),
+        )
 
     def diff(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
@@ -121,7 +153,7 @@ class HomeDerpProvider(pulumi.dynamic.ResourceProvider):
     ) -> pulumi.dynamic.UpdateResult:
         if not self.diff_inputs(olds, news).changes:
             # Only the stored provider reference changed: keep every output, do nothing.
-            return pulumi.dynamic.UpdateResult({k: v for k, v in olds.items() if k != PROVIDER_KEY})
+            return pulumi.dynamic.UpdateResult(stored_outputs(olds))
         return self.change(_id, olds, news)
 
     def change(
@@ -129,6 +161,35 @@ class HomeDerpProvider(pulumi.dynamic.ResourceProvider):
     ) -> pulumi.dynamic.UpdateResult:
         """The update of a real change of inputs (what ``update`` does, per provider)."""
         raise NotImplementedError
+
+
+class ProbeProvider(HomeDerpProvider):
+    """A resource that observes and holds nothing: a new id and a run on create, a run with the
+    last outputs on update, the last result kept on refresh (probing is what ``up`` and the
+    trigger are for), nothing to undo on delete."""
+
+    def run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
+        """The outputs of one run (``olds``: the last outputs, empty on create)."""
+        raise NotImplementedError
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        return pulumi.dynamic.CreateResult(uuid.uuid4().hex, self.run(props, {}))
+
+    def change(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(self.run(news, olds))
+
+    def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
+        return pulumi.dynamic.ReadResult(id_, stored_outputs(props))
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        return None
+
+
+def stored_outputs(props: Mapping[str, Any]) -> dict[str, Any]:
+    """A resource's stored outputs without the pickled provider (what read and update return)."""
+    return {k: v for k, v in props.items() if k != PROVIDER_KEY}
 
 
 def stored_reference_differs(olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:
@@ -153,6 +214,14 @@ class TailscaleCredentials(HomeDerpProvider):
 
         keys = [f"tailscale:{key}" for key in CONFIG_KEYS]
         self._config = {k: req.config.get(k) for k in keys if req.config.get(k) is not None}
+
+    def api_client(self) -> Client:
+        """A Tailscale API client from the configured credentials, else the environment the
+        Tailscale provider reads (``tailscale_api.resolve_credentials``); raises
+        :class:`~components.tailscale_api.TailscaleApiError` when none are usable."""
+        from components.tailscale_api import Client, resolve_credentials
+
+        return Client(resolve_credentials(self._config, os.environ))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ which must stay importable.
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,7 +32,7 @@ from typing import Any, Final
 import pulumi
 import pulumi.dynamic
 
-from components.dynamic_provider import HomeDerpProvider
+from components.dynamic_provider import ProbeProvider
 from components.errors import HomeDerpError
 from components.wire import plain
 
@@ -135,26 +134,18 @@ def judge(inputs: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: inputs.get(k) for k in INPUT_KEYS}, "passed": not problems}
 
 
-class RelayHealthGateProvider(HomeDerpProvider):
+class RelayHealthGateProvider(ProbeProvider):
     """Judges on create/update; holds nothing (the base: components/dynamic_provider.py)."""
 
     NAME = "RelayHealthGate"
     INPUT_KEYS = INPUT_KEYS
 
-    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        if self.unknown_inputs(news):
-            return pulumi.dynamic.DiffResult(changes=True)
-        changed = bool(self.changed_inputs(olds, news))
+    def runs_again(self, olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:
         # A gate that failed last time must judge again even if nothing changed.
-        return pulumi.dynamic.DiffResult(changes=changed or olds.get("passed") is not True)
+        return olds.get("passed") is not True
 
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        return pulumi.dynamic.CreateResult(uuid.uuid4().hex, judge(plain(props)))
-
-    def change(
-        self, _id: str, _olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.UpdateResult:
-        return pulumi.dynamic.UpdateResult(judge(plain(news)))
+    def run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
+        return judge(plain(props))
 
 
 @dataclass

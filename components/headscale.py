@@ -29,7 +29,7 @@ import shlex
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -390,6 +390,34 @@ class HeadscaleHost:
                 raise HeadscaleError(_debug_unreachable(address, self.where(), stderr.strip()))
             raise ssh_failure(parse_ssh_host(self.channel.docker_host), stderr)
         return done.stdout
+
+
+def rewrite_file(
+    host: HeadscaleHost,
+    path: str,
+    mutate: Callable[[str], tuple[str, Any]],
+    *,
+    missing: Callable[[], str],
+    attempts: int,
+) -> tuple[str, str, Any]:
+    """Read ``path``, apply ``mutate``, write the result if it differs, with the checksum
+    precondition: (text before, text after, mutate's extra). A missing file reads as what
+    ``missing`` says (or it raises). A file changed between our read and our write is read
+    again, up to ``attempts`` rounds; then the last :class:`FileChanged` is raised."""
+    changed: FileChanged | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            current = host.read_file(path)
+            text = missing() if current.text is None else current.text
+            new_text, extra = mutate(text)
+            if new_text != text:
+                host.write_file(path, new_text, current.checksum)
+            return text, new_text, extra
+        except FileChanged as exc:
+            changed = exc
+            time.sleep(0.5 * attempt)
+    assert changed is not None, "attempts must be at least 1"
+    raise changed
 
 
 def _debug_unreachable(address: str, where: str, why: str) -> str:

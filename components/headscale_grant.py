@@ -27,13 +27,16 @@ import pulumi
 import pulumi.dynamic
 
 from components import derpmap
-from components.dynamic_provider import HomeDerpProvider
+from components.dynamic_provider import stored_outputs
 from components.errors import HomeDerpError
-from components.headscale import FileChanged, HeadscaleError, HeadscaleHost
+from components.headscale import FileChanged, HeadscaleError, HeadscaleHost, rewrite_file
 from components.host import HostReadError
-from components.wire import is_unknown, plain
+from components.policy_entries import GrantProvider
+from components.wire import plain
 
 INPUTS: Final = ("region_id", "grant", "relay_ips", "host", "policy_file", "reload")
+#: Read-modify-write rounds before giving up on a policy file that keeps changing.
+REWRITE_ATTEMPTS: Final = 5
 #: How long headscale may take to compile a reloaded policy into its filter.
 CONFIRM_SECONDS: Final = 20.0
 
@@ -60,52 +63,33 @@ def grants_relay(filter_rules: Any, relay_ips: Sequence[str]) -> bool:
     return False
 
 
-class HeadscalePeerRelayGrantProvider(HomeDerpProvider):
+class HeadscalePeerRelayGrantProvider(GrantProvider):
     """CRUD for our marked grant in headscale's policy file (the base:
-    components/dynamic_provider.py)."""
+    components/policy_entries.py)."""
 
     NAME = "HeadscalePeerRelayGrant"
     INPUT_KEYS = INPUTS
-
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
-        failures = []
-        grant = news.get("grant")
-        if not is_unknown(grant) and (
-            not isinstance(grant, Mapping) or not grant.get("src") or not grant.get("dst")
-        ):
-            failures.append(pulumi.dynamic.CheckFailure("grant", "needs src and dst"))
-        return pulumi.dynamic.CheckResult(news, failures)
-
-    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        if self.unknown_inputs(news):
-            return pulumi.dynamic.DiffResult(changes=True)
-        changed = self.changed_inputs(olds, news)
-        replaces: list[str] = [k for k in ("region_id", "host", "policy_file") if k in changed]
-        return pulumi.dynamic.DiffResult(
-            changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces)
-        )
+    REPLACE_KEYS = ("region_id", "host", "policy_file")
 
     def _edit(self, props: Mapping[str, Any], mutate: Any) -> tuple[str, str, Any]:
         """(text before, text after, mutate's extra) — written only when it changed."""
         host, path = HeadscaleHost(str(props["host"])), str(props["policy_file"])
-        for attempt in range(1, 6):
-            try:
-                current = host.read_file(path)
-                if current.text is None:
-                    raise HeadscaleGrantError(
-                        f"headscale's policy file {path} does not exist on {host.where()}"
-                    )
-                new_text, extra = mutate(current.text)
-                if new_text != current.text:
-                    host.write_file(path, new_text, current.checksum)
-                return current.text, new_text, extra
-            except FileChanged:
-                time.sleep(0.5 * attempt)
-            except derpmap.PolicyTextError as exc:
-                raise HeadscaleGrantError(f"cannot edit headscale's policy {path}: {exc}") from None
-            except (HeadscaleError, HostReadError) as exc:
-                raise HeadscaleGrantError(str(exc)) from None
-        raise HeadscaleGrantError(f"{path} kept changing while we wrote it; nothing was written")
+
+        def missing() -> str:
+            raise HeadscaleGrantError(
+                f"headscale's policy file {path} does not exist on {host.where()}"
+            )
+
+        try:
+            return rewrite_file(host, path, mutate, missing=missing, attempts=REWRITE_ATTEMPTS)
+        except FileChanged:
+            raise HeadscaleGrantError(
+                f"{path} kept changing while we wrote it; nothing was written"
+            ) from None
+        except derpmap.PolicyTextError as exc:
+            raise HeadscaleGrantError(f"cannot edit headscale's policy {path}: {exc}") from None
+        except (HeadscaleError, HostReadError) as exc:
+            raise HeadscaleGrantError(str(exc)) from None
 
     def _reload(self, props: Mapping[str, Any]) -> None:
         reload = [str(a) for a in plain(props.get("reload")) or []]
@@ -172,7 +156,7 @@ class HeadscalePeerRelayGrantProvider(HomeDerpProvider):
             self._reload(props)
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
-        state = {k: v for k, v in props.items() if k != "__provider"}
+        state = stored_outputs(props)
         try:
             current = HeadscaleHost(str(props["host"])).read_file(str(props["policy_file"]))
             live = derpmap.find_grant(current.text or "", int(plain(props.get("region_id"))))

@@ -30,7 +30,8 @@ import pulumi
 import pulumi.dynamic
 
 from components import headscale_derpmap as yamlmap
-from components.dynamic_provider import HomeDerpProvider
+from components import policy_entries
+from components.dynamic_provider import stored_outputs
 from components.errors import HomeDerpError
 from components.headscale import (
     MAX_REFRESH_SECONDS,
@@ -40,9 +41,11 @@ from components.headscale import (
     HeadscaleError,
     HeadscaleHost,
     expected_nodes,
+    rewrite_file,
     wait_served,
 )
 from components.host import HostReadError
+from components.policy_entries import RegionProvider
 from components.wire import is_unknown, plain
 
 __all__ = [
@@ -124,12 +127,7 @@ def _note(message: str) -> None:
 
 
 def _region_id(region: Any) -> int:
-    value = region.get("RegionID") if isinstance(region, Mapping) else None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise HeadscaleRegionError(f"region needs an integer RegionID, got {region!r}")
-    return value
+    return policy_entries.region_id(region, HeadscaleRegionError)
 
 
 def _was(props: Mapping[str, Any]) -> FileRegionState:
@@ -140,12 +138,13 @@ def _was(props: Mapping[str, Any]) -> FileRegionState:
     )
 
 
-class HeadscaleDerpRegionProvider(HomeDerpProvider):
+class HeadscaleDerpRegionProvider(RegionProvider):
     """CRUD for our region in headscale's DERP map file; see the module docstring (the base:
-    components/dynamic_provider.py)."""
+    components/policy_entries.py)."""
 
     NAME = "HeadscaleDerpRegion"
     INPUT_KEYS = (*REGION_INPUTS, *TARGET_INPUTS, "reload", "debug_address")
+    REPLACE_KEYS = TARGET_INPUTS  # another file: ours in the old one is withdrawn first
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         failures = []
@@ -157,24 +156,6 @@ class HeadscaleDerpRegionProvider(HomeDerpProvider):
                 failures.append(pulumi.dynamic.CheckFailure("region", str(exc)))
         return pulumi.dynamic.CheckResult(news, failures)
 
-    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        if self.unknown_inputs(news):
-            return pulumi.dynamic.DiffResult(changes=True)
-        changed = self.changed_inputs(olds, news)
-        if news.get("healthy") is False and olds.get("published"):
-            changed.append("healthy")  # re-read every unhealthy run (tailnet.py does the same)
-        replaces: list[str] = [k for k in TARGET_INPUTS if k in changed]
-        old_region, new_region = plain(olds.get("region")), plain(news.get("region"))
-        if (
-            isinstance(old_region, Mapping)
-            and isinstance(new_region, Mapping)
-            and old_region.get("RegionID") != new_region.get("RegionID")
-        ):
-            replaces.append("region")
-        return pulumi.dynamic.DiffResult(
-            changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces)
-        )
-
     # -- the file
 
     def _host(self, props: Mapping[str, Any]) -> HeadscaleHost:
@@ -183,27 +164,23 @@ class HeadscaleDerpRegionProvider(HomeDerpProvider):
     def _rewrite(
         self, host: HeadscaleHost, path: str, mutate: Any
     ) -> tuple[bool, FileRegionState | None]:
-        """Read, mutate, write with the checksum precondition; (written, mutate's state)."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                current = host.read_file(path)
-                text = current.text or ""
-                new_text, state = mutate(text)
-                if new_text == text:
-                    return False, state
-                host.write_file(path, new_text, current.checksum)
-                return True, state
-            except FileChanged:
-                time.sleep(0.5 * attempt)
-            except yamlmap.DerpFileError as exc:
-                raise HeadscaleRegionError(f"cannot edit {path}: {exc}") from None
-            except (HeadscaleError, HostReadError) as exc:
-                raise HeadscaleRegionError(str(exc)) from None
-        raise HeadscaleRegionError(
-            f"{path} changed while we were writing it, {MAX_ATTEMPTS} times in a row; something "
-            "keeps editing it: retry `pulumi up` when the other editor is done. Nothing was "
-            "written."
-        )
+        """Read, mutate, write with the checksum precondition; (written, mutate's state). A file
+        that does not exist yet reads as empty."""
+        try:
+            before, after, state = rewrite_file(
+                host, path, mutate, missing=lambda: "", attempts=MAX_ATTEMPTS
+            )
+        except FileChanged:
+            raise HeadscaleRegionError(
+                f"{path} changed while we were writing it, {MAX_ATTEMPTS} times in a row; "
+                "something keeps editing it: retry `pulumi up` when the other editor is done. "
+                "Nothing was written."
+            ) from None
+        except yamlmap.DerpFileError as exc:
+            raise HeadscaleRegionError(f"cannot edit {path}: {exc}") from None
+        except (HeadscaleError, HostReadError) as exc:
+            raise HeadscaleRegionError(str(exc)) from None
+        return after != before, state
 
     def _confirm(
         self,
@@ -273,10 +250,11 @@ class HeadscaleDerpRegionProvider(HomeDerpProvider):
             served = self._confirm(
                 host, inputs, region_id, expected, flag_only=flag_only, written_at=started
             )
-        if state.drained and not was.drained:
-            _note(f"region {region_id} DRAINED (nomeasurenohome) in {path}: the relay failed")
-        if was.drained and not state.drained and state.published:
-            _note(f"region {region_id} restored in {path}: the relay is healthy again")
+        transition = policy_entries.drain_note(
+            region_id, was, state, flag="nomeasurenohome", where=f" in {path}"
+        )
+        if transition:
+            _note(transition)
         return {
             **inputs,
             "published": state.published,
@@ -316,7 +294,7 @@ class HeadscaleDerpRegionProvider(HomeDerpProvider):
             self._confirm(host, props, region_id, None, flag_only=False, written_at=0.0)
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
-        state = {k: v for k, v in props.items() if k != "__provider"}
+        state = stored_outputs(props)
         if not _was(props).published:
             return pulumi.dynamic.ReadResult(id_, state)
         region_id = _region_id(plain(props.get("region")))

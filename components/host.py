@@ -17,7 +17,6 @@ unreachable, command missing, too slow) raise :class:`HostReadError` with a diag
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import shutil
@@ -29,21 +28,17 @@ from urllib.parse import urlsplit
 
 from components.errors import HomeDerpError
 
-#: Env var with extra OpenSSH client options (shell words), appended after our own options.
-SSH_OPTS_ENV: Final = "HOME_DERP_SSH_OPTS"
+# The ssh command lines' one home is the leaf netcheck (components/netcheck/ssh.py); the names
+# callers know from here stay importable from here.
+from components.netcheck.ssh import SSH_OPTS_ENV as SSH_OPTS_ENV
+from components.netcheck.ssh import client_options, command_argv, forward_argv, user_options
+
 #: The Docker provider's own variable for its ssh options, read only while the provider's ssh_opts
 #: is unset (kreuzwerker/terraform-provider-docker@v4.5.0 internal/provider/provider.go:65-76,
 #: framework_provider.go:179-186; the provider inside pulumi-docker 5.x).
 DOCKER_SSH_OPTS_ENV: Final = "DOCKER_SSH_OPTS"
 #: Seconds a host read may take (ssh connect included); reads happen at every preview.
 DEFAULT_TIMEOUT: Final = 10.0
-#: Keepalives inside the ssh connection (ssh_config(5) ServerAliveInterval/ServerAliveCountMax):
-#: a peer that stops answering is given up after about 6 s (the third unanswered probe), well
-#: inside a read's 12 s, so a read through a hung shared connection (ControlMaster) reconnects
-#: instead of stalling until its timeout — every read of the evaluation, before (measured with a
-#: SIGSTOPped sshd session: tests/test_host.py).
-SERVER_ALIVE_INTERVAL: Final = 2
-SERVER_ALIVE_COUNT_MAX: Final = 2
 #: Debian keeps ip and friends in /usr/sbin and /sbin, which a non-root ssh session's PATH lacks.
 _SBIN_DIRS: Final = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/bin", "/usr/local/sbin")
 
@@ -119,21 +114,6 @@ def parse_ssh_host(docker_host: str) -> SshTarget:
     return SshTarget(host=parts.hostname, user=parts.username or None, port=port)
 
 
-def client_options(timeout: float) -> list[str]:
-    """home-derp's own OpenSSH options, for every ssh connection it makes or configures: batch
-    mode (never prompts), a bounded connect, keepalives (see :data:`SERVER_ALIVE_INTERVAL`)."""
-    return [
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"ConnectTimeout={max(1, math.ceil(timeout))}",
-        "-o",
-        f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
-        "-o",
-        f"ServerAliveCountMax={SERVER_ALIVE_COUNT_MAX}",
-    ]
-
-
 def docker_ssh_options(environ: Mapping[str, str]) -> list[str]:
     """The Docker provider's ``sshOpts`` for an ``ssh://`` host: our options, then the user's
     (``HOME_DERP_SSH_OPTS``, as for the host reads, and ``DOCKER_SSH_OPTS``, which the provider
@@ -147,7 +127,7 @@ def docker_ssh_options(environ: Mapping[str, str]) -> list[str]:
     """
     return [
         *client_options(DEFAULT_TIMEOUT),
-        *shlex.split(environ.get(SSH_OPTS_ENV, "")),
+        *user_options(environ),
         *shlex.split(environ.get(DOCKER_SSH_OPTS_ENV, "")),
     ]
 
@@ -159,23 +139,17 @@ def ssh_command(
     timeout: float,
     ssh_options: Sequence[str] = (),
 ) -> list[str]:
-    """The OpenSSH client call: :func:`client_options`, ~/.ssh/config honored.
-
-    Our ``-o`` options come first because ssh keeps the first value it sees for an option.
-    """
-    extra = [*ssh_options, *shlex.split(os.environ.get(SSH_OPTS_ENV, ""))]
+    """The OpenSSH client call (components/netcheck/ssh.py: :func:`client_options` first,
+    ~/.ssh/config honored), with the sbin directories on the remote PATH."""
     remote_line = f'PATH="$PATH:{":".join(_SBIN_DIRS)}" ' + shlex.join(remote)
-    return [
-        "ssh",
-        *client_options(timeout),
-        "-T",
-        *(("-p", str(target.port)) if target.port else ()),
-        *(("-l", target.user) if target.user else ()),
-        *extra,
-        "--",
+    return command_argv(
         target.host,
         remote_line,
-    ]
+        user=target.user,
+        port=target.port,
+        timeout=timeout,
+        ssh_options=ssh_options,
+    )
 
 
 def ssh_forward_command(
@@ -188,18 +162,14 @@ def ssh_forward_command(
     debug pages only to loopback (docs/upstream/derper.md#debug-endpoints), and ``-W`` needs
     nothing on the host but sshd — no curl, no shell.
     """
-    extra = [*ssh_options, *shlex.split(os.environ.get(SSH_OPTS_ENV, ""))]
-    return [
-        "ssh",
-        *client_options(timeout),
-        *(("-p", str(target.port)) if target.port else ()),
-        *(("-l", target.user) if target.user else ()),
-        *extra,
-        "-W",
-        f"127.0.0.1:{port}",
-        "--",
+    return forward_argv(
         target.host,
-    ]
+        port,
+        user=target.user,
+        port=target.port,
+        timeout=timeout,
+        ssh_options=ssh_options,
+    )
 
 
 def ssh_failure(target: SshTarget, stderr: str, *, shared: bool = False) -> HostReadError:

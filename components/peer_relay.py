@@ -308,14 +308,7 @@ class PeerRelayServerProvider(HomeDerpProvider):
 
     NAME = "PeerRelayServer"
     INPUT_KEYS = INPUT_KEYS
-
-    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        if self.unknown_inputs(news):
-            return pulumi.dynamic.DiffResult(changes=True)
-        changed = self.changed_inputs(olds, news)
-        return pulumi.dynamic.DiffResult(
-            changes=bool(changed), replaces=["docker_host"] if "docker_host" in changed else []
-        )
+    REPLACE_KEYS = ("docker_host",)  # another host: the old one's pref is cleared by delete
 
     def _apply(self, props: Mapping[str, Any], olds: Mapping[str, Any] | None) -> dict[str, Any]:
         inputs = {k: plain(props.get(k)) for k in INPUT_KEYS}

@@ -30,7 +30,6 @@ reads (``components/tailscale_api.py``).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,15 +38,15 @@ from typing import Any, Final
 import pulumi
 import pulumi.dynamic
 
-from components import derpmap
-from components.dynamic_provider import TailscaleCredentials
+from components import derpmap, policy_entries
+from components.dynamic_provider import TailscaleCredentials, stored_outputs
 from components.errors import HomeDerpError
+from components.policy_entries import GrantProvider, RegionProvider
 from components.tailscale_api import (
     AmbiguousWrite,
     Client,
     PreconditionFailed,
     TailscaleApiError,
-    resolve_credentials,
 )
 from components.wire import is_unknown, plain
 
@@ -320,7 +319,7 @@ class _PolicyProvider(TailscaleCredentials):
 
     def _client(self) -> Client:
         try:
-            return Client(resolve_credentials(self._config, os.environ))
+            return self.api_client()
         except TailscaleApiError as exc:
             raise TailnetPolicyError(str(exc)) from None
 
@@ -331,6 +330,17 @@ class _PolicyProvider(TailscaleCredentials):
         except TailscaleApiError as exc:
             raise TailnetPolicyError(str(exc)) from None
         return client, etag, extra
+
+    def _read(self, find: Callable[[str], Any]) -> tuple[Client, str, Any]:
+        """(client, the live ETag, what ``find`` finds in the live policy)."""
+        client = self._client()
+        try:
+            text, etag = client.get_policy()
+            return client, etag, find(text)
+        except TailscaleApiError as err:
+            raise TailnetPolicyError(str(err)) from None
+        except derpmap.PolicyTextError as err:
+            raise TailnetPolicyError(f"cannot read the tailnet policy file: {err}") from None
 
 
 def _note(message: str) -> None:
@@ -346,12 +356,7 @@ REGION_INPUTS: Final = ("region", "healthy", "omit_default_regions", "adopt_regi
 
 
 def _region_id(region: Any) -> int:
-    region_id = region.get("RegionID") if isinstance(region, Mapping) else None
-    if isinstance(region_id, float) and region_id.is_integer():
-        region_id = int(region_id)
-    if isinstance(region_id, bool) or not isinstance(region_id, int):
-        raise TailnetPolicyError(f"region needs an integer RegionID, got {region!r}")
-    return region_id
+    return policy_entries.region_id(region, TailnetPolicyError)
 
 
 def _check_region(region: Any) -> list[str]:
@@ -383,7 +388,7 @@ def _was(props: Mapping[str, Any]) -> RegionState:
     )
 
 
-class TailnetDerpRegionProvider(_PolicyProvider):
+class TailnetDerpRegionProvider(RegionProvider, _PolicyProvider):
     """CRUD for one derpMap region; see the module docstring for the protocol."""
 
     NAME = "TailnetDerpRegion"
@@ -395,28 +400,6 @@ class TailnetDerpRegionProvider(_PolicyProvider):
         if not is_unknown(region):
             failures = [pulumi.dynamic.CheckFailure("region", p) for p in _check_region(region)]
         return pulumi.dynamic.CheckResult(news, failures)
-
-    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        if self.unknown_inputs(news):
-            return pulumi.dynamic.DiffResult(changes=True)
-        changed = self.changed_inputs(olds, news)
-        if news.get("healthy") is False and olds.get("published"):
-            # Every unhealthy run re-reads the policy: a drain flag removed by hand while the
-            # relay is still broken is set again (an unchanged policy is not written).
-            changed.append("healthy")
-        replaces: list[str] = []
-        old_region, new_region = olds.get("region"), news.get("region")
-        if (
-            isinstance(old_region, Mapping)
-            and isinstance(new_region, Mapping)
-            and plain(old_region.get("RegionID")) != plain(new_region.get("RegionID"))
-        ):
-            replaces = ["region"]  # another key in derpMap.Regions: a different region
-        # Withdraw the old region first: a derpMap block we created is then removed and created
-        # again by the new region, so its ownership (created_derp_map) moves along with it.
-        return pulumi.dynamic.DiffResult(
-            changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces)
-        )
 
     def _apply(self, props: Mapping[str, Any], was: RegionState) -> dict[str, Any]:
         inputs = {k: plain(props.get(k)) for k in REGION_INPUTS}
@@ -435,12 +418,12 @@ class TailnetDerpRegionProvider(_PolicyProvider):
             )
 
         client, etag, state = self._write(mutate)
-        if state.note:
-            _note(state.note)
-        if state.drained and not was.drained:
-            _note(f"region {_region_id(region)} DRAINED (NoMeasureNoHome): the relay failed")
-        if was.drained and not state.drained and state.published:
-            _note(f"region {_region_id(region)} restored: the relay is healthy again")
+        transition = policy_entries.drain_note(
+            _region_id(region), was, state, flag="NoMeasureNoHome"
+        )
+        for note in (state.note, transition):
+            if note:
+                _note(note)
         return {
             **inputs,
             "tailnet": client.tailnet,
@@ -473,17 +456,10 @@ class TailnetDerpRegionProvider(_PolicyProvider):
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
         region = plain(props.get("region"))
         region_id = _region_id(region) if region else int(id_.rsplit("/", 1)[-1])
-        state = {k: v for k, v in props.items() if k != "__provider"}
+        state = stored_outputs(props)
         if not _was(props).published:
             return pulumi.dynamic.ReadResult(id_, state)
-        client = self._client()
-        try:
-            text, etag = client.get_policy()
-            live = derpmap.find_region(text, region_id)
-        except TailscaleApiError as err:
-            raise TailnetPolicyError(str(err)) from None
-        except derpmap.PolicyTextError as err:
-            raise TailnetPolicyError(f"cannot read the tailnet policy file: {err}") from None
+        client, etag, live = self._read(lambda text: derpmap.find_region(text, region_id))
         if live is None:
             # Gone from the policy: the engine drops it from state and the next `up` re-creates it.
             return pulumi.dynamic.ReadResult(None, {})
@@ -574,31 +550,11 @@ def _confirm_from_this_machine(relay_ips: list[str], sources: list[str]) -> dict
     return peer_relay.confirmation_from_client(run_local, relay_ips, sources)
 
 
-class TailnetPeerRelayGrantProvider(_PolicyProvider):
+class TailnetPeerRelayGrantProvider(GrantProvider, _PolicyProvider):
     """CRUD for our marked grant in ``grants``."""
 
     NAME = "TailnetPeerRelayGrant"
     INPUT_KEYS = GRANT_INPUTS
-
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
-        failures = []
-        grant = news.get("grant")
-        if not is_unknown(grant) and (
-            not isinstance(grant, Mapping) or not grant.get("src") or not grant.get("dst")
-        ):
-            failures.append(pulumi.dynamic.CheckFailure("grant", "needs src and dst"))
-        return pulumi.dynamic.CheckResult(news, failures)
-
-    def diff_inputs(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        if self.unknown_inputs(news):
-            return pulumi.dynamic.DiffResult(changes=True)
-        changed = bool(self.changed_inputs(olds, news))
-        replaces = (
-            ["region_id"] if plain(olds.get("region_id")) != plain(news.get("region_id")) else []
-        )
-        return pulumi.dynamic.DiffResult(
-            changes=changed, replaces=replaces, delete_before_replace=bool(replaces)
-        )
 
     def _apply(self, props: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {k: plain(props.get(k)) for k in GRANT_INPUTS}
@@ -642,18 +598,10 @@ class TailnetPeerRelayGrantProvider(_PolicyProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
         region_id = int(plain(props.get("region_id")) or id_.rsplit("/", 1)[-1])
-        client = self._client()
-        try:
-            text, _ = client.get_policy()
-            live = derpmap.find_grant(text, region_id)
-        except TailscaleApiError as err:
-            raise TailnetPolicyError(str(err)) from None
-        except derpmap.PolicyTextError as err:
-            raise TailnetPolicyError(f"cannot read the tailnet policy file: {err}") from None
+        _, _, live = self._read(lambda text: derpmap.find_grant(text, region_id))
         if live is None:
             return pulumi.dynamic.ReadResult(None, {})
-        state = {k: v for k, v in props.items() if k != "__provider"}
-        return pulumi.dynamic.ReadResult(id_, {**state, "grant": live})
+        return pulumi.dynamic.ReadResult(id_, {**stored_outputs(props), "grant": live})
 
 
 class TailnetPeerRelayGrant(

@@ -283,16 +283,8 @@ def resolve_credentials(
 RETRY_POLICY: Final = RetryPolicy(attempts=5, base=1.0, cap=10.0, budget=60.0)
 
 
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    headers: Mapping[str, str]
-    tries: int = 1
-    waited: float = 0.0
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+#: An API answer: the retried HTTP answer as it arrived (status, body, headers, tries, waited).
+Response = http_retry.Answer
 
 
 def validation_verdict(status: int, body: bytes) -> tuple[str | None, list[str]]:
@@ -380,7 +372,7 @@ def _send(
             f"cannot reach the Tailscale API at {base_url}: {err.reason}{tries}",
             sent=err.sent,
         ) from None
-    return Response(answer.status, answer.body, answer.headers, answer.tries, answer.waited)
+    return answer
 
 
 _stderr = http_retry.stderr_log("home-derp")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pulumi
 import pulumi.dynamic
 
-from components.dynamic_provider import HomeDerpProvider
+from components.dynamic_provider import ProbeProvider
 from components.settings import keys
 from components.wire import plain
 
@@ -389,34 +388,17 @@ def run_usage(
 # The dynamic provider and resource
 
 
-class RelayUsageProvider(HomeDerpProvider):
-    """Reads on create/update; holds nothing (the base: components/dynamic_provider.py)."""
+class RelayUsageProvider(ProbeProvider):
+    """Reads on create/update; a refresh keeps the history (the base:
+    components/dynamic_provider.py)."""
 
     NAME = "RelayUsage"
     # The host's own home never triggers a run by itself (no spurious preview diffs).
     INPUT_KEYS = tuple(k for k in INPUT_KEYS if k not in DIFF_IGNORED)
 
-    def _run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
+    def run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {k: props.get(k) for k in INPUT_KEYS}
         return inputs | run_usage(plain(props), plain(olds))
-
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
-        return pulumi.dynamic.CheckResult(news, [])
-
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        return pulumi.dynamic.CreateResult(uuid.uuid4().hex, self._run(props, {}))
-
-    def change(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.UpdateResult:
-        return pulumi.dynamic.UpdateResult(self._run(news, olds))
-
-    def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
-        # A refresh keeps the history: reading is what `up` (and the trigger) is for.
-        return pulumi.dynamic.ReadResult(id_, {k: v for k, v in props.items() if k != "__provider"})
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return None
 
 
 @dataclass

@@ -48,12 +48,10 @@ import datetime as dt
 import ipaddress
 import json
 import math
-import os
 import re
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -61,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pulumi
 import pulumi.dynamic
 
-from components.dynamic_provider import TailscaleCredentials
+from components.dynamic_provider import ProbeProvider, TailscaleCredentials
 from components.reach import devices_not_checked, devices_without_ipv6, runner_without_path
 from components.settings import keys
 from components.settings.keys import MAX_VALIDATE_TIMEOUT_SECONDS, VALIDATE_MODES
@@ -755,8 +753,9 @@ def _reach(
 # The dynamic provider and resource
 
 
-class RelayValidationProvider(TailscaleCredentials):
-    """CRUD of RelayValidation (the base: components/dynamic_provider.py)."""
+class RelayValidationProvider(TailscaleCredentials, ProbeProvider):
+    """Probes on create/update; a refresh keeps the last result (the base:
+    components/dynamic_provider.py)."""
 
     NAME = "RelayValidation"
     INPUT_KEYS = INPUT_KEYS
@@ -766,15 +765,14 @@ class RelayValidationProvider(TailscaleCredentials):
 
     def _client(self) -> Any:
         """A Tailscale API client (one token exchange for every call of this run), or None."""
-        from components.tailscale_api import Client, TailscaleApiError, resolve_credentials
+        from components.tailscale_api import TailscaleApiError
 
         try:
-            credentials = resolve_credentials(self._config, os.environ)
+            return self.api_client()
         except TailscaleApiError:
             return None
-        return Client(credentials)
 
-    def _run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
+    def run(self, props: Mapping[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {k: props[k] for k in INPUT_KEYS if k in props}
         previous = olds.get("last_healthy_at")
         client = self._client()
@@ -790,21 +788,6 @@ class RelayValidationProvider(TailscaleCredentials):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
         failures = [pulumi.dynamic.CheckFailure(p, r) for p, r in input_failures(news)]
         return pulumi.dynamic.CheckResult(news, failures)
-
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        return pulumi.dynamic.CreateResult(uuid.uuid4().hex, self._run(props, {}))
-
-    def change(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.UpdateResult:
-        return pulumi.dynamic.UpdateResult(self._run(news, olds))
-
-    def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
-        # A refresh keeps the last result: probing is what `up` (and the trigger) is for.
-        return pulumi.dynamic.ReadResult(id_, {k: v for k, v in props.items() if k != "__provider"})
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return None
 
 
 @dataclass

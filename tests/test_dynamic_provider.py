@@ -26,7 +26,7 @@ from components.dynamic_provider import PROVIDERS, HomeDerpProvider, readable_er
 from components.errors import HomeDerpError
 from components.peer_relay import INPUT_KEYS as PEER_RELAY_INPUTS
 from components.peer_relay import TYPE_TOKEN as PEER_RELAY_TYPE
-from tests.provider_host import ProviderHost, urn_for
+from tests.provider_host import UNKNOWN, ProviderHost, urn_for
 
 #: What stacks deployed before the stable names hold in ``__provider`` (class paths).
 OLD_BLOBS = {
@@ -128,6 +128,97 @@ def test_older_reference_is_refreshed_without_side_effects() -> None:
         assert updated.outputs["__provider"] == news["__provider"]
         same = {**olds, "__provider": news["__provider"]}
         assert host.diff("id", same, news, urn=urn).changes == "none"
+
+
+REGION = {"RegionID": 900, "RegionCode": "home", "Nodes": [{"Name": "900a", "RegionID": 900}]}
+GRANT = {"src": ["autogroup:member"], "dst": ["tag:relay"], "app": {"tailscale.com/cap/relay": []}}
+#: A deployed resource's inputs (echoed in its outputs), per stable name.
+DEPLOYED: dict[str, dict[str, Any]] = {
+    "PeerRelayServer": {
+        "docker_host": "ssh://relay@home.test", "socket": "/run/tailscale.sock", "port": 40000,
+        "static_endpoints": [],
+    },
+    "RelayHealthGate": {
+        "mode": "enforce", "healthy": True, "diagnosis": None, "certificate_days_left": 80,
+        "checked_at": "2026-12-06T10:00:00Z", "drained": False, "published": True,
+        "credentials": True, "passed": True,
+    },
+    "TailnetDerpRegion": {
+        "region": REGION, "healthy": True, "omit_default_regions": False, "adopt_region": False,
+        "published": True, "drained": False,
+    },
+    "HeadscaleDerpRegion": {
+        "region": REGION, "healthy": True, "adopt_region": False, "host": "unix:///",
+        "derp_file": "/etc/headscale/derp.yaml", "reload": [], "debug_address": "127.0.0.1:9090",
+        "published": True, "drained": False,
+    },
+    "TailnetPeerRelayGrant": {"region_id": 900, "grant": GRANT, "relay_ips": ["100.64.0.1"]},
+    "HeadscalePeerRelayGrant": {
+        "region_id": 900, "grant": GRANT, "relay_ips": ["100.64.0.1"], "host": "unix:///",
+        "policy_file": "/etc/headscale/policy.hujson", "reload": ["true"],
+        "debug_address": "127.0.0.1:9090",
+    },
+}  # fmt: skip
+OTHER_REGION = {**REGION, "RegionID": 901, "Nodes": [{"Name": "901a", "RegionID": 901}]}
+#: (stable name, what the run before left, what this run sends) → (changes, replaces, the old
+#: resource deleted first). What each provider owns decides what replaces it: a region or grant
+#: names one entry of one file (the old one is withdrawn first, or both stacks would own it);
+#: the peer relay's pref lives on a host (the new host's is set before the old one's is cleared).
+DIFFS = [
+    ("PeerRelayServer", {}, {"docker_host": "ssh://relay@office.test"},
+     ("some", ["docker_host"], False)),
+    ("PeerRelayServer", {}, {"port": 40001}, ("some", [], False)),
+    ("PeerRelayServer", {}, {"port": UNKNOWN}, ("some", [], False)),
+    ("RelayHealthGate", {}, {}, ("none", [], False)),
+    ("RelayHealthGate", {"passed": False}, {}, ("some", [], False)),  # a failed gate judges again
+    ("TailnetDerpRegion", {}, {}, ("none", [], False)),
+    ("TailnetDerpRegion", {}, {"region": OTHER_REGION}, ("some", ["region"], True)),
+    ("TailnetDerpRegion", {}, {"healthy": False}, ("some", [], False)),
+    # A published region runs again on every unhealthy run (a hand-removed drain flag comes back);
+    # one never published has nothing to drain.
+    ("TailnetDerpRegion", {"healthy": False}, {"healthy": False}, ("some", [], False)),
+    ("TailnetDerpRegion", {"healthy": False, "published": False}, {"healthy": False},
+     ("none", [], False)),
+    ("TailnetDerpRegion", {}, {"region": UNKNOWN}, ("some", [], False)),
+    ("HeadscaleDerpRegion", {}, {"derp_file": "/etc/headscale/other.yaml"},
+     ("some", ["derp_file"], True)),
+    ("HeadscaleDerpRegion", {}, {"host": "ssh://hs@hs.test", "region": OTHER_REGION},
+     ("some", ["host", "region"], True)),
+    ("HeadscaleDerpRegion", {"healthy": False}, {"healthy": False}, ("some", [], False)),
+    ("HeadscaleDerpRegion", {}, {"reload": ["true"]}, ("some", [], False)),
+    ("TailnetPeerRelayGrant", {}, {"region_id": 901}, ("some", ["region_id"], True)),
+    ("TailnetPeerRelayGrant", {}, {"relay_ips": ["100.64.0.2"]}, ("some", [], False)),
+    ("HeadscalePeerRelayGrant", {}, {"policy_file": "/etc/headscale/acl.hujson"},
+     ("some", ["policy_file"], True)),
+    ("HeadscalePeerRelayGrant", {}, {"reload": ["kill", "-HUP", "1"]}, ("some", [], False)),
+]  # fmt: skip
+
+
+# Each provider's diff through the real provider process: what changes, what replaces the
+# resource and whether the old one is deleted first, and when a provider runs again with
+# unchanged inputs.
+def test_each_providers_diff() -> None:
+    with ProviderHost() as host:
+        for name, old, new, expected in DIFFS:
+            reference = serialize_provider(restore(name))
+            olds = {**DEPLOYED[name], **old, "__provider": reference}
+            news = {**DEPLOYED[name], **new, "__provider": reference}
+            reply = host.diff("id", olds, news)
+            got = (reply.changes, reply.replaces, reply.delete_before_replace)
+            assert got == expected, (name, old, new)
+
+
+# Both control planes' grant providers refuse a grant without src or dst before any write, and
+# leave an unknown one (preview) to `up`.
+@pytest.mark.parametrize("name", ["TailnetPeerRelayGrant", "HeadscalePeerRelayGrant"])
+def test_grant_needs_src_and_dst(name: str) -> None:
+    reference = serialize_provider(restore(name))
+    deployed = {**DEPLOYED[name], "__provider": reference}
+    with ProviderHost() as host:
+        assert host.check("", {}, deployed).failures == []
+        no_dst = {**deployed, "grant": {"src": ["autogroup:member"]}}
+        assert host.check("", {}, no_dst).failures == [("grant", "needs src and dst")]
+        assert host.check("", {}, {**deployed, "grant": UNKNOWN}).failures == []
 
 
 def _fake_main(real: Any) -> types.ModuleType:

@@ -29,8 +29,10 @@ from components.host import (
     client_options,
     docker_ssh_options,
     parse_ssh_host,
+    ssh_forward_command,
 )
 from components.netcheck.admission import ssh_logs_argv
+from components.netcheck.usage import ssh_forward_argv
 from tests.conftest import RelayMocks, evaluate, home_config
 from tests.peers.sshd import Sshd
 
@@ -174,7 +176,17 @@ def test_no_ssh_options_for_a_local_engine(mocks: RelayMocks) -> None:
     assert "sshOpts" not in mocks.one("pulumi:providers:docker").inputs
 
 
-# derper's log is read over ssh with the same options (netcheck is a leaf and writes them out).
+# derper's log is read over ssh with the same options (both from components/netcheck/ssh.py).
 def test_admission_log_reads_use_the_same_options() -> None:
     argv = ssh_logs_argv("ssh://u@h:2222", "derper-900-home", timeout=10)
+    assert argv[1 : 1 + len(client_options(10))] == client_options(10)
+
+
+# derper's /debug/varz read by `python -m components.netcheck usage --from ssh://…` forwards
+# over an ssh call with the same options as the program's own read (keepalives included: a hung
+# connection is given up instead of stalling the read until its timeout).
+def test_usage_forward_uses_the_same_options() -> None:
+    argv = ssh_forward_argv("ssh://u@h:2222", 443, timeout=10)
+    program = ssh_forward_command(parse_ssh_host("ssh://u@h:2222"), 443, timeout=10)
+    assert argv == program
     assert argv[1 : 1 + len(client_options(10))] == client_options(10)

@@ -37,17 +37,15 @@ reads a container's log:
   ``docker/transport/sshconn.py``; the project does not install it, so every read failed and
   admission came out ``unconfirmed``), and its ssh call has no batch mode (a missing key would
   wait for a password prompt). The ssh call is the one of the program's host reads
-  (``components/host.py`` ``ssh_command``: batch mode, bounded connect, ``~/.ssh/config``, extra
-  options from ``HOME_DERP_SSH_OPTS``), written out here because netcheck imports nothing else of
-  the project, over one multiplexed connection for the whole poll.
+  (``components/netcheck/ssh.py``, which ``components/host.py`` uses too: batch mode, bounded
+  connect, keepalives, ``~/.ssh/config``, extra options from ``HOME_DERP_SSH_OPTS``), over one
+  multiplexed connection for the whole poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
-import os
 import re
 import shlex
 import subprocess
@@ -59,6 +57,7 @@ from typing import Any, Final
 
 from .derp import Admission, AdmissionCause, AdmissionEvidence, EvidenceSource
 from .errors import NetcheckError
+from .ssh import command_argv
 
 REJECTED: Final = re.compile(
     r"derp: (?P<addr>\S+): client nodekey:(?P<key>[0-9a-f]{64}) rejected: (?P<reason>.*)$", re.M
@@ -169,10 +168,6 @@ def docker_log_reader(docker_host: str, container: str, *, timeout: float = 10.0
     return read
 
 
-#: Extra OpenSSH client options (shell words), as for the program's host reads.
-SSH_OPTS_ENV: Final = "HOME_DERP_SSH_OPTS"
-
-
 def ssh_logs_argv(
     docker_host: str, container: str, *, timeout: float, control_dir: str | None = None
 ) -> list[str]:
@@ -200,27 +195,28 @@ def ssh_docker_argv(
         if control_dir
         else []
     )
-    return [
-        "ssh",
-        # the options of components/host.py client_options (a leaf cannot import it;
-        # tests/test_host.py keeps the two equal): batch mode, bounded connect, keepalives
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"ConnectTimeout={max(1, math.ceil(timeout))}",
-        "-o",
-        "ServerAliveInterval=2",
-        "-o",
-        "ServerAliveCountMax=2",
-        "-T",
-        *(("-p", str(parts.port)) if parts.port else ()),
-        *(("-l", parts.username) if parts.username else ()),
-        *control,
-        *shlex.split(os.environ.get(SSH_OPTS_ENV, "")),
-        "--",
+    return command_argv(
         parts.hostname,
         shlex.join(remote),
-    ]
+        user=parts.username,
+        port=parts.port,
+        timeout=timeout,
+        ssh_options=control,
+    )
+
+
+def _run_ssh(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """An ssh command line's exit status and text output; ssh's own ConnectTimeout (``timeout``)
+    fires before ours."""
+    return subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout + 2,
+        check=False,
+    )
 
 
 def ssh_log_reader(docker_host: str, container: str, *, timeout: float = 10.0) -> LogReader:
@@ -233,15 +229,7 @@ def ssh_log_reader(docker_host: str, container: str, *, timeout: float = 10.0) -
         except ValueError as exc:  # a bad port in the URL
             raise LogReadError(f"bad Docker host {docker_host!r}: {exc}") from None
         try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout + 2,
-                check=False,
-            )
+            done = _run_ssh(argv, timeout)
         except FileNotFoundError:
             raise LogReadError("cannot read derper's log: ssh not found (openssh-client)") from None
         except subprocess.TimeoutExpired:
@@ -275,15 +263,7 @@ def docker_state_reader(docker_host: str, container: str, *, timeout: float = 10
             except ValueError as exc:
                 raise LogReadError(f"bad Docker host {docker_host!r}: {exc}") from None
             try:
-                done = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                    errors="replace",
-                    timeout=timeout + 2,
-                    check=False,
-                )
+                done = _run_ssh(argv, timeout)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise LogReadError(f"cannot inspect {container} on {docker_host}: {exc}") from None
             try:

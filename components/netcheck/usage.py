@@ -10,7 +10,8 @@ stream that ends on the relay host's own loopback:
 * ``local``: this machine is the relay host (127.0.0.1, then ::1);
 * ``ssh://[user@]host[:port]``: OpenSSH's stdio forwarding, ``ssh -W 127.0.0.1:<port> host``
   — the relay host needs nothing but sshd (no curl); the same ssh call as every other host
-  read (batch mode, bounded connect, ``HOME_DERP_SSH_OPTS``);
+  read (``components/netcheck/ssh.py``: batch mode, bounded connect, keepalives,
+  ``HOME_DERP_SSH_OPTS``);
 * ``tailnet:<name or Tailscale IP>``: ``tailscale nc <name> <port>`` through this machine's
   tailscaled (tailscale.com@v1.102.5/cmd/tailscale/cli/nc.go:46-80, LocalAPI DialTCP): derper
   sees a Tailscale address (or, behind a userspace-networking tailscaled, loopback), both
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import shlex
 import socket
 import ssl
@@ -43,6 +43,7 @@ from typing import Any, Final, Literal
 
 from .errors import HttpError, NetcheckError
 from .http1 import exchange
+from .ssh import forward_argv
 
 #: derper's metric names (Prometheus family names as the parser gives them) and what each is.
 #: docs/upstream/derper.md#usage-counters cites each to its line in derp/derpserver.
@@ -58,8 +59,6 @@ UPTIME: Final = "uptime_sec"
 STARTED: Final = "process_start_unix_time"
 VERSION: Final = "version"
 
-#: Extra OpenSSH client options (shell words), as for the program's host reads.
-SSH_OPTS_ENV: Final = "HOME_DERP_SSH_OPTS"
 PATH: Final = "/debug/varz"
 
 SourceKind = Literal["local", "ssh", "tailnet"]
@@ -218,20 +217,7 @@ def ssh_forward_argv(docker_host: str, port: int, *, timeout: float) -> list[str
         raise ValueError(f"bad port in {docker_host!r}: {exc}") from None
     if parts.scheme != "ssh" or not parts.hostname or parts.hostname.startswith("-"):
         raise ValueError(f"{docker_host!r} is not an ssh://[user@]host[:port] address")
-    return [
-        "ssh",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"ConnectTimeout={max(1, math.ceil(timeout))}",
-        *(("-p", str(ssh_port)) if ssh_port else ()),
-        *(("-l", parts.username) if parts.username else ()),
-        *shlex.split(os.environ.get(SSH_OPTS_ENV, "")),
-        "-W",
-        f"127.0.0.1:{port}",
-        "--",
-        parts.hostname,
-    ]
+    return forward_argv(parts.hostname, port, user=parts.username, port=ssh_port, timeout=timeout)
 
 
 def tailnet_argv(name: str, port: int) -> list[str]:

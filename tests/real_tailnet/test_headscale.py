@@ -147,6 +147,8 @@ def test_publish_drain_restore_destroy(hsn: HeadscaleNet, provider: ProviderHost
     assert drained.outputs["published"] is True and drained.outputs["drained"] is True
     assert _without_ours(_file(hsn)) == hsn.original
     assert headscale_derpmap.find_region(_file(hsn), HOME.id)["nomeasurenohome"] is True
+    path = props["derp_file"]
+    assert f"region {HOME.id} DRAINED (nomeasurenohome) in {path}" in provider.stderr_text()
     wait_client_map(
         hsn,
         lambda m: _regions(m).get(str(HOME.id), {}).get("NoMeasureNoHome") is True,
@@ -159,6 +161,7 @@ def test_publish_drain_restore_destroy(hsn: HeadscaleNet, provider: ProviderHost
     restored = provider.update(created.id, drained.outputs, _props(hsn), urn=URN)
     assert restored.outputs["drained"] is False
     assert _file(hsn) == text  # exactly the bytes of the first publish
+    assert f"region {HOME.id} restored in {path}: the relay is healthy" in provider.stderr_text()
     wait_home(hsn.clients, HOME.code)
 
     # destroy: the file is the user's again, byte for byte, and clients no longer get 900.
