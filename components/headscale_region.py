@@ -93,7 +93,11 @@ def edit_file_region(
     """
     live = yamlmap.find_region(text, region_id)
     foreign = live is not None and yamlmap.without_drain(live) != dict(region)
-    # Exactly our region is ours even without state (a write whose confirmation failed).
+    if not was.published and live is not None and not foreign:
+        # Exactly our region is ours even without state: a write whose confirmation (or run)
+        # failed after it landed. It is drained, restored or withdrawn like any region we
+        # published, as in the tailnet policy (tailnet.edit_region).
+        was = FileRegionState(True, yamlmap.region_drained(live), was.created_regions_key)
     if not was.published and foreign and not adopt:
         raise HeadscaleRegionError(
             f"the DERP map file already has region {region_id} and this stack did not write "
@@ -218,7 +222,10 @@ class HeadscaleDerpRegionProvider(RegionProvider):
             # has certainly happened (docs/upstream/headscale.md#debug-derp).
             rest = written_at + float(every or MAX_REFRESH_SECONDS) + REFRESH_MARGIN_SECONDS
             time.sleep(max(0.0, rest - time.monotonic()))
-            last += f"; the drain flag is served since headscale's re-read (every {every}s)"
+            last += (
+                f"; the drain flag is assumed served after headscale's re-read (every {every}s): "
+                "/debug/derp does not show it, so it is not confirmed"
+            )
         return last
 
     def _apply(self, props: Mapping[str, Any], was: FileRegionState) -> dict[str, Any]:

@@ -194,6 +194,18 @@ def test_foreign_region_is_refused_unless_adopted() -> None:
     assert edit_file_region(same, 900, REGION, healthy=True, was=NEW, adopt=False)[0] == same
 
 
+# Our write landed but its confirmation failed (so the state holds nothing): the next run with a
+# failing relay drains that region, as the tailnet policy does; a healthy one keeps it, and a
+# drained one is restored.
+def test_a_landed_write_without_state_is_ours_to_drain() -> None:
+    landed = hm.set_region(USER_FILE, 900, REGION)
+    text, state = edit_file_region(landed, 900, REGION, healthy=False, was=NEW, adopt=False)
+    live = hm.find_region(text, 900)
+    assert live is not None and hm.region_drained(live) and state.published and state.drained
+    restored, state = edit_file_region(text, 900, REGION, healthy=True, was=NEW, adopt=False)
+    assert restored == landed and state.published and not state.drained
+
+
 # A published region removed by hand is not drained again; it is published anew when healthy.
 def test_region_removed_by_hand() -> None:
     text, state = edit_file_region(
