@@ -441,6 +441,21 @@ def test_program_registers_the_headscale_region(mocks: RelayMocks, tmp_path: Pat
     assert not any(v.get("containerPath") == container.SOCKET_DIR for v in derper.inputs["volumes"])
 
 
+# A headscale stack has no Tailscale credential, so validation must not demand one: asked to
+# prove policy write access, it fails every run and the gate turns `up` red for a healthy relay
+# (found by tests/engine/test_headscale.py). A Tailscale stack still proves it.
+def test_validation_asks_no_tailscale_credential(mocks: RelayMocks, tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    overrides = {k: raw[k] for k in raw if k.startswith(("headscale", "controlPlane"))}
+    evaluate(home_config(**overrides, **{"tailscale:apiKey": None}))
+    (validation,) = mocks.of_type("pulumi-python:dynamic/homederp:RelayValidation")
+    assert validation.inputs.get("policy_access") is None, validation.inputs
+    mocks.reset()
+    evaluate(home_config())
+    (validation,) = mocks.of_type("pulumi-python:dynamic/homederp:RelayValidation")
+    assert validation.inputs["policy_access"] == "write"
+
+
 # A peer relay with headscale needs a policy file headscale reads (not database mode).
 def test_peer_relay_needs_a_policy_file(tmp_path: Path) -> None:
     raw = _raw(tmp_path, peerRelayPort="40000")
