@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -203,6 +204,30 @@ def node_to_dict(node: DerpNode) -> dict[str, Any]:
         out["IPv6"] = node.ipv6
     out["DERPPort"] = node.derp_port
     out["STUNPort"] = node.stun_port
+    return out
+
+
+#: The policy's key order of a region and of a node, as :func:`region_to_dict` and
+#: :func:`node_to_dict` write them.
+REGION_KEY_ORDER: Final = ("RegionID", "RegionCode", "RegionName", "Nodes")
+NODE_KEY_ORDER: Final = ("Name", "RegionID", "HostName", "IPv4", "IPv6", "DERPPort", "STUNPort")
+
+
+def _ordered(value: Mapping[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    rank = {key: i for i, key in enumerate(order)}
+    return {k: value[k] for k in sorted(value, key=lambda k: (rank.get(k, len(order)), k))}
+
+
+def in_policy_order(region: Mapping[str, Any]) -> dict[str, Any]:
+    """``region`` (policy spelling) with its keys and its nodes' keys in :func:`region_to_dict`'s
+    order, whatever order they arrived in; keys it does not write follow, sorted. A dynamic
+    provider gets its inputs through the engine's Go maps, which keep no order
+    (docs/upstream/pulumi.md#property-order): a text rendered from them must be put in order
+    first, or the same region renders differently from one run to the next."""
+    out = _ordered(region, REGION_KEY_ORDER)
+    nodes = out.get("Nodes")
+    if isinstance(nodes, list):
+        out["Nodes"] = [_ordered(n, NODE_KEY_ORDER) if isinstance(n, Mapping) else n for n in nodes]
     return out
 
 

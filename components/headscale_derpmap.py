@@ -28,6 +28,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from components import derpmap
 from components.errors import HomeDerpError
 
 #: The keys of tailcfg.DERPMap as yaml.v3 names them (lower-cased field names).
@@ -43,13 +44,19 @@ class DerpFileError(HomeDerpError):
     """The file is not a DERP map headscale can read, or our entry cannot be edited safely."""
 
 
-def yaml_keys(value: Any) -> Any:
+def yaml_keys(region: Mapping[str, Any]) -> dict[str, Any]:
     """A region as the policy spells it (``RegionID``, ``HostName`` …) → headscale's YAML
-    spelling (``regionid``, ``hostname``): yaml.v3's lower-cased Go field names."""
+    spelling (``regionid``, ``hostname``): yaml.v3's lower-cased Go field names, in the policy's
+    key order whatever order the engine delivered (``derpmap.in_policy_order``), so the same
+    region is always the same bytes and a restore gives back exactly the published entry."""
+    return dict(_lower(derpmap.in_policy_order(region)))
+
+
+def _lower(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k).lower(): yaml_keys(v) for k, v in value.items()}
+        return {str(k).lower(): _lower(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [yaml_keys(v) for v in value]
+        return [_lower(v) for v in value]
     return value
 
 

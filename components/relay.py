@@ -533,7 +533,7 @@ class HomeDerpRelay(pulumi.ComponentResource):
                 if host and settings.derper.uses_socket
                 else None,
                 # publication writes the policy with these credentials: prove them every run
-                policy_access="write" if settings.policy.mode in ("patch", "file") else None,
+                policy_access="write" if settings.writes_tailnet_policy else None,
                 region_ipv4=settings.region_has_ipv4,
             ),
             opts=pulumi.ResourceOptions(

@@ -8,6 +8,7 @@ with the real headscale and clients is tests/real_tailnet/test_headscale.py.
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 from typing import Any, cast
@@ -122,6 +123,51 @@ def test_drain_and_restore() -> None:
     live = hm.find_region(drained, 900)
     assert live is not None and list(live)[-1] == "nomeasurenohome" and hm.region_drained(live)
     assert hm.set_region(drained, 900, REGION) == published
+
+
+def _shuffled(value: Any, seed: int) -> Any:
+    """``value`` with every mapping's keys in another order (as the engine's Go maps deliver a
+    dynamic provider's inputs: docs/upstream/pulumi.md#property-order)."""
+    import random
+
+    if isinstance(value, dict):
+        keys = list(value)
+        random.Random(seed).shuffle(keys)
+        return {k: _shuffled(value[k], seed + 1) for k in keys}
+    if isinstance(value, list):
+        return [_shuffled(v, seed + 1) for v in value]
+    return value
+
+
+# The region reaches the provider in whatever key order the engine gives (it changed between
+# runs in tests/engine/test_headscale.py): publish, drain and restore each from another order
+# still restore the published bytes, and the entry is in the policy's key order.
+def test_key_order_of_the_inputs_does_not_change_the_bytes() -> None:
+    policy = derpmap.region_to_dict(
+        derpmap.home_region(
+            region_id=900, region_code="home", region_name="Home", hostname="derp.example.com",
+            derp_port=12345, stun_port=3478, ipv4="none", ipv6="2001:db8::10", pin_ipv6=True,
+        )
+    )  # fmt: skip
+    assert list(policy) == list(derpmap.REGION_KEY_ORDER)
+    assert list(policy["Nodes"][0]) == list(derpmap.NODE_KEY_ORDER)
+    shuffles = [hm.yaml_keys(_shuffled(policy, seed)) for seed in (1, 2, 3)]
+    assert len({json.dumps(s) for s in [hm.yaml_keys(policy), *shuffles]}) == 1
+    published, state = edit_file_region(
+        USER_FILE,
+        900,
+        shuffles[0],
+        healthy=True,
+        was=FileRegionState(False, False, False),
+        adopt=False,
+    )
+    drained, state = edit_file_region(
+        published, 900, shuffles[1], healthy=False, was=state, adopt=False
+    )
+    assert state.drained and hm.region_drained(hm.find_region(drained, 900) or {})
+    restored, _ = edit_file_region(drained, 900, shuffles[2], healthy=True, was=state, adopt=False)
+    assert restored == published
+    assert published == hm.set_region(USER_FILE, 900, hm.yaml_keys(policy))
 
 
 # A changed region replaces our entry in place, in the style of its mapping.
@@ -481,6 +527,21 @@ def test_program_registers_the_headscale_region(mocks: RelayMocks, tmp_path: Pat
         c for c in mocks.of_type("docker:index/container:Container") if "derper" in c.name
     )
     assert not any(v.get("containerPath") == container.SOCKET_DIR for v in derper.inputs["volumes"])
+
+
+# A headscale stack has no Tailscale credential, so validation must not demand one: asked to
+# prove policy write access, it fails every run and the gate turns `up` red for a healthy relay
+# (found by tests/engine/test_headscale.py). A Tailscale stack still proves it.
+def test_validation_asks_no_tailscale_credential(mocks: RelayMocks, tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    overrides = {k: raw[k] for k in raw if k.startswith(("headscale", "controlPlane"))}
+    evaluate(home_config(**overrides, **{"tailscale:apiKey": None}))
+    (validation,) = mocks.of_type("pulumi-python:dynamic/homederp:RelayValidation")
+    assert validation.inputs.get("policy_access") is None, validation.inputs
+    mocks.reset()
+    evaluate(home_config())
+    (validation,) = mocks.of_type("pulumi-python:dynamic/homederp:RelayValidation")
+    assert validation.inputs["policy_access"] == "write"
 
 
 # A peer relay with headscale needs a policy file headscale reads (not database mode).

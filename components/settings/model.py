@@ -324,6 +324,13 @@ class RelaySettings:
         """Whether a device without IPv6 can dial some node of the region (docs/guide/reach.md)."""
         return self.addresses.ipv4 is not None or self.companion is not None
 
+    @property
+    def writes_tailnet_policy(self) -> bool:
+        """Whether publication writes the Tailscale tailnet policy through Tailscale's API (so
+        validation proves that credential every run). With headscale the region goes into its
+        DERP map file and no Tailscale credential exists (docs/guide/headscale.md)."""
+        return self.control_plane.kind == "tailscale" and self.policy.mode in ("patch", "file")
+
 
 @dataclass(frozen=True)
 class Verdict:

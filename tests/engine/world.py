@@ -53,7 +53,7 @@ from tests.peers.headscale import Headscale, start_headscale
 from tests.peers.netns import run_in_netns
 from tests.peers.pebble import PebbleCa, pebble_ca, pebble_root_pem
 from tests.peers.ports import free_port
-from tests.peers.tailnet import LanHost, Node, lan, start_tailscaled, wait_backend
+from tests.peers.tailnet import Lan, LanHost, Node, lan, start_tailscaled, wait_backend
 from tests.peers.tailscale_api import TailscaleApiPeer
 from tests.peers.tools import REPO, derper_build_cache, pulumi_cli, tool
 
@@ -166,6 +166,8 @@ class World:
     pebble: PebbleCa
     ca_bundle: Path
     dns: list[DnsServer]
+    lan: Lan
+    """The LAN the relay host is on (the root namespace is its gateway): more hosts join it."""
     daemons: list[Daemon] = field(default_factory=list)
     plugin_log: Path = Path()
     timings: dict[str, float] = field(default_factory=dict)
@@ -403,6 +405,7 @@ def world(root: Path) -> Iterator[World]:
             pebble=ca,
             ca_bundle=bundle,
             dns=servers,
+            lan=net,
             daemons=daemons,
             plugin_log=root / "plugins.jsonl",
             timings=timings,

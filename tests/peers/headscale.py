@@ -186,9 +186,11 @@ def start_headscale(
     derp_text: str | None = None,
     derp_update_frequency: str | None = None,
     metrics_listen_addr: str = "",
+    prefix: Sequence[str] = (),
 ) -> Headscale:
     """Write config, DERP map (``derp_text`` verbatim instead of ``derp_map``) and policy; start
-    ``headscale serve``; wait for /health.
+    ``headscale serve`` (``prefix``: e.g. ``ip netns exec NS``, so its listeners are that
+    namespace's); wait for /health.
 
     headscale shuffles the nodes of every region with a generator seeded by ``base_domain``
     (hscontrol/derp/derp.go:134-191), so a multi-node region's order depends on it."""
@@ -213,7 +215,7 @@ def start_headscale(
     )
     daemon = start(
         "headscale",
-        [str(tool("headscale")), "-c", str(config_file), "serve"],
+        [*prefix, str(tool("headscale")), "-c", str(config_file), "serve"],
         workdir / "headscale.log",
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(workdir)},
         cwd=workdir,
