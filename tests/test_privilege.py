@@ -145,7 +145,7 @@ def test_the_pack_refuses_root_with_the_socket(raw: dict[str, str]) -> None:
     assert any("runs as root (0:0) with tailscaled's socket" in p for p in found), found
 
 
-# The companion node (docs/guide/reach.md#companion) runs derper the same way on its own host:
+# The companion node (docs/guide/reach.md#companion-node) runs derper the same way on its own host:
 # every combination of ports, verification, runtime image and socket path gives it uid 65532,
 # the socket only with verification, and containers the policy pack accepts.
 def test_the_companion_never_runs_root_with_the_socket() -> None:
