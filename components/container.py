@@ -228,6 +228,20 @@ def mesh_key_upload(mesh_key: pulumi.Input[str]) -> docker.ContainerUploadArgsDi
     }
 
 
+def init_uploads(
+    settings: RelaySettings,
+    full_chain_pem: pulumi.Input[str],
+    private_key_pem: pulumi.Input[str],
+    mesh_key: pulumi.Input[str] | None = None,
+) -> list[docker.ContainerUploadArgsDict]:
+    """What the init container receives: the certificate and key, and the region's mesh key
+    when this node meshes (``settings.mesh_with``)."""
+    uploads = cert_uploads(settings.hostname, full_chain_pem, private_key_pem)
+    if settings.mesh_with and mesh_key is not None:
+        uploads.append(mesh_key_upload(mesh_key))
+    return uploads
+
+
 def init_container_args(
     settings: RelaySettings,
     *,
@@ -396,9 +410,7 @@ def create_container(
     init_image = docker.RemoteImage(
         f"{name}-init-image", name=settings.derper.init_image, keep_locally=True, opts=on_host
     )
-    uploads = cert_uploads(settings.hostname, full_chain_pem, private_key_pem)
-    if settings.mesh_with and mesh_key is not None:
-        uploads.append(mesh_key_upload(mesh_key))
+    uploads = init_uploads(settings, full_chain_pem, private_key_pem, mesh_key)
     init = docker.Container(
         f"{name}-init",
         **init_container_args(

@@ -29,7 +29,7 @@ from components.dns_adoption import (
     plan_adoption,
     record_comment,
 )
-from components.settings import RelaySettings
+from components.settings import Addresses, RelaySettings
 
 __all__ = [
     "COMMENT_LIMIT",
@@ -45,6 +45,7 @@ __all__ = [
     "import_id",
     "lookup_adoption",
     "plan_adoption",
+    "published_addresses",
     "record_comment",
     "record_resource_name",
     "zone_id_for",
@@ -61,6 +62,15 @@ class RelayDnsRecords:
 
 #: The type of the record resources (what the stack's state calls them).
 RECORD_TYPE_TOKEN = "cloudflare:index/dnsRecord:DnsRecord"
+
+
+def published_addresses(addresses: Addresses) -> dict[str, str]:
+    """What the relay's name resolves to, by record type: AAAA always, A only when the relay has
+    a public IPv4 (with ``ipv4: none`` clients dial it over IPv6 alone)."""
+    records = {"AAAA": addresses.ipv6}
+    if addresses.ipv4:
+        records["A"] = addresses.ipv4
+    return records
 
 
 def record_resource_name(component: str, kind: str) -> str:
@@ -138,7 +148,7 @@ def create_dns_records(
             ),
         )
 
-    addresses = settings.addresses
-    aaaa = record("AAAA", addresses.ipv6, ignore)
-    a = record("A", addresses.ipv4, ignore) if addresses.ipv4 else None
+    published = published_addresses(settings.addresses)
+    aaaa = record("AAAA", published["AAAA"], ignore)
+    a = record("A", published["A"], ignore) if "A" in published else None
     return RelayDnsRecords(aaaa=aaaa, a=a)

@@ -146,17 +146,13 @@ def start_derper(
     verify_socket: Path | None = None,
     debug_logs: bool = False,
     addresses: tuple[str, ...] = (),
-    mesh_with: Sequence[str] = (),
-    mesh_psk_file: Path | None = None,
-    ca_bundle: Path | None = None,
     timeout: float = 15.0,
     extra_args: Sequence[str] = (),
 ) -> Derper:
     """Start derper (``prefix``: e.g. ``ip netns exec NS``); returns once TLS and STUN listen.
 
-    ``mesh_with`` and ``mesh_psk_file`` mesh it with other derpers of its region (``-mesh-with``
-    entries ``host:port/dial-address``, cmd/derper/mesh.go:36-72); ``ca_bundle`` is what its mesh
-    clients trust (``SSL_CERT_FILE``)."""
+    A derper of the product's (flags, user, volumes, mesh) is ``tests/peers/product_process.py``'s
+    ``deploy``."""
     workdir.mkdir(parents=True, exist_ok=True)
     certdir = workdir / "certs"
     install_cert(certdir, hostname, cert_file, key_file)
@@ -182,17 +178,40 @@ def start_derper(
     ]
     if verify_socket is not None:
         argv += ["-verify-clients", "-socket", str(verify_socket)]
-    if mesh_psk_file is not None:
-        argv += ["-mesh-psk-file", str(mesh_psk_file)]
-    if mesh_with:
-        argv += ["-mesh-with", ",".join(mesh_with)]
     argv += list(extra_args)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(workdir)}
-    if ca_bundle is not None:
-        env["SSL_CERT_FILE"] = str(ca_bundle)
     if debug_logs:
         env["DERP_DEBUG_LOGS"] = "true"
-    daemon = start(f"derper {hostname}", argv, workdir / "derper.log", env=env)
+    return run_derper(
+        argv,
+        workdir=workdir,
+        hostname=hostname,
+        derp_port=derp_port,
+        stun_port=stun_port,
+        config_file=config_file,
+        env=env,
+        verify_socket=verify_socket,
+        addresses=addresses,
+        timeout=timeout,
+    )
+
+
+def run_derper(
+    argv: Sequence[str],
+    *,
+    workdir: Path,
+    hostname: str,
+    derp_port: int,
+    stun_port: int,
+    config_file: Path,
+    env: dict[str, str],
+    verify_socket: Path | None = None,
+    addresses: tuple[str, ...] = (),
+    timeout: float = 15.0,
+) -> Derper:
+    """Run derper's ``argv`` (log in ``workdir``); returns once TLS and STUN listen and the
+    ``-c`` file ``config_file`` exists."""
+    daemon = start(f"derper {hostname}", list(argv), workdir / "derper.log", env=env)
     derper = Derper(hostname, derp_port, stun_port, config_file, daemon, verify_socket, addresses)
     try:
         # derper.go:350 logs the TLS listener; net/stunserver logs its bound address.

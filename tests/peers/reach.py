@@ -14,14 +14,23 @@ Hosts (``.2``, ``.3`` … of the LAN)::
     companion  (topology "companion") tailscaled (tag:relay) + derper "companion", meshed with
                "home", -verify-clients through its own tailscaled
 
-Region 900 is written by the product's own ``components.derpmap.home_region`` (what the stack
-publishes), with the fronts pinned since the namespaces have no DNS:
+Region 900's derpers are the product's: the stack's config for the topology (``stack_config``)
+parsed by ``components.settings.parse_settings``, each node (the home one, and
+``node_settings`` of the companion) deployed as its containers would be
+(tests/peers/product_process.py: ``container.derper_command``'s flags as uid 65532, the mesh key
+drawn by ``MeshKey``'s provider and written by the init container's upload). Their names resolve
+in the relay and companion namespaces to what the stack publishes
+(``components.dns.published_addresses``), each public address standing for the namespace's LAN
+address. Region 900 in the DERP map is written by the product's own
+``components.derpmap.home_region`` (what the stack publishes), with the fronts pinned since the
+clients' namespaces have no DNS:
 
 * ``ipv6-only``: one node, ``IPv4: "none"``; home has an IPv6 front only.
 * ``dual-stack``: one node with IPv4 (a port forward at home): fronts on both families.
 * ``companion``: the home node (``IPv4: "none"``, IPv6 front) first, then the companion node with
-  both families; the two derpers mesh (``-mesh-with``, one ``-mesh-psk-file``): the companion
-  dials home over IPv6 (home has nothing else), home dials the companion over IPv4.
+  both families; the two derpers mesh with the product's ``-mesh-with=<hostname>:<port>`` and
+  ``-mesh-psk-file``: the companion dials home over IPv6 (home publishes an AAAA record only),
+  home dials the companion by its A and AAAA records.
 
 Clients may send UDP only to the root namespace (STUN through the fronts): a↔e and e↔relay
 traffic needs DERP. e's UDP rules allow IPv4 only (it has no IPv6 anyway).
@@ -37,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import socket
 import tempfile
 import time
@@ -47,7 +55,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from components import derpmap
+import pulumi
+
+from components import container, derpmap
+from components.dns import published_addresses
+from components.settings import Environment, RelaySettings, parse_settings
+from components.settings.topology import node_settings
+from tests.mocks import HostFacts, HostProbeAdapter
+from tests.peers import docker_container
 from tests.peers.aio import background_loop
 from tests.peers.certs import make_pki
 from tests.peers.daemons import Daemon, DaemonError, describe_all, wait_until
@@ -55,6 +70,13 @@ from tests.peers.delay import DelayRelay, delay_relay
 from tests.peers.derper import Derper, admitted, start_derper
 from tests.peers.headscale import derp_map_yaml, start_headscale
 from tests.peers.ports import free_port
+from tests.peers.product_process import (
+    NodeDeployment,
+    deploy,
+    hosts_file,
+    hosts_lines,
+    new_mesh_key,
+)
 from tests.peers.tailnet import (
     FAR,
     HOME,
@@ -70,12 +92,20 @@ from tests.peers.tailnet import (
     start_tailscaled,
     wait_backend,
 )
+from tests.peers.tools import version_of
 
 Topology = Literal["ipv6-only", "dual-stack", "companion"]
 TOPOLOGIES: tuple[Topology, ...] = ("ipv6-only", "dual-stack", "companion")
 COMPANION_HOSTNAME = "derp-companion.home.test"
 BASE_DOMAIN = "reach.test"  # its shuffle keeps a two-node region in order (module docstring)
 TAGS = {"relay": "tag:relay", "companion": "tag:relay", "a": "tag:client", "e": "tag:client"}
+ZONE = "home.test"
+# What the stack publishes (public addresses: settings refuse the LAN's private ones), and where
+# each of them is in the test world (``lan_address_of``).
+HOME_PUBLISHED_V6 = "2409:8a00::10"
+HOME_PUBLISHED_V4 = "203.0.114.10"
+COMPANION_PUBLISHED_V4 = "203.0.114.9"
+COMPANION_PUBLISHED_V6 = "2a01:4f8:c0c:9a1e::1"
 
 
 @dataclass
@@ -105,6 +135,8 @@ class ReachNet:
     daemons: list[Daemon] = field(default_factory=list)
     startup_seconds: float = 0.0
     home_dials_companion: bool = True
+    home_node: NodeDeployment | None = None  # region 900's derpers, as the product deploys them
+    companion_node: NodeDeployment | None = None
 
     @property
     def name(self) -> str:
@@ -150,6 +182,63 @@ def _fronts(
         derp_port=_front(relay, "tcp", addrs, target, RELAY_DERP_PORT),
         stun_port=_front(relay, "udp", addrs, target, RELAY_STUN_PORT),
     )
+
+
+def stack_config(topology: Topology, relay: Node) -> dict[str, str]:
+    """The home stack's ``home-derp:`` config for ``topology``."""
+    raw = {
+        "hostname": HOME.hostname,
+        "zone": ZONE,
+        "ipv6": HOME_PUBLISHED_V6,
+        "ipv4": HOME_PUBLISHED_V4 if topology == "dual-stack" else "none",
+        "derpPort": str(RELAY_DERP_PORT),
+        "stunPort": str(RELAY_STUN_PORT),
+        "regionId": str(HOME.id),
+        "regionCode": HOME.code,
+        "regionName": HOME.name,
+        "verifyClients": "true",
+        "tailscaleSocket": str(relay.socket),
+        "dockerHost": "ssh://root@relay." + ZONE,
+    }
+    if topology == "companion":
+        raw |= {
+            "companionHostname": COMPANION_HOSTNAME,
+            "companionDockerHost": "ssh://root@vps." + ZONE,
+            "companionIpv4": COMPANION_PUBLISHED_V4,
+            "companionIpv6": COMPANION_PUBLISHED_V6,
+        }
+    return raw
+
+
+def product_settings(topology: Topology, nodes: dict[str, Node]) -> RelaySettings:
+    """The stack's settings as the product parses them (the hosts' facts injected, as in
+    tests/real_tailnet/test_product_derper.py: tailscaled at the tailnet's release)."""
+    facts = HostFacts(addresses=[HOME_PUBLISHED_V6], version=version_of("tailscaled"))
+    vps = HostFacts(addresses=[COMPANION_PUBLISHED_V6], version=version_of("tailscaled"))
+    return docker_container.plain_args(
+        lambda: parse_settings(
+            stack_config(topology, nodes["relay"]),
+            env=Environment(cloudflare_api_token=pulumi.Output.secret("cf-test")),
+            host=HostProbeAdapter(facts),
+            companion_host=HostProbeAdapter(vps),
+        ).require()
+    )
+
+
+def published_records(nodes: Any) -> dict[str, dict[str, str]]:
+    """hostname → {record type → address} of each node's settings, as the stack publishes."""
+    return {s.hostname: published_addresses(s.addresses) for s in nodes}
+
+
+def lan_address_of(hosts: dict[str, LanHost]) -> dict[str, str]:
+    """Each published address → the LAN address of the namespace that stands for it."""
+    where = {HOME_PUBLISHED_V6: hosts["relay"].v6, HOME_PUBLISHED_V4: hosts["relay"].v4}
+    if "companion" in hosts:
+        where |= {
+            COMPANION_PUBLISHED_V4: hosts["companion"].v4,
+            COMPANION_PUBLISHED_V6: hosts["companion"].v6,
+        }
+    return where
 
 
 def region_900(topology: Topology, home: Fronts, companion: Fronts | None) -> dict[str, Any]:
@@ -280,59 +369,63 @@ def reach_tailnet(
         near = stack.enter_context(delay_relay(HOME.rtt_ms, loop))
         far_delay = stack.enter_context(delay_relay(FAR.rtt_ms, loop))
 
-        def derper(name: str, host: LanHost, **kw: Any) -> Derper:
-            files = pkis[name].files("good")
-            d = start_derper(
-                workdir / f"derper-{name}",
-                hostname=pkis[name].hostname,
-                cert_file=files.cert_file,
-                key_file=files.key_file,
-                derp_port=RELAY_DERP_PORT,
-                stun_port=RELAY_STUN_PORT,
-                prefix=host.prefix,
-                addresses=host.addresses,
-                **kw,
-            )
-            owned(d.daemon)
-            return d
-
-        far = derper("far", hosts["far"])
+        far_files = pkis["far"].files("good")
+        far = start_derper(
+            workdir / "derper-far",
+            hostname=FAR.hostname,
+            cert_file=far_files.cert_file,
+            key_file=far_files.key_file,
+            derp_port=RELAY_DERP_PORT,
+            stun_port=RELAY_STUN_PORT,
+            prefix=hosts["far"].prefix,
+            addresses=hosts["far"].addresses,
+        )
+        owned(far.daemon)
         far_fronts = _fronts(far_delay, net_lan, hosts["far"], ipv4=True)
 
-        mesh: dict[str, Any] = {}
-        if topology == "companion":
-            psk = workdir / "mesh.key"
-            psk.write_text(secrets.token_hex(32) + "\n")  # 64 lowercase hex (derper.go:74)
-            psk.chmod(0o600)
-            # -mesh-with host:port/dial-address (cmd/derper/mesh.go:36-72): the companion dials
-            # home over IPv6, home dials the companion over IPv4.
-            home_entry = f"{HOME.hostname}:{RELAY_DERP_PORT}/{hosts['relay'].v6}"
-            companion_entry = f"{COMPANION_HOSTNAME}:{RELAY_DERP_PORT}/{hosts['companion'].v4}"
-            mesh = {"mesh_psk_file": psk, "ca_bundle": ca_bundle}
-        for label in ("relay", "companion"):
-            if label in nodes:
-                wait_backend(nodes[label], ("NeedsLogin", "NoState", "Stopped"))
-        home_mesh = {}
-        if mesh:
-            home_mesh = {"mesh_with": [companion_entry] if home_dials_companion else [], **mesh}
-        home = derper(
-            "home",
-            hosts["relay"],
-            verify_socket=nodes["relay"].socket,
-            debug_logs=True,
-            **home_mesh,
-        )
-        home_fronts = _fronts(near, net_lan, hosts["relay"], ipv4=topology == "dual-stack")
-        companion_derper, companion_fronts = None, None
-        if topology == "companion":
-            companion_derper = derper(
-                "companion",
-                hosts["companion"],
-                verify_socket=nodes["companion"].socket,
-                debug_logs=True,
-                mesh_with=[home_entry],
-                **mesh,
+        # Region 900's derpers as the product deploys them (tests/peers/product_process.py):
+        # the flags of `container.derper_command` for the parsed settings of each node, the mesh
+        # key drawn by `MeshKey`'s provider and written by the init container's upload, names
+        # resolved from the records the product publishes.
+        settings = product_settings(topology, nodes)
+        nodes_settings = {"relay": settings}
+        if settings.companion is not None:
+            nodes_settings["companion"] = node_settings(settings, settings.companion)
+        stack.enter_context(
+            hosts_file(
+                [hosts[label].name for label in nodes_settings],
+                hosts_lines(published_records(nodes_settings.values()), lan_address_of(hosts)),
             )
+        )
+        mesh_key = new_mesh_key() if settings.companion is not None else None
+        for label in nodes_settings:
+            wait_backend(nodes[label], ("NeedsLogin", "NoState", "Stopped"))
+
+        def product_derper(label: str, drop: tuple[str, ...] = ()) -> NodeDeployment:
+            node_set = nodes_settings[label]
+            deployed = deploy(
+                workdir / f"derper-{label}",
+                node_set,
+                pkis["companion" if label == "companion" else "home"],
+                prefix=hosts[label].prefix,
+                ca_bundle=ca_bundle,
+                mesh_key=mesh_key,
+                # one tailscaleSocket for both hosts; here they share a filesystem
+                host_paths={container.SOCKET_DIR: nodes[label].socket.parent},
+                drop_flags=drop,
+                addresses=hosts[label].addresses,
+            )
+            owned(deployed.derper.daemon)
+            return deployed
+
+        # the one-way variant: home's -mesh-with left off (it still holds the key)
+        home_node = product_derper("relay", () if home_dials_companion else ("-mesh-with",))
+        home = home_node.derper
+        home_fronts = _fronts(near, net_lan, hosts["relay"], ipv4=topology == "dual-stack")
+        companion_derper, companion_fronts, companion_node = None, None, None
+        if topology == "companion":
+            companion_node = product_derper("companion")
+            companion_derper = companion_node.derper
             companion_fronts = _fronts(near, net_lan, hosts["companion"], ipv4=True)
 
         dmap = {
@@ -392,6 +485,8 @@ def reach_tailnet(
             dmap,
             daemons,
             home_dials_companion=home_dials_companion,
+            home_node=home_node,
+            companion_node=companion_node,
         )
         wait_reach_converged(net)
         if topology == "companion":

@@ -41,13 +41,16 @@ from typing import Any
 
 import pytest
 
+from components import container
 from components import reach as reach_rules
 from components.gate import verdict_problems
+from components.mesh import MESH_KEY
+from components.settings.topology import mesh_peer
 from components.tailnet import TailnetDerpRegion
 from components.validation import RelayValidation, RelayValidationArgs, validation_trigger
 from tests.mocks import dynamic_inputs
 from tests.peers.daemons import wait_until
-from tests.peers.derper import short_key
+from tests.peers.derper import Derper, admitted, short_key
 from tests.peers.dns_server import DnsServer, dns_server
 from tests.peers.reach import TOPOLOGIES, ReachNet, reach_tailnet
 from tests.peers.tailnet import FAR, HOME, Node
@@ -197,6 +200,72 @@ def test_mesh_forwards_both_ways(reach: ReachNet) -> None:
     wait_until(f"forwarded packets {mesh}", seen, 45.0, reach.daemons, 0.5)
     assert (forwarded(reach.home.log(), reach.e) > 0) is mesh[0]
     assert (forwarded(reach.companion_derper.log(), reach.a) > 0) is mesh[1]
+
+
+def host_of(address: str) -> str:
+    """The host of derper's ``ip:port`` / ``[ip]:port`` client address."""
+    return address.rpartition(":")[0].strip("[]")
+
+
+# Region 900's derpers run as the product deploys them (tests/peers/product_process.py): each with
+# `container.derper_command` of its node's settings, as uid 65532, the mesh key drawn by MeshKey
+# and uploaded by the init container. In the companion topology both derpers read that key
+# ("Got mesh key from static file", "DERP mesh key configured": cmd/derper/derper.go:239,250) from
+# the same 0600 file derper's user owns, and dial the other by its hostname — derper logs the
+# dial target it was given (`mesh("h:p"): will dial "h:p" for "h:p"`, cmd/derper/mesh.go:50,59),
+# resolved from the records the product publishes: the mesh connection, made with the dialing
+# server's own key (mesh.go:52) and registered by the other (derpserver.go:772), arrives at home
+# from the companion's IPv6 address (home publishes no A record) and at the companion from the
+# relay host. Without a companion, no mesh flag and no key.
+def test_region_derpers_run_as_the_product_deploys_them(reach: ReachNet) -> None:
+    assert reach.home_node is not None
+    nodes = [reach.home_node] + ([reach.companion_node] if reach.companion_node else [])
+    for node in nodes:
+        assert node.product_command == container.derper_command(node.settings)
+        status = Path(f"/proc/{node.derper.daemon.process.pid}/status").read_text()
+        uid = container.derper_user(node.settings).partition(":")[0]
+        assert re.search(rf"^Uid:\t{uid}\t{uid}\t", status, re.M), status
+        assert re.search(r"^CapEff:\t0+$", status, re.M), status
+    home_log = reach.home.log()
+    if reach.companion_node is None:
+        assert not any(a.startswith("-mesh") for a in reach.home_node.product_command)
+        assert "No mesh key configured" in home_log
+        return
+    companion = reach.companion_node
+    keys = []
+    for node in nodes:
+        mesh_file = node.host_path(container.MESH_KEY_FILE)
+        st = mesh_file.stat()
+        owner = int(container.derper_user(node.settings).partition(":")[0])
+        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, owner), mesh_file
+        keys.append(mesh_file.read_text())
+        log = node.derper.log()
+        assert "Got mesh key from static file" in log and "DERP mesh key configured" in log
+    assert keys[0] == keys[1] and MESH_KEY.match(keys[0])
+    for node, peer in ((reach.home_node, companion), (companion, reach.home_node)):
+        target = mesh_peer(peer.settings.hostname, peer.settings.ports)
+        if node is reach.home_node and not reach.home_dials_companion:
+            assert "mesh(" not in home_log
+            continue
+        assert f"-mesh-with={target}" in node.argv
+        assert f'mesh("{target}"): will dial "{target}" for "{target}"' in node.derper.log()
+
+    def mesh_from(receiver: Derper, dialer: Derper) -> set[str]:
+        return {host_of(a) for a in admitted(receiver.log(), dialer.public_key)}
+
+    assert reach.companion is not None
+    want_home = {reach.companion.host.v6}  # home publishes AAAA only
+    relay_addresses = set(reach.relay.host.addresses)
+
+    def connected() -> bool:
+        into_companion = mesh_from(companion.derper, reach.home)
+        home_ok = not reach.home_dials_companion or bool(into_companion)
+        return mesh_from(reach.home, companion.derper) == want_home and home_ok
+
+    wait_until("the mesh connections", connected, 20.0, reach.daemons, 0.5)
+    assert mesh_from(companion.derper, reach.home) <= relay_addresses
+    if not reach.home_dials_companion:
+        assert mesh_from(companion.derper, reach.home) == set()
 
 
 # --------------------------------------------------------------- the health run from a runner
