@@ -137,6 +137,9 @@ def edit_region(
     None is no verdict (a run with no route to the relay): nothing is published, drained or
     restored (docs/architecture.md, "Health").
     """
+    # The engine delivers object inputs in no fixed order (docs/upstream/pulumi.md#property-order):
+    # the same region must always be the same bytes.
+    region = derpmap.in_policy_order(region)
     region_id = int(region["RegionID"])
     live = derpmap.find_region(text, region_id)
     if not was.published and live is not None and _written_by_us(text, region, region_id):

@@ -1114,3 +1114,19 @@ def test_draining_the_only_region_says_it_moves_nobody() -> None:
         shared, region(), healthy=False, was=was, adopt=False, omit_default_regions=False
     )
     assert kept.drained and kept.note is None
+
+
+# The engine hands the provider the region's keys in no fixed order
+# (docs/upstream/pulumi.md#property-order): whatever the order, the policy gets the same bytes.
+def test_the_region_is_the_same_bytes_whatever_the_key_order() -> None:
+    ordered = region()
+    shuffled = dict(reversed(list(ordered.items())))
+    shuffled["Nodes"] = [dict(reversed(list(n.items()))) for n in ordered["Nodes"]]
+    new = tailnet.RegionState(False, False, False)
+    texts = {
+        tailnet.edit_region(
+            POLICY, r, healthy=True, was=new, adopt=False, omit_default_regions=False
+        )[0]
+        for r in (ordered, shuffled)
+    }
+    assert len(texts) == 1
