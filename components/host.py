@@ -320,6 +320,7 @@ class HostChannel:
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
+                errors="replace",  # a host's stray non-UTF-8 byte is a character, not a crash
                 timeout=self.timeout + 2,  # ssh's own ConnectTimeout should fire first
                 check=False,
             )

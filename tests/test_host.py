@@ -190,3 +190,12 @@ def test_usage_forward_uses_the_same_options() -> None:
     program = ssh_forward_command(parse_ssh_host("ssh://u@h:2222"), 443, timeout=10)
     assert argv == program
     assert argv[1 : 1 + len(client_options(10))] == client_options(10)
+
+
+# A host whose command prints bytes that are not UTF-8 (a locale, a corrupt file) gives an answer
+# with replacement characters, never a UnicodeDecodeError out of the program.
+def test_non_utf8_output_is_an_answer() -> None:
+    done = HostChannel("unix:///var/run/docker.sock").run(
+        ["printf", "ok \\377\\376"], what="print bytes"
+    )
+    assert done.returncode == 0 and done.stdout == "ok \ufffd\ufffd"
