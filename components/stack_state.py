@@ -98,8 +98,8 @@ def held(
     """For each key: the ``type_token`` resource that ``state`` holds as ``names[key]`` or, when
     none is, one whose outputs carry ``outputs[key]`` under another name: the same physical
     thing registered by a parent that was renamed (a changed ``regionId`` renames the
-    component). The caller aliases the new name to it, so the engine moves it instead of
-    importing it again and deleting the old entry, which would delete the live object by id
+    component, whose alias, :func:`former_names`, moves it). Adoption must count it as held: an
+    import of it would be an import-replacement, whose delete removes the live object by id
     (docs/upstream/pulumi.md#import)."""
     found: dict[str, Held] = {}
     for urn, entry in state.items():
